@@ -1,0 +1,46 @@
+"""The ``mlip`` command line.
+
+Each subcommand lives in its own module of this package and is registered
+below. Errors the user can fix (:class:`mlip.errors.UserError`,
+:class:`parsers.ParseError`, a missing file) become one line on stderr and
+exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mlip import __version__
+from mlip.errors import UserError
+from parsers.errors import ParseError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except (UserError, ParseError, FileNotFoundError) as exc:
+            click.echo(f"mlip: error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlip")
+def main() -> None:
+    """mlip: machine-learned interatomic potentials.
+
+    \b
+    Example:
+      mlip train dumps/            # train a potential on a folder of dumps
+      mlip info runs/dumps/model.pt
+    """
+
+
+def _register() -> None:
+    # Subcommand modules register themselves here, one import each.
+    from mlip.cli import data  # noqa: F401
+
+
+_register()
