@@ -1,6 +1,5 @@
 """``mlip data``: build and inspect HDF5 datasets (filled in by the dataset work)."""
 
-import click
 
 from mlip.cli import main
 
