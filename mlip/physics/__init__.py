@@ -1,0 +1,5 @@
+"""Physics and long-range energy terms added to the networks' energy."""
+
+from mlip.physics.base import PhysicsTerm
+
+__all__ = ["PhysicsTerm"]
