@@ -1,0 +1,7 @@
+"""The potential: per-element networks on descriptors plus physics terms."""
+
+from mlip.model.activations import Activation
+from mlip.model.networks import ElementNetworks
+from mlip.model.potential import Potential, neutralize
+
+__all__ = ["Activation", "ElementNetworks", "Potential", "neutralize"]

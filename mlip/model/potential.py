@@ -1,0 +1,185 @@
+"""The potential: per-element networks on descriptors, plus physics terms.
+
+Energy of atom i: E_i = shift[s_i] + scale · NN_{s_i}(D_i) + Σ_terms E_i^term, with D_i
+the (normalised) descriptors of atom i and s_i its element. Forces are
+−∂E/∂x and the virial is −∂E/∂ε for a homogeneous strain ε applied to
+positions, image shifts and cell (x → x(I+ε), rows), so every term, the
+long-range ones included, gets a correct stress from one autograd pass.
+"""
+
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor
+
+from mlip.model.networks import ElementNetworks
+from mlip.physics.base import PhysicsTerm
+
+
+def neutralize(q: Tensor, batch: Tensor, total_charge: Tensor) -> Tensor:
+    """Shift charges so each frame sums to its total charge: q_i ← q_i − (Σq − Q)/N.
+
+    q: (n,) e; batch: (n,) frame index; total_charge: (B,) e.
+    """
+    n_frames = total_charge.shape[0]
+    ones = torch.ones_like(q)
+    count = torch.zeros(n_frames, dtype=q.dtype, device=q.device).index_add(0, batch, ones)
+    excess = torch.zeros(n_frames, dtype=q.dtype, device=q.device).index_add(0, batch, q) - total_charge
+    return q - (excess / count.clamp(min=1.0))[batch]
+
+
+class Potential(torch.nn.Module):
+    """A machine-learned interatomic potential.
+
+    Args:
+        descriptors: module ``(species, edge_index, edge_vec, n_centers) -> (n_centers, F)``
+            with attributes ``cutoff`` (Å) and ``n_features``.
+        elements: element symbols, sorted by atomic number; ``species`` indexes this list.
+        hidden: hidden layer widths of each element's network.
+        activation: hidden activation (see :mod:`mlip.model.activations`).
+        physics: physics terms added to the atomic energies.
+        charges: if True the networks have a second output, the atomic charge, neutralised per
+            frame to the frame's total charge and passed to the physics terms as ``charges``.
+    """
+
+    elements: List[str]
+    cutoff: float
+    has_charges: bool
+    long_range: bool
+
+    def __init__(
+        self,
+        descriptors: torch.nn.Module,
+        elements: List[str],
+        hidden: List[int],
+        activation: str = "silu",
+        physics: Optional[List[PhysicsTerm]] = None,
+        charges: bool = False,
+    ) -> None:
+        super().__init__()
+        physics = list(physics or [])
+        self.elements = list(elements)
+        self.descriptors = descriptors
+        self.has_charges = bool(charges)
+        n_species = len(self.elements)
+        self.networks = ElementNetworks(n_species, int(descriptors.n_features), list(hidden), activation,
+                                        n_out=2 if charges else 1)
+        self.physics = torch.nn.ModuleList(physics)
+        short = [t.cutoff for t in physics if not t.long_range]
+        self.cutoff = float(max([float(descriptors.cutoff)] + short))
+        self.long_range = any(t.long_range for t in physics)
+        self.register_buffer("energy_shift", torch.zeros(n_species, dtype=torch.float64))
+        self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
+
+    def set_energy_reference(self, shift: Tensor, scale: float) -> None:
+        """Set per-element reference energies (n_species,) eV and the network energy scale (eV)."""
+        self.energy_shift.copy_(torch.as_tensor(shift, dtype=self.energy_shift.dtype))
+        self.energy_scale.fill_(float(scale))
+
+    @torch.jit.export
+    def compute(
+        self,
+        positions: Tensor,
+        species: Tensor,
+        edge_index: Tensor,
+        edge_shift: Tensor,
+        cell: Tensor,
+        pbc: Tensor,
+        batch: Tensor,
+        total_charge: Tensor,
+        n_local: int,
+        compute_forces: bool = True,
+        compute_virial: bool = True,
+        create_graph: bool = False,
+    ) -> Dict[str, Tensor]:
+        """Energies and derivatives for a batch of frames.
+
+        positions: (N, 3) Å (local atoms first, then ghosts); species: (N,) int64;
+        edge_index: (2, E) int64 with i < n_local; edge_shift: (E, 3) Å; cell: (B, 3, 3) Å rows;
+        pbc: (B, 3) bool; batch: (N,) frame of each atom; total_charge: (B,) e.
+
+        Returns ``energy`` (B,) eV, ``atomic_energies`` (n_local,) eV and, as requested,
+        ``forces`` (N, 3) eV/Å and ``virial`` (B, 3, 3) eV; ``charges`` (n_local,) e if any.
+        """
+        n_frames = cell.shape[0]
+        strain = torch.zeros(n_frames, 3, 3, dtype=positions.dtype, device=positions.device)
+        if compute_forces:
+            positions = positions.detach().requires_grad_(True)
+        if compute_virial:
+            strain.requires_grad_(True)
+        pos = positions + torch.bmm(positions.unsqueeze(1), strain.index_select(0, batch)).squeeze(1)
+        src = edge_index[0]
+        dst = edge_index[1]
+        edge_strain = strain.index_select(0, batch.index_select(0, src))
+        shift = edge_shift + torch.bmm(edge_shift.unsqueeze(1), edge_strain).squeeze(1)
+        edge_vec = pos.index_select(0, dst) - pos.index_select(0, src) + shift
+        strained_cell = cell + torch.bmm(cell, strain)
+
+        local_species = species[:n_local]
+        features = self.descriptors(species, edge_index, edge_vec, n_local)
+        out = self.networks(features, local_species)
+        atomic = self.energy_shift.to(out.dtype).index_select(0, local_species) \
+            + self.energy_scale.to(out.dtype) * out[:, 0]
+
+        data: Dict[str, Tensor] = {
+            "positions": pos,
+            "species": species,
+            "edge_index": edge_index,
+            "edge_vec": edge_vec,
+            "cell": strained_cell,
+            "pbc": pbc,
+            "batch": batch,
+            "total_charge": total_charge,
+        }
+        results: Dict[str, Tensor] = {}
+        if self.has_charges:
+            q = neutralize(out[:, 1], batch[:n_local], total_charge)
+            data["charges"] = q
+            results["charges"] = q
+        for term in self.physics:
+            atomic = atomic + term(data, n_local)
+
+        energy = torch.zeros(n_frames, dtype=atomic.dtype, device=atomic.device)
+        energy = energy.index_add(0, batch[:n_local], atomic)
+        results["energy"] = energy
+        results["atomic_energies"] = atomic
+        if compute_forces or compute_virial:
+            inputs: List[Tensor] = []
+            if compute_forces:
+                inputs.append(positions)
+            if compute_virial:
+                inputs.append(strain)
+            grads = torch.autograd.grad([energy.sum()], inputs, create_graph=create_graph,
+                                        allow_unused=True)
+            k = 0
+            if compute_forces:
+                g = grads[k]
+                results["forces"] = -g if g is not None else torch.zeros_like(positions)
+                k += 1
+            if compute_virial:
+                g = grads[k]
+                results["virial"] = -g if g is not None else torch.zeros_like(strain)
+        return results
+
+    def forward(
+        self,
+        positions: Tensor,
+        species: Tensor,
+        edge_index: Tensor,
+        edge_shift: Tensor,
+        cell: Tensor,
+        pbc: Tensor,
+        n_local: int,
+    ) -> Dict[str, Tensor]:
+        """The deployed interface (one frame; see docs/architecture.md).
+
+        Returns ``energy`` () eV, ``atomic_energies`` (n_local,) eV, ``forces`` (N, 3) eV/Å,
+        ``virial`` (3, 3) eV and, for charge models, ``charges`` (n_local,) e.
+        """
+        batch = torch.zeros(positions.shape[0], dtype=torch.long, device=positions.device)
+        total_charge = torch.zeros(1, dtype=positions.dtype, device=positions.device)
+        res = self.compute(positions, species, edge_index, edge_shift, cell.unsqueeze(0),
+                           pbc.unsqueeze(0), batch, total_charge, n_local)
+        res["energy"] = res["energy"][0]
+        res["virial"] = res["virial"][0]
+        return res

@@ -1,0 +1,110 @@
+"""Training configuration: defaults, YAML files, overrides and validation.
+
+The resolved configuration is written to ``config.yaml`` in the run directory and
+is enough, with the data, to reproduce and to resume a run.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlip.errors import UserError
+
+DEFAULTS: dict[str, Any] = {
+    "data": {
+        "sources": [],  # files or folders readable by parsers.read
+        "types": {},  # LAMMPS type -> element, e.g. {1: "Cu"}
+        "energy_column": None,  # per-atom column summed into the energy (e.g. c_pe)
+        "log": None,  # log.lammps giving PotEng per timestep
+        "format": None,  # force a reader
+        "val_fraction": 0.1,
+        "split_by": "random",  # or "source": hold out whole files
+    },
+    "model": {
+        "elements": None,  # default: the elements in the data, sorted by Z
+        "descriptors": "default",  # or a list of descriptor configs (fingerprints.DescriptorSet)
+        "hidden": [64, 64],
+        "activation": "silu",
+        "physics": [],  # names or dicts: zbl, ewald, d3, ...
+        "charges": False,  # predict atomic charges (second network output)
+        "dtype": "float64",
+    },
+    "train": {
+        "epochs": 200,
+        "batch_size": 4,
+        "lr": 3.0e-3,
+        "min_lr": 1.0e-5,
+        "weight_decay": 0.0,
+        "scheduler": "plateau",  # or "cosine"
+        "plateau_patience": 10,
+        "plateau_factor": 0.5,
+        "early_stopping": 40,  # epochs without validation improvement
+        "ema_decay": 0.99,
+        "grad_clip": 10.0,
+        "energy_weight": 1.0,  # loss weight of MSE(E/N), (eV/atom)^-2
+        "force_weight": 1.0,  # loss weight of MSE(F), (eV/Å)^-2
+        "stress_weight": 0.0,  # loss weight of MSE(stress), (eV/Å^3)^-2
+        "charge_weight": 0.0,  # loss weight of MSE(q) when reference charges exist, e^-2
+        "checkpoint_every": 5,  # epochs
+        "seed": 0,
+        "device": "cpu",
+        "threads": 0,  # torch threads, 0 = torch's default
+    },
+    "out": None,  # run directory; default runs/<name of first source>
+}
+
+
+def _suggest(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=1)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(choices)}"
+
+
+def merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Recursively merge ``override`` into a copy of ``base``; unknown keys raise UserError
+    naming the key and the closest valid one."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if key not in base:
+            raise UserError(f"unknown config key '{where}{key}'" + _suggest(key, list(base)))
+        if isinstance(base[key], dict) and base[key] and isinstance(value, dict) and key != "types":
+            out[key] = merge(base[key], value, f"{where}{key}.")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults ← YAML file ← overrides (nested dicts or dotted keys ``"train.epochs"``)."""
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: invalid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise UserError(f"{path}: expected a mapping of config keys")
+        config = merge(config, loaded)
+    for dotted, value in (overrides or {}).items():
+        nested: dict[str, Any] = {}
+        cur = nested
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            cur = cur.setdefault(part, {})
+        cur[parts[-1]] = value
+        config = merge(config, nested)
+    return config
+
+
+def save_config(config: dict[str, Any], path: Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    tmp.replace(path)
