@@ -34,9 +34,12 @@ class Dataset:
     Frames; iterating yields every Frame in order.
 
     Per-frame arrays, all of length ``len(ds)``: ``n_atoms`` (atoms per frame),
-    ``energy`` (eV, NaN when absent), ``has_energy``, ``has_forces``,
-    ``has_stress``, ``has_charges``, ``source_id`` (index into ``sources``) and
-    ``frame_index`` (frame number within its source).
+    ``cell`` (n, 3, 3) Å, ``pbc`` (n, 3), ``energy`` (eV, NaN when absent),
+    ``stress`` (n, 3, 3) eV/Å³ (NaN when absent), ``has_energy``, ``has_forces``,
+    ``has_stress``, ``has_charges``, ``energy_weight``, ``force_weight``,
+    ``total_charge`` (e), ``group_id`` (index into ``groups``, -1 for none),
+    ``source_id`` (index into ``sources``, whose SHA-256 are ``source_sha256``)
+    and ``frame_index`` (frame number within its source).
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -80,7 +83,7 @@ class Dataset:
         self.total_charge: np.ndarray = fr["total_charge"][()]
         self.source_id: np.ndarray = fr["source"][()]
         self.frame_index: np.ndarray = fr["index"][()]
-        self._group_id: np.ndarray = fr["group"][()]
+        self.group_id: np.ndarray = fr["group"][()]
         self.groups: list[str] = list(h5["groups"].asstr()[()])
         self.sources: list[str] = list(h5["sources/path"].asstr()[()])
         self.source_sha256: list[str] = list(h5["sources/sha256"].asstr()[()])
@@ -163,7 +166,7 @@ class Dataset:
         frames = []
         for i in range(start, stop):
             s = slice(self._offsets[i] - a0, self._offsets[i + 1] - a0)
-            g = self._group_id[i]
+            g = self.group_id[i]
             frames.append(
                 Frame(
                     numbers=numbers[s],
