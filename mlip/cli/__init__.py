@@ -8,6 +8,7 @@ exit code 2.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -38,9 +39,7 @@ def main() -> None:
     """
 
 
-def _register() -> None:
-    # Subcommand modules register themselves here, one import each.
-    from mlip.cli import data  # noqa: F401
-
-
-_register()
+# Subcommand modules register themselves on import; add one name per module.
+COMMAND_MODULES = ["data", "models", "train"]
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"mlip.cli.{_name}")
