@@ -1,0 +1,75 @@
+"""``mlip train``: train a potential on a folder of dumps (or any readable data)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from mlip.cli import main
+from mlip.cli.options import data_options
+
+
+@main.command()
+@click.argument("sources", nargs=-1, type=click.Path())
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config; every key can be overridden by the flags below.")
+@click.option("--epochs", type=int, help="Number of epochs (train.epochs).")
+@click.option("--device", help="cpu or cuda (train.device).")
+@click.option("--val-fraction", type=float, help="Fraction of frames held out (data.val_fraction).")
+@click.option("--split-by-source", is_flag=True, default=None,
+              help="Hold out whole source files for validation (data.split_by=source).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<data name>).")
+@click.option("--seed", type=int, help="Random seed (train.seed).")
+@click.option("--physics", help="Comma-separated physics terms, e.g. zbl,ewald,d3 (model.physics).")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), help="Model precision (model.dtype).")
+@click.option("--batch-size", type=int, help="Frames per batch (train.batch_size).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override any config key, e.g. --set train.lr=1e-3 (YAML value).")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False),
+              help="Continue the run in this directory from its last checkpoint.")
+@click.option("--ddp", is_flag=True, help="Distributed data parallel (launch with torchrun).")
+@data_options
+def train(sources: tuple[str, ...], config_path: str | None, resume: str | None, ddp: bool,
+          sets: tuple[str, ...], read_options: dict[str, Any], **flags: Any) -> None:
+    """Train a potential on SOURCES (dump files, folders, extxyz, ... or a data.h5).
+
+    \b
+    Examples:
+      mlip train dumps/
+      mlip train dumps/ --types 1=Y --epochs 300 --out runs/yttrium
+      mlip train --resume runs/yttrium
+      torchrun --nproc_per_node=2 -m mlip train dumps/ --ddp
+    """
+    import yaml
+
+    from mlip.errors import UserError
+    from mlip.train.config import load_config
+    from mlip.train.trainer import resume as resume_run
+    from mlip.train.trainer import train as train_run
+
+    overrides: dict[str, Any] = {}
+    keys = {"epochs": "train.epochs", "device": "train.device", "val_fraction": "data.val_fraction",
+            "out": "out", "seed": "train.seed", "dtype": "model.dtype", "batch_size": "train.batch_size"}
+    for flag, key in keys.items():
+        if flags.get(flag) is not None:
+            overrides[key] = flags[flag]
+    if flags.get("split_by_source"):
+        overrides["data.split_by"] = "source"
+    if flags.get("physics") is not None:
+        overrides["model.physics"] = [p.strip() for p in flags["physics"].split(",") if p.strip()]
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    if resume:
+        resume_run(resume, ddp=ddp, overrides=overrides)
+        click.echo(f"run finished: {resume}")
+        return
+    if sources:
+        overrides["data.sources"] = list(sources)
+    for key, value in read_options.items():
+        overrides[f"data.{key}"] = value
+    run_dir = train_run(load_config(config_path, overrides), ddp=ddp)
+    click.echo(f"run directory: {run_dir}\nmodel: {run_dir / 'model.pt'}")

@@ -1,0 +1,70 @@
+"""Evaluate a deployed ``model.pt`` (or an in-memory Potential) on frames in batches."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mlip.batching import collate, frame_to_graph
+from mlip.errors import UserError
+from mlip.export import METADATA_FILE
+from parsers import Frame
+
+
+def resolve_model_path(model: str | Path) -> Path:
+    """A ``model.pt`` path from a file or a run directory (``RUN/model.pt``)."""
+    path = Path(model)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    return path
+
+
+def load_model(model: str | Path, device: str = "cpu") -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
+    """Load ``model.pt`` (or ``RUN_DIR/model.pt``) with its metadata."""
+    path = resolve_model_path(model)
+    extra = {METADATA_FILE: ""}
+    try:
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except RuntimeError as exc:
+        raise UserError(f"{path}: not a valid mlip model file ({str(exc).splitlines()[0]})") from None
+    if not extra[METADATA_FILE]:
+        raise UserError(f"{path}: no mlip metadata in the model file")
+    return module, json.loads(extra[METADATA_FILE])
+
+
+def predict_frames(module: torch.nn.Module, meta: dict[str, Any], frames: Sequence[Frame],
+                   batch_size: int = 8, device: str = "cpu", stress: bool = True) -> list[dict[str, Any]]:
+    """Energy (eV), atomic energies (eV), forces (n,3) eV/Å and, for periodic frames, stress
+    (3,3) eV/Å³ (ASE sign) of each frame, evaluated ``batch_size`` frames at a time."""
+    dtype = getattr(torch, meta["dtype"])
+    elements, cutoff = meta["elements"], float(meta["cutoff"])
+    out: list[dict[str, Any]] = []
+    for k in range(0, len(frames), batch_size):
+        chunk = frames[k:k + batch_size]
+        b = collate([frame_to_graph(f, elements, cutoff) for f in chunk], dtype, device)
+        want_stress = stress and bool(b["pbc"].all())
+        res = module.compute(b["positions"], b["species"], b["edge_index"], b["edge_shift"], b["cell"],
+                             b["pbc"], b["batch"], b["total_charge"], int(b["species"].shape[0]),
+                             True, want_stress, False)
+        starts = np.concatenate([[0], np.cumsum(b["n_atoms"].cpu().numpy())])
+        for f_i, frame in enumerate(chunk):
+            a, z = starts[f_i], starts[f_i + 1]
+            item: dict[str, Any] = {
+                "energy": float(res["energy"][f_i]),
+                "energies": res["atomic_energies"][a:z].detach().cpu().numpy().astype(np.float64),
+                "forces": res["forces"][a:z].detach().cpu().numpy().astype(np.float64),
+            }
+            if want_stress:
+                volume = abs(float(np.linalg.det(frame.cell)))
+                item["stress"] = -res["virial"][f_i].detach().cpu().numpy().astype(np.float64) / volume
+            if "charges" in res:
+                item["charges"] = res["charges"][a:z].detach().cpu().numpy().astype(np.float64)
+            out.append(item)
+    return out

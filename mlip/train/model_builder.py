@@ -1,0 +1,65 @@
+"""Build a :class:`~mlip.model.Potential` from the ``model`` section of a config,
+and fit its data-dependent constants (descriptor normalisation, reference energies)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from fingerprints import DescriptorSet
+from fingerprints.descriptor_set import default_config
+from mlip.errors import UserError
+from mlip.model import Potential
+from mlip.physics.registry import build_terms
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """``"float64"``/``"float32"`` → torch dtype (UserError otherwise)."""
+    if name not in DTYPES:
+        raise UserError(f"model.dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def descriptor_config(model_cfg: dict[str, Any], elements: Sequence[str]) -> list[dict[str, Any]]:
+    """The resolved descriptor config list (``"default"`` expanded)."""
+    desc = model_cfg["descriptors"]
+    if desc == "default":
+        return default_config(list(elements))
+    if not isinstance(desc, list):
+        raise UserError("model.descriptors must be 'default' or a list of descriptor configs")
+    return desc
+
+
+def build_potential(model_cfg: dict[str, Any], elements: Sequence[str]) -> Potential:
+    """A fresh, untrained potential in the config's dtype."""
+    descriptors = DescriptorSet.from_config(descriptor_config(model_cfg, elements), list(elements))
+    physics = build_terms(model_cfg.get("physics") or [], list(elements))
+    model = Potential(descriptors, list(elements), hidden=list(model_cfg["hidden"]),
+                      activation=model_cfg["activation"], physics=physics,
+                      charges=bool(model_cfg.get("charges", False)))
+    return model.to(torch_dtype(model_cfg["dtype"]))
+
+
+def fit_energy_reference(species: Sequence[np.ndarray], energies: np.ndarray, n_species: int,
+                         forces: Sequence[np.ndarray]) -> tuple[np.ndarray, float]:
+    """Per-element reference energies by least squares, E ≈ Σ_s n_s·e_s, and an energy scale.
+
+    species: per-frame (n,) element indices; energies: (F,) eV (NaN = absent);
+    forces: per-frame (n,3) eV/Å (NaN = absent). The scale (eV) is the RMS force when forces
+    are present, else the RMS per-atom residual energy, so network outputs are O(1).
+    """
+    counts = np.stack([np.bincount(s, minlength=n_species) for s in species]).astype(float)
+    ok = np.isfinite(energies)
+    if not ok.any():
+        raise UserError("no frame has an energy: training needs energies")
+    shift, *_ = np.linalg.lstsq(counts[ok], energies[ok], rcond=None)
+    resid = (energies[ok] - counts[ok] @ shift) / counts[ok].sum(axis=1)
+    f = np.concatenate([np.asarray(x).reshape(-1) for x in forces]) if len(forces) else np.array([])
+    f = f[np.isfinite(f)]
+    scale = float(np.sqrt(np.mean(f**2))) if f.size else float(np.sqrt(np.mean(resid**2)))
+    return shift, max(scale, 1e-3)
