@@ -1,0 +1,192 @@
+"""D3(BJ) dispersion against LAMMPS ``pair_style dispersion/d3`` and finite differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mlip.errors import UserError
+from mlip.physics.d3 import D3Dispersion
+
+NKTV2P = 1.6021765e6  # LAMMPS metal units: bar per eV/Å³
+
+
+def lammps_d3(positions, cell, types, elements, cutoff, cn_cutoff, periodic=True, damping="bj pbe"):
+    """Energy (eV), forces (N, 3) eV/Å and virial (xx yy zz xy xz yz) eV from LAMMPS."""
+    from mlip.lammps import load_lammps
+
+    lammps = load_lammps()
+    lmp = lammps.lammps(cmdargs=["-log", "none", "-screen", "none"])
+    try:
+        lmp.command("units metal")
+        lmp.command("atom_style atomic")
+        lmp.command("boundary p p p" if periodic else "boundary s s s")
+        a, b, c = cell
+        box = [0.0, a[0], 0.0, b[1], 0.0, c[2], b[0], c[0], c[1]]
+        lmp.command("region box prism " + " ".join(repr(float(v)) for v in box) + " units box")
+        lmp.command(f"create_box {len(elements)} box")
+        for t, p in zip(types, positions, strict=True):
+            lmp.command(f"create_atoms {t + 1} single {' '.join(repr(float(v)) for v in p)} units box")
+        lmp.command("mass * 1.0")
+        lmp.command("neigh_modify one 200000 page 2000000")
+        lmp.command(f"pair_style dispersion/d3 {damping} {cutoff!r} {cn_cutoff!r}")
+        lmp.command("pair_coeff * * " + " ".join(elements))
+        lmp.command("compute p all pressure NULL virial")
+        lmp.command("thermo_style custom pe c_p[1] vol")
+        lmp.command("run 0")
+        n = lmp.get_natoms()
+        assert n == len(types)
+        ids = np.array(lmp.numpy.extract_atom("id")[:n])
+        forces = np.array(lmp.numpy.extract_atom("f")[:n])[np.argsort(ids)]
+        press = np.array([lmp.numpy.extract_compute("p", 0, 1)[k] for k in range(6)])
+        return lmp.get_thermo("pe"), forces, press * lmp.get_thermo("vol") / NKTV2P
+    finally:
+        lmp.close()
+
+
+def model_d3(term, positions, cell, types, periodic=True):
+    """Energy, forces (autograd) and virial W = −∂E/∂ε (xx yy zz xy xz yz) from the term."""
+    x = torch.tensor(positions, dtype=torch.float64, requires_grad=True)
+    eps = torch.zeros(3, 3, dtype=torch.float64, requires_grad=True)
+    strain = torch.eye(3, dtype=torch.float64) + eps
+    data = {
+        "positions": x @ strain,
+        "species": torch.tensor(types),
+        "cell": (torch.tensor(cell, dtype=torch.float64) @ strain)[None],
+        "pbc": torch.full((1, 3), periodic),
+        "batch": torch.zeros(len(types), dtype=torch.long),
+    }
+    energy = term(data, len(types)).sum()
+    gx, geps = torch.autograd.grad(energy, [x, eps])
+    w = -geps.numpy()
+    return energy.item(), -gx.numpy(), np.array([w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]])
+
+
+def wrapped(positions, cell):
+    frac = np.linalg.solve(cell.T, positions.T).T % 1.0
+    return frac @ cell
+
+
+def zincblende_sic(seed):
+    """8-atom SiC cell, triclinic (LAMMPS lower-triangular form), atoms rattled 0.1 Å."""
+    rng = np.random.default_rng(seed)
+    a = 4.36
+    frac = np.array([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]], dtype=float)
+    frac = np.vstack([frac, frac + 0.25])
+    cell = np.array([[a, 0, 0], [0.3, a, 0], [-0.2, 0.4, a]])
+    positions = wrapped(frac @ cell + rng.normal(scale=0.1, size=(8, 3)), cell)
+    return positions, cell, np.array([0, 0, 0, 0, 1, 1, 1, 1])  # elements C, Si
+
+
+def rocksalt_mgo(seed):
+    """8-atom MgO cell, orthorhombic, rattled 0.15 Å."""
+    rng = np.random.default_rng(seed)
+    a = 4.21
+    frac = np.array([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]], dtype=float)
+    frac = np.vstack([frac, frac + np.array([0.5, 0, 0])])
+    cell = np.diag([a, a * 1.03, a * 0.98])
+    positions = wrapped(frac @ cell + rng.normal(scale=0.15, size=(8, 3)), cell)
+    return positions, cell, np.array([0, 0, 0, 0, 1, 1, 1, 1])  # elements O, Mg
+
+
+def assert_agree(mine, ref, rtol=1e-6):
+    e, f, w = mine
+    e_ref, f_ref, w_ref = ref
+    assert abs(e - e_ref) <= rtol * abs(e_ref)
+    assert np.abs(f - f_ref).max() <= rtol * np.abs(f_ref).max()
+    assert np.abs(w - w_ref).max() <= rtol * np.abs(w_ref).max()
+
+
+@pytest.mark.parametrize(("structure", "elements", "cutoff", "cn_cutoff"), [
+    (zincblende_sic, ["C", "Si"], 12.0, 8.0),
+    (zincblende_sic, ["C", "Si"], 50.2022, 21.1671),  # the reference program's defaults
+    (rocksalt_mgo, ["O", "Mg"], 20.0, 12.0),
+])
+def test_d3_matches_lammps_periodic(structure, elements, cutoff, cn_cutoff):
+    positions, cell, types = structure(1)
+    ref = lammps_d3(positions, cell, types, elements, cutoff, cn_cutoff)
+    mine = model_d3(D3Dispersion(elements, cutoff=cutoff, cn_cutoff=cn_cutoff), positions, cell, types)
+    assert ref[0] < 0.0
+    assert_agree(mine, ref)
+
+
+def test_d3_matches_lammps_molecule_in_big_box():
+    """Ethanol-like C2H6O, non-periodic in LAMMPS (boundary s s s) and in the term."""
+    positions = np.array([
+        [0.000, 0.000, 0.000], [1.520, 0.000, 0.000], [2.030, 1.340, 0.050],  # C C O
+        [-0.380, 1.020, 0.080], [-0.390, -0.520, 0.880], [-0.370, -0.500, -0.900],
+        [1.900, -0.520, 0.890], [1.880, -0.540, -0.880], [2.990, 1.290, 0.020],
+    ]) + 20.0
+    elements = ["H", "C", "O"]
+    types = np.array([1, 1, 2, 0, 0, 0, 0, 0, 0])
+    cell = np.diag([40.0, 40.0, 40.0])
+    ref = lammps_d3(positions, cell, types, elements, 50.2022, 21.1671, periodic=False)
+    mine = model_d3(D3Dispersion(elements), positions, cell, types, periodic=False)
+    assert_agree(mine, ref)
+
+
+def test_d3_explicit_parameters_match_named_functional():
+    positions, cell, types = zincblende_sic(2)
+    named = model_d3(D3Dispersion(["C", "Si"], cutoff=15.0, cn_cutoff=10.0), positions, cell, types)
+    explicit = D3Dispersion(["C", "Si"], functional=None, s6=1.0, s8=0.7875, a1=0.4289, a2=4.4407,
+                            cutoff=15.0, cn_cutoff=10.0)
+    assert_agree(model_d3(explicit, positions, cell, types), named, rtol=1e-14)
+    other = D3Dispersion(["C", "Si"], functional="pbe0", cutoff=15.0, cn_cutoff=10.0)
+    ref = lammps_d3(positions, cell, types, ["C", "Si"], 15.0, 10.0, damping="bj pbe0")
+    assert_agree(model_d3(other, positions, cell, types), ref)
+
+
+def test_d3_finite_differences():
+    positions, cell, types = rocksalt_mgo(3)
+    term = D3Dispersion(["O", "Mg"], cutoff=14.0, cn_cutoff=9.0)
+    _, forces, virial = model_d3(term, positions, cell, types)
+
+    def energy(x, c):
+        return model_d3(term, x, c, types)[0]
+
+    h = 1e-5
+    for atom, axis in [(0, 0), (3, 1), (6, 2)]:
+        step = np.zeros_like(positions)
+        step[atom, axis] = h
+        fd = -(energy(positions + step, cell) - energy(positions - step, cell)) / (2 * h)
+        assert abs(fd - forces[atom, axis]) < 1e-7 * np.abs(forces).max() + 1e-9
+    for k, (a, b) in enumerate([(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]):
+        eps = np.zeros((3, 3))
+        eps[a, b] = h
+        plus = energy(positions @ (np.eye(3) + eps), cell @ (np.eye(3) + eps))
+        minus = energy(positions @ (np.eye(3) - eps), cell @ (np.eye(3) - eps))
+        assert abs(-(plus - minus) / (2 * h) - virial[k]) < 1e-7 * np.abs(virial).max()
+
+
+def test_d3_script_batch_and_float32():
+    pos1, cell1, types1 = zincblende_sic(4)
+    pos2, cell2, types2 = rocksalt_mgo(5)
+    term = D3Dispersion(["C", "O", "Mg", "Si"], cutoff=12.0, cn_cutoff=8.0)
+    scripted = torch.jit.script(term)
+    species = np.concatenate([np.where(types1 == 0, 0, 3), np.where(types2 == 0, 1, 2)])
+    data = {
+        "positions": torch.tensor(np.vstack([pos1, pos2])),
+        "species": torch.tensor(species),
+        "cell": torch.tensor(np.stack([cell1, cell2])),
+        "pbc": torch.ones(2, 3, dtype=torch.bool),
+        "batch": torch.tensor([0] * 8 + [1] * 8),
+    }
+    batched = scripted(data, 16)
+    assert batched.shape == (16,)
+    for sl, pos, cell in [(slice(0, 8), pos1, cell1), (slice(8, 16), pos2, cell2)]:
+        one = {"positions": torch.tensor(pos), "species": torch.tensor(species[sl]),
+               "cell": torch.tensor(cell)[None], "pbc": torch.ones(1, 3, dtype=torch.bool),
+               "batch": torch.zeros(8, dtype=torch.long)}
+        torch.testing.assert_close(term(one, 8), batched[sl], rtol=1e-12, atol=1e-14)
+    single = {k: (v.float() if v.is_floating_point() else v) for k, v in data.items()}
+    torch.testing.assert_close(scripted(single, 16).double(), batched, rtol=1e-4, atol=1e-6)
+
+
+def test_d3_bad_input():
+    with pytest.raises(UserError, match="functional"):
+        D3Dispersion(["C"], functional="nonsense")
+    with pytest.raises(UserError, match="a1, a2"):
+        D3Dispersion(["C"], functional=None, s6=1.0, s8=1.0)
+    with pytest.raises(UserError, match="Am"):
+        D3Dispersion(["C", "Am"])
