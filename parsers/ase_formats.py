@@ -5,8 +5,9 @@ results (ASE converts VASP's kbar stress to eV/Å³ with ASE's sign). From
 extxyz, per-atom ``charges`` (calculator result or array, or
 ``initial_charges``), ``energy_weight`` / ``force_weight`` and
 ``total_charge`` (or ``charge``) in ``info`` are kept. For VASP, ASE's
-``energy`` is the energy extrapolated to σ → 0 and ``free_energy`` is TOTEN;
-the Frame takes ``energy``.
+``energy`` is the energy extrapolated to σ → 0 (``free_energy`` is TOTEN) of
+the last electronic step, without the PSTRESS PV term; the Frame takes
+``energy``.
 """
 
 from __future__ import annotations
