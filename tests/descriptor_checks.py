@@ -51,6 +51,27 @@ def edges(atoms: Atoms, cutoff: float, positions: torch.Tensor = None, cell: tor
     return species, edge_index, vec
 
 
+def brute_force_neighbors(atoms: Atoms, cutoff: float):
+    """Plain image enumeration: for every atom the list of (species, r_ij vector) with 0 < r < cutoff."""
+    pos, cell = atoms.positions, atoms.cell.array
+    inv = np.linalg.inv(cell)
+    reps = [int(np.ceil(cutoff * np.linalg.norm(inv[:, k]))) + 1 for k in range(3)]
+    species = atoms.arrays["species"]
+    result = []
+    for i in range(len(atoms)):
+        neigh = []
+        for j in range(len(atoms)):
+            for a in range(-reps[0], reps[0] + 1):
+                for b in range(-reps[1], reps[1] + 1):
+                    for c in range(-reps[2], reps[2] + 1):
+                        v = pos[j] - pos[i] + np.array([a, b, c]) @ cell
+                        d = np.linalg.norm(v)
+                        if 0.0 < d < cutoff:
+                            neigh.append((species[j], v))
+        result.append(neigh)
+    return result
+
+
 def descriptor(module: torch.nn.Module, atoms: Atoms) -> torch.Tensor:
     """Per-atom descriptor of ``atoms`` (n_atoms, n_features), float64."""
     species, edge_index, vec = edges(atoms, module.cutoff)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from descriptor_checks import (
+    brute_force_neighbors,
     descriptor,
     edges,
     random_cell,
@@ -39,32 +40,11 @@ def ref_fc(r, rc, kind, alpha):
     return CORE[kind]((r - alpha * rc) / (rc - alpha * rc))
 
 
-def ref_neighbors(atoms, rc):
-    """Brute-force image enumeration: for every atom, the list of (element, r_ij vector)."""
-    pos, cell = atoms.positions, atoms.cell.array
-    inv = np.linalg.inv(cell)
-    reps = [int(np.ceil(rc * np.linalg.norm(inv[:, k]))) + 1 for k in range(3)]
-    species = atoms.arrays["species"]
-    result = []
-    for i in range(len(atoms)):
-        neigh = []
-        for j in range(len(atoms)):
-            for a in range(-reps[0], reps[0] + 1):
-                for b in range(-reps[1], reps[1] + 1):
-                    for c in range(-reps[2], reps[2] + 1):
-                        v = pos[j] - pos[i] + np.array([a, b, c]) @ cell
-                        d = np.linalg.norm(v)
-                        if 0.0 < d < rc:
-                            neigh.append((species[j], v))
-        result.append(neigh)
-    return result
-
-
 def ref_acsf(atoms, functions, kind, alpha, default_rc):
     """Plain loops over centres, neighbours and neighbour pairs j < k (n2p2's sums)."""
     species = atoms.arrays["species"]
     rc_max = max(f.get("rc", default_rc) for f in functions)
-    neighbors = ref_neighbors(atoms, rc_max)
+    neighbors = brute_force_neighbors(atoms, rc_max)
     rows = []
     for i in range(len(atoms)):
         own = [f for f in functions if f.get("center", species[i]) == species[i]]

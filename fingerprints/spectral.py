@@ -1,0 +1,253 @@
+"""SNAP/SOAP-like spectral descriptors of the neighbour density, built on e3nn.
+
+Every centre atom i gets, per neighbour element z, the density coefficients::
+
+    c^z_{nlm}(i) = sum_{j in z, r_ij < rc} R_n(r_ij) Y_lm(r_ij / |r_ij|)
+
+with ``Y_lm`` e3nn's real spherical harmonics (``o3.SphericalHarmonics``,
+``normalization="norm"``, so that sum_m Y_lm(a) Y_lm(b) = P_l(a . b)) and radial
+functions ``R_n`` (n = 1 .. n_max) times the quintic cutoff of
+``fingerprints.cutoffs.polynomial_cutoff`` (value and first two derivatives
+vanish at rc):
+
+- ``"bessel"``: R_n(r) = sqrt(2 / rc) sin(n pi r / rc) / r;
+- ``"gaussian"``: R_n(r) = exp(-(r - mu_n)^2 / (2 sigma^2)), mu_n evenly spaced
+  on [0, rc], sigma = rc / n_max.
+
+The central atom does not contribute to its own density. Two invariants are
+built from it:
+
+- :class:`PowerSpectrum` (SOAP-like)::
+
+      p^{z z'}_{n n' l} = sum_m c^z_{nlm} c^{z'}_{n'lm} = sum_{j in z, k in z'} R_n R_n' P_l(cos theta_jik)
+
+  for l = 0 .. l_max and every unordered pair of channels (z, n) <= (z', n');
+  the sum over j, k includes j = k (the self term). Invariant under all of O(3).
+- :class:`Bispectrum`::
+
+      b^{z1 z2 z3}_{n l1 l2 l3} = sum_{m1 m2 m3} W^{l1 l2 l3}_{m1 m2 m3}
+                                  c^{z1}_{n l1 m1} c^{z2}_{n l2 m2} c^{z3}_{n l3 m3}
+
+  with ``W = e3nn.o3.wigner_3j(l1, l2, l3)`` (the real-basis Clebsch–Gordan
+  tensor, Frobenius norm 1), diagonal in n as in SNAP, for l1 <= l2 <= l3 <= l_max
+  with l3 <= l1 + l2. Element triples are kept once per symmetry class
+  ((l1, z1) <= (l2, z2) <= (l3, z3)). The triple sum over neighbours includes
+  repeated neighbours (j = k = l). Terms with l1 + l2 + l3 odd are pseudoscalars:
+  invariant under proper rotations, sign-flipped by reflections. They are left
+  out unless ``include_odd=True``; for l1 + l2 + l3 odd W is antisymmetric under
+  exchange of equal l, so combinations with two identical (l, z) slots vanish
+  and are dropped.
+"""
+
+import math
+from typing import List
+
+import torch
+from e3nn import o3
+from torch import Tensor
+
+from fingerprints.cutoffs import polynomial_cutoff
+
+RADIAL_BASES = ("bessel", "gaussian")
+
+
+class DensityExpansion(torch.nn.Module):
+    """Element-resolved density coefficients c^z_{nlm} of every centre (module docstring).
+
+    Args:
+        n_species: number of elements; cutoff: rc, Å; n_max: radial functions;
+        l_max: largest angular momentum; radial_basis: ``"bessel"`` or ``"gaussian"``.
+    """
+
+    cutoff: float
+    n_species: int
+    n_max: int
+    l_max: int
+    gaussian: bool
+
+    def __init__(self, n_species: int, cutoff: float, n_max: int, l_max: int,
+                 radial_basis: str = "bessel") -> None:
+        super().__init__()
+        if n_species < 1 or n_max < 1 or l_max < 0:
+            raise ValueError(f"need n_species >= 1, n_max >= 1 and l_max >= 0, got n_species={n_species}, "
+                             f"n_max={n_max}, l_max={l_max}")
+        if not cutoff > 0.0:
+            raise ValueError(f"cutoff must be > 0 Å, got {cutoff}")
+        if radial_basis not in RADIAL_BASES:
+            raise ValueError(f"radial_basis must be one of {RADIAL_BASES}, got {radial_basis!r}")
+        self.cutoff = float(cutoff)
+        self.n_species = n_species
+        self.n_max = n_max
+        self.l_max = l_max
+        self.gaussian = radial_basis == "gaussian"
+        self.sh = o3.SphericalHarmonics(list(range(l_max + 1)), normalize=True, normalization="norm")
+        n = torch.arange(1, n_max + 1, dtype=torch.float64)
+        if self.gaussian:
+            self.register_buffer("radial_parameter", torch.linspace(0.0, cutoff, n_max, dtype=torch.float64))
+        else:
+            self.register_buffer("radial_parameter", n * math.pi / cutoff)
+
+    def radial(self, r: Tensor) -> Tensor:
+        """Radial functions times the cutoff, (E,) Å -> (E, n_max)."""
+        p = self.radial_parameter.to(r.dtype)
+        r = r.unsqueeze(1)
+        if self.gaussian:
+            sigma = self.cutoff / self.n_max
+            basis = torch.exp(-((r - p) ** 2) / (2.0 * sigma * sigma))
+        else:
+            basis = math.sqrt(2.0 / self.cutoff) * torch.sin(p * r) / r
+        return basis * polynomial_cutoff(r, self.cutoff)
+
+    def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centers: int) -> Tensor:
+        """Coefficients (n_centers, n_species, n_max, (l_max+1)^2), m fastest within each l block."""
+        r = torch.linalg.norm(edge_vec, dim=1)
+        keep = r < self.cutoff
+        r = r[keep]
+        center = edge_index[0][keep]
+        neighbor_species = species[edge_index[1][keep]]
+        harmonics = self.sh(edge_vec[keep])
+        n_m = harmonics.shape[1]
+        values = (self.radial(r).unsqueeze(2) * harmonics.unsqueeze(1)).reshape(r.shape[0], self.n_max * n_m)
+        out = torch.zeros(n_centers * self.n_species, self.n_max * n_m, dtype=edge_vec.dtype,
+                          device=edge_vec.device)
+        out.index_add_(0, center * self.n_species + neighbor_species, values)
+        return out.view(n_centers, self.n_species, self.n_max, n_m)
+
+
+class PowerSpectrum(torch.nn.Module):
+    """SOAP-like power spectrum p^{z z'}_{n n' l} (module docstring).
+
+    Args:
+        n_species: number of elements; cutoff: Å; n_max: radial functions
+        (default 8); l_max: default 4; radial_basis: ``"bessel"`` or ``"gaussian"``.
+
+    Features: l-major; within each l the pairs (a, b), a <= b, of channels
+    a = z * n_max + (n - 1) in row-major upper-triangle order.
+    n_features = (l_max + 1) * A (A + 1) / 2 with A = n_species * n_max.
+    """
+
+    cutoff: float
+    n_features: int
+    l_max: int
+
+    def __init__(self, n_species: int, cutoff: float = 5.0, n_max: int = 8, l_max: int = 4,
+                 radial_basis: str = "bessel") -> None:
+        super().__init__()
+        self.density = DensityExpansion(n_species, cutoff, n_max, l_max, radial_basis)
+        self.cutoff = float(cutoff)
+        self.l_max = l_max
+        channels = n_species * n_max
+        upper = torch.triu_indices(channels, channels)
+        self.register_buffer("pair_flat", upper[0] * channels + upper[1])
+        self.n_features = (l_max + 1) * upper.shape[1]
+        self.radial_basis = radial_basis
+
+    def extra_repr(self) -> str:
+        d = self.density
+        return (f"n_species={d.n_species}, cutoff={self.cutoff}, n_max={d.n_max}, l_max={self.l_max}, "
+                f"radial_basis={self.radial_basis}, n_features={self.n_features}")
+
+    def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centers: int) -> Tensor:
+        """Power spectrum (n_centers, n_features); edge_vec (E, 3) Å, r_ij."""
+        c = self.density(species, edge_index, edge_vec, n_centers)
+        c = c.reshape(n_centers, c.shape[1] * c.shape[2], c.shape[3])
+        parts: List[Tensor] = []
+        for l in range(self.l_max + 1):
+            block = c[:, :, l * l:(l + 1) * (l + 1)]
+            p = torch.einsum("iam,ibm->iab", block, block)
+            parts.append(p.reshape(n_centers, -1)[:, self.pair_flat])
+        return torch.cat(parts, dim=1)
+
+
+class Bispectrum(torch.nn.Module):
+    """Bispectrum b^{z1 z2 z3}_{n l1 l2 l3} contracted with e3nn's wigner_3j (module docstring).
+
+    Args:
+        n_species: number of elements; cutoff: Å; n_max: radial functions
+        (default 6); l_max: default 4; radial_basis: ``"bessel"`` or
+        ``"gaussian"``; include_odd: also keep the l1 + l2 + l3 odd pseudoscalars.
+
+    Features: one block per (l1, l2, l3) in lexicographic order, in it one
+    entry per kept element triple (z1, z2, z3) (lexicographic), n fastest.
+    ``triples`` lists [l1, l2, l3] per block and ``element_triples`` the kept
+    (z1, z2, z3) of each block.
+    """
+
+    cutoff: float
+    n_features: int
+    n_max: int
+    blocks: List[List[int]]
+
+    def __init__(self, n_species: int, cutoff: float = 5.0, n_max: int = 6, l_max: int = 4,
+                 radial_basis: str = "bessel", include_odd: bool = False) -> None:
+        super().__init__()
+        self.density = DensityExpansion(n_species, cutoff, n_max, l_max, radial_basis)
+        self.cutoff = float(cutoff)
+        self.n_max = n_max
+        self.radial_basis = radial_basis
+        self.include_odd = include_odd
+        weights: List[Tensor] = []
+        combos: List[int] = []
+        self.blocks = []  # [l1, l2, l3, offset into w_flat, offset into combo_flat, number of combos]
+        self.triples: List[List[int]] = []
+        self.element_triples: List[List[List[int]]] = []
+        w_offset = 0
+        for l1 in range(l_max + 1):
+            for l2 in range(l1, l_max + 1):
+                for l3 in range(l2, min(l_max, l1 + l2) + 1):
+                    odd = (l1 + l2 + l3) % 2 == 1
+                    if odd and not include_odd:
+                        continue
+                    kept = [[z1, z2, z3] for z1 in range(n_species) for z2 in range(n_species)
+                            for z3 in range(n_species)
+                            if _canonical(l1, z1, l2, z2, odd) and _canonical(l2, z2, l3, z3, odd)]
+                    if not kept:
+                        continue
+                    w = o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
+                    self.blocks.append([l1, l2, l3, w_offset, len(combos), len(kept)])
+                    self.triples.append([l1, l2, l3])
+                    self.element_triples.append(kept)
+                    weights.append(w.reshape(-1))
+                    w_offset += w.numel()
+                    combos += [(z1 * n_species + z2) * n_species + z3 for z1, z2, z3 in kept]
+        self.register_buffer("w_flat", torch.cat(weights))
+        self.register_buffer("combo_flat", torch.tensor(combos, dtype=torch.int64))
+        self.n_features = len(combos) * n_max
+
+    def extra_repr(self) -> str:
+        d = self.density
+        return (f"n_species={d.n_species}, cutoff={self.cutoff}, n_max={self.n_max}, l_max={d.l_max}, "
+                f"radial_basis={self.radial_basis}, include_odd={self.include_odd}, "
+                f"n_l_triples={len(self.blocks)}, n_features={self.n_features}")
+
+    def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centers: int) -> Tensor:
+        """Bispectrum (n_centers, n_features); edge_vec (E, 3) Å, r_ij."""
+        c = self.density(species, edge_index, edge_vec, n_centers)
+        n_species = c.shape[1]
+        w_flat = self.w_flat.to(c.dtype)
+        parts: List[Tensor] = []
+        for block in self.blocks:
+            l1, l2, l3, w_offset, combo_offset, n_combos = block
+            d1, d2, d3 = 2 * l1 + 1, 2 * l2 + 1, 2 * l3 + 1
+            w = w_flat[w_offset:w_offset + d1 * d2 * d3].view(d1, d2, d3)
+            c1 = c[:, :, :, l1 * l1:(l1 + 1) * (l1 + 1)]
+            c2 = c[:, :, :, l2 * l2:(l2 + 1) * (l2 + 1)]
+            c3 = c[:, :, :, l3 * l3:(l3 + 1) * (l3 + 1)]
+            x = torch.einsum("isna,abc->isnbc", c1, w)
+            y = torch.einsum("isnbc,itnb->istnc", x, c2)
+            b = torch.einsum("istnc,iunc->istun", y, c3)
+            b = b.reshape(n_centers, n_species * n_species * n_species, self.n_max)
+            combos = self.combo_flat[combo_offset:combo_offset + n_combos]
+            parts.append(b[:, combos, :].reshape(n_centers, n_combos * self.n_max))
+        return torch.cat(parts, dim=1)
+
+
+def _canonical(la: int, za: int, lb: int, zb: int, odd: bool) -> bool:
+    """Whether slots (la, za), (lb, zb) (la <= lb) are in canonical order for the bispectrum.
+
+    Equal l: the contraction is symmetric (even l-sum) or antisymmetric (odd) in
+    the two slots, so keep za <= zb (even) or za < zb (odd; equal slots give 0).
+    """
+    if la != lb:
+        return True
+    return za < zb if odd else za <= zb
