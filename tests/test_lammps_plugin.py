@@ -1,0 +1,277 @@
+"""pair_style mlip in real LAMMPS against the same model evaluated directly in Python.
+
+The Python reference evaluates the toy model (tests/lammps_toy_models.py) on the whole
+periodic system with ASE's neighbour list (image shifts, no ghosts); LAMMPS evaluates it
+through the plugin with ghosts, domain decomposition (2 ranks) or the gathered long-range
+path. Cases: {short-range, long-range} x {orthogonal Cu, triclinic Cu/Ni} x {newton on, off},
+on 1 rank (the Python ``lammps`` module, in-process) and 2 ranks (``mpirun -np 2 lmp``,
+plugin autoloaded from LAMMPS_PLUGIN_PATH).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk
+from lammps_toy_models import evaluate_periodic, save_model
+
+from mlip.lammps import load_lammps
+from mlip.lammps.build import ensure_built
+
+NKTV2P_METAL = 1.6021765e6  # LAMMPS metal units: bar per (eV/Å^3)
+TYPE_ELEMENTS = ["Cu", "Ni"]  # LAMMPS type 1 = Cu, type 2 = Ni
+MASSES = {"Cu": 63.546, "Ni": 58.6934}
+BIN = Path(sys.executable).parent
+
+
+def ortho_cu() -> Atoms:
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((3, 3, 3))
+    atoms.positions += np.random.default_rng(1).normal(0.0, 0.08, atoms.positions.shape)
+    atoms.wrap()
+    return atoms
+
+
+def triclinic_cuni() -> Atoms:
+    """64 atoms on a perturbed grid in a LAMMPS-style (lower-triangular) triclinic cell."""
+    rng = np.random.default_rng(2)
+    cell = np.array([[9.6, 0.0, 0.0], [2.2, 9.1, 0.0], [-1.4, 1.9, 9.4]])
+    grid = np.stack(np.meshgrid(*[np.arange(4) / 4.0] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    frac = grid + rng.normal(0.0, 0.02, grid.shape)
+    symbols = rng.choice(["Cu", "Ni"], size=len(frac))
+    atoms = Atoms(symbols=list(symbols), scaled_positions=frac, cell=cell, pbc=True)
+    atoms.wrap()
+    return atoms
+
+
+@dataclass(frozen=True)
+class Case:
+    structure: str  # "ortho_cu" or "tri_cuni"
+    long_range: bool
+    newton: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.structure}_{self.kind}_newton{'on' if self.newton else 'off'}"
+
+    @property
+    def kind(self) -> str:
+        return "long" if self.long_range else "short"
+
+    def model(self, workdir: Path) -> Path:
+        return workdir / f"{self.structure}_{self.kind}.pt"
+
+
+CASES = [Case(s, lr, nw) for s in ("ortho_cu", "tri_cuni") for lr in (False, True) for nw in (True, False)]
+STRUCTURES = {"ortho_cu": ortho_cu, "tri_cuni": triclinic_cuni}
+
+
+def model_elements(atoms: Atoms) -> list[str]:
+    """The model's element list for a structure: its elements sorted by atomic number."""
+    return sorted(set(atoms.get_chemical_symbols()), key=lambda s: Atoms(s).numbers[0])
+
+
+def write_data(path: Path, atoms: Atoms) -> None:
+    """LAMMPS data file (atom_style atomic) for a cell already in LAMMPS' lower-triangular form."""
+    cell = atoms.cell.array
+    assert abs(cell[0, 1]) + abs(cell[0, 2]) + abs(cell[1, 2]) == 0.0
+    types = [TYPE_ELEMENTS.index(s) + 1 for s in atoms.get_chemical_symbols()]
+    pos = atoms.positions
+    ntypes = max(types)
+    lines = [
+        "mlip plugin test",
+        "",
+        f"{len(atoms)} atoms",
+        f"{ntypes} atom types",
+        "",
+        f"0 {cell[0, 0]:.17g} xlo xhi",
+        f"0 {cell[1, 1]:.17g} ylo yhi",
+        f"0 {cell[2, 2]:.17g} zlo zhi",
+        f"{cell[1, 0]:.17g} {cell[2, 0]:.17g} {cell[2, 1]:.17g} xy xz yz",
+        "",
+        "Masses",
+        "",
+        *[f"{t + 1} {MASSES[TYPE_ELEMENTS[t]]}" for t in range(ntypes)],
+        "",
+        "Atoms # atomic",
+        "",
+        *[f"{k + 1} {types[k]} {x:.17g} {y:.17g} {z:.17g}" for k, (x, y, z) in enumerate(pos)],
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def case_input(case: Case, workdir: Path, outdir: Path, model: Path) -> str:
+    """LAMMPS commands for one case: run 0, dump forces and pe/atom, print energy, pressure, volume."""
+    ntypes = len(set(STRUCTURES[case.structure]().get_chemical_symbols()))
+    out = outdir / case.name
+    return f"""
+clear
+units metal
+atom_style atomic
+boundary p p p
+newton {'on' if case.newton else 'off'}
+read_data {workdir / case.structure}.data
+pair_style mlip {model}
+pair_coeff * * {' '.join(TYPE_ELEMENTS[:ntypes])}
+compute pe all pe/atom
+compute p all pressure NULL virial
+dump d all custom 1 {out}.dump id fx fy fz c_pe
+dump_modify d sort id format float %.17g
+thermo_style custom step pe c_p[*]
+run 0
+print "$(pe:%.17g) $(vol:%.17g) $(c_p[1]:%.17g) $(c_p[2]:%.17g) $(c_p[3]:%.17g) \
+$(c_p[4]:%.17g) $(c_p[5]:%.17g) $(c_p[6]:%.17g)" file {out}.txt screen no
+"""
+
+
+def nve_input(case: Case, workdir: Path, outdir: Path, model: Path, steps: int) -> str:
+    """An NVE run from 600 K (1 fs steps) printing step, pe and etotal every 5 steps."""
+    ntypes = len(set(STRUCTURES[case.structure]().get_chemical_symbols()))
+    return f"""
+clear
+units metal
+atom_style atomic
+newton {'on' if case.newton else 'off'}
+read_data {workdir / case.structure}.data
+pair_style mlip {model}
+pair_coeff * * {' '.join(TYPE_ELEMENTS[:ntypes])}
+velocity all create 600 4928459 mom yes rot yes dist gaussian
+timestep 0.001
+fix 1 all nve
+fix p all print 5 "$(step) $(pe:%.17g) $(etotal:%.17g)" file {outdir / case.name}.nve screen no
+run {steps}
+"""
+
+
+def read_case(workdir: Path, case: Case) -> dict[str, np.ndarray | float]:
+    """Energy (eV), per-atom energies (eV), forces (eV/Å) and virial (3,3) eV from a case's files."""
+    values = np.loadtxt(workdir / f"{case.name}.txt")
+    pe, vol, p = values[0], values[1], values[2:]
+    w = p * vol / NKTV2P_METAL  # LAMMPS virial = P V / nktv2p, order xx yy zz xy xz yz
+    virial = np.array([[w[0], w[3], w[4]], [w[3], w[1], w[5]], [w[4], w[5], w[2]]])
+    dump = np.loadtxt(workdir / f"{case.name}.dump", skiprows=9)
+    return {"energy": pe, "forces": dump[:, 1:4], "atomic_energies": dump[:, 4], "virial": virial}
+
+
+@pytest.fixture(scope="session")
+def plugin() -> Path:
+    return ensure_built()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, plugin) -> Path:
+    """Data files, toy models and Python reference results for every case."""
+    path = tmp_path_factory.mktemp("lammps_plugin")
+    for name, make in STRUCTURES.items():
+        atoms = make()
+        write_data(path / f"{name}.data", atoms)
+        for long_range in (False, True):
+            save_model(Case(name, long_range, True).model(path), model_elements(atoms), long_range=long_range)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(workdir) -> dict[str, dict]:
+    """The toy models evaluated in Python on the whole periodic system (ASE neighbour list)."""
+    refs = {}
+    for case in CASES:
+        atoms = STRUCTURES[case.structure]()
+        ref = evaluate_periodic(case.model(workdir), atoms, model_elements(atoms))
+        # pair_style mlip spreads energy the model does not assign to atoms evenly over atoms.
+        ref["pe_atom"] = ref["atomic_energies"] + (ref["energy"] - ref["atomic_energies"].sum()) / len(atoms)
+        refs[case.name] = ref
+    return refs
+
+
+@pytest.fixture(scope="module")
+def one_rank(workdir, plugin) -> Path:
+    """All cases through the Python ``lammps`` module, in this process, 1 rank."""
+    threads = torch.get_num_threads()  # the plugin sets libtorch's (shared) thread count
+    lmp = load_lammps().lammps(cmdargs=["-log", "none", "-screen", "none"])
+    out = workdir / "np1"
+    out.mkdir()
+    lmp.command(f"plugin load {plugin}")
+    for case in CASES:
+        lmp.commands_string(case_input(case, workdir, out, case.model(workdir)))
+    lmp.close()
+    torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_ranks(workdir, plugin) -> Path:
+    """All cases plus two NVE runs in one ``mpirun -np 2 lmp`` (plugin autoloaded)."""
+    out = workdir / "np2"
+    out.mkdir()
+    script = "".join(case_input(c, workdir, out, c.model(workdir)) for c in CASES)
+    script += "".join(nve_input(c, workdir, out, c.model(workdir), 200) for c in NVE_CASES)
+    (out / "in.all").write_text(script)
+    env = dict(os.environ, LAMMPS_PLUGIN_PATH=str(plugin.parent), OMP_NUM_THREADS="1")
+    cmd = [str(BIN / "mpirun"), "-np", "2", str(BIN / "lmp"), "-in", "in.all", "-log", "log.lammps"]
+    proc = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Loaded 1 plugins from" in proc.stdout or "Loading plugin: mlip" in proc.stdout, proc.stdout[:2000]
+    assert "2 by 1 by 1" in proc.stdout or "1 by 2 by 1" in proc.stdout or "1 by 1 by 2" in proc.stdout
+    return out
+
+
+NVE_CASES = [Case("tri_cuni", True, True), Case("ortho_cu", False, False)]
+
+
+def assert_matches(got: dict, ref: dict, rtol: float = 1e-8) -> None:
+    assert got["energy"] == pytest.approx(float(ref["energy"]), rel=rtol, abs=0)
+    np.testing.assert_allclose(got["atomic_energies"], ref["pe_atom"], rtol=rtol, atol=0)
+    scale_f = np.abs(ref["forces"]).max()
+    np.testing.assert_allclose(got["forces"], ref["forces"], rtol=0, atol=rtol * scale_f)
+    scale_w = np.abs(ref["virial"]).max()
+    np.testing.assert_allclose(got["virial"], ref["virial"], rtol=0, atol=rtol * scale_w)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_one_rank_matches_python(case, one_rank, reference):
+    assert_matches(read_case(one_rank, case), reference[case.name])
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_two_ranks_match_python(case, two_ranks, reference):
+    assert_matches(read_case(two_ranks, case), reference[case.name])
+
+
+def test_pressure_sign_matches_finite_differences(one_rank, workdir):
+    """LAMMPS' pressure tensor P = W/V with W = -dE/d(strain) by central differences of the
+    Python model's energy on strained cells (x -> x (1 + eps))."""
+    case = Case("tri_cuni", False, True)
+    atoms = STRUCTURES[case.structure]()
+    model = case.model(workdir)
+    elements = model_elements(atoms)
+    h = 1e-5
+    w_fd = np.zeros((3, 3))
+    for a in range(3):
+        for b in range(a, 3):
+            energies = []
+            for sign in (1.0, -1.0):
+                eps = np.zeros((3, 3))
+                eps[a, b] = eps[b, a] = sign * h
+                strained = atoms.copy()
+                strained.set_cell(atoms.cell.array @ (np.eye(3) + eps), scale_atoms=True)
+                energies.append(evaluate_periodic(model, strained, elements)["energy"])
+            w_fd[a, b] = w_fd[b, a] = -(energies[0] - energies[1]) / (2 * h) / (1.0 if a == b else 2.0)
+    got = read_case(one_rank, case)["virial"]
+    np.testing.assert_allclose(got, w_fd, rtol=0, atol=1e-6 * np.abs(w_fd).max())
+    assert np.abs(w_fd).max() > 1.0  # the structure is far from stress-free: the check has teeth
+
+
+@pytest.mark.parametrize("case", NVE_CASES, ids=lambda c: c.name)
+def test_nve_conserves_energy(case, two_ranks):
+    step, pe, etotal = np.loadtxt(two_ranks / f"{case.name}.nve", unpack=True)
+    assert step[-1] == 200
+    n_atoms = len(STRUCTURES[case.structure]())
+    assert np.ptp(pe) / n_atoms > 5e-3  # atoms moved: potential energy swings by > 5 meV/atom
+    assert np.ptp(etotal) / n_atoms < 2e-5  # total energy constant to < 20 µeV/atom
