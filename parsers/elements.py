@@ -56,7 +56,10 @@ def parse_types(types: TypesOption) -> dict[int, int]:
     mapping = {}
     for key, value in pairs:
         try:
-            mapping[int(key)] = atomic_number(value)
+            lammps_type = int(key)
+            if lammps_type < 1:
+                raise ValueError("LAMMPS types start at 1")
+            mapping[lammps_type] = atomic_number(value)
         except ValueError as exc:
             raise ValueError(f"types: bad entry {key!r}: {value!r} ({exc})") from None
     return mapping

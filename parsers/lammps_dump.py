@@ -244,39 +244,48 @@ class _AtomTable:
         n, ncol = self.header.n_atoms, len(self.columns)
         numeric_idx = [j for j, c in enumerate(self.columns) if c not in _STRING_COLUMNS]
         string_idx = {c: j for j, c in enumerate(self.columns) if c in _STRING_COLUMNS}
-        try:
-            if n < _BULK_MIN_LINES:
-                words = block.split()
-                if len(words) != n * ncol:
-                    self._diagnose(block)
+        parsed = None
+        if n >= _BULK_MIN_LINES:
+            parsed = self._parse_bulk(block, numeric_idx, string_idx)
+        else:
+            words = block.split()
+            if len(words) == n * ncol:
                 table = np.array(words, dtype=bytes).reshape(n, ncol)
-                strings = {c: table[:, j].astype(str) for c, j in string_idx.items()}
-                values = table[:, numeric_idx].astype(np.float64)
-            else:
-                values, strings = self._parse_bulk(block, numeric_idx, string_idx)
-        except ValueError:
+                try:
+                    values = table[:, numeric_idx].astype(np.float64)
+                    parsed = values, {c: table[:, j].astype(str) for c, j in string_idx.items()}
+                except ValueError:
+                    parsed = None
+        if parsed is None or not np.isfinite(parsed[0]).all():
             self._diagnose(block)
-        if values.shape != (n, len(numeric_idx)) or not np.isfinite(values).all():
-            self._diagnose(block)
+        values, strings = parsed
+        if not string_idx:
+            return values, strings
         numeric = np.full((n, ncol), np.nan)
         numeric[:, numeric_idx] = values
         return numeric, strings
 
     def _parse_bulk(
         self, block: bytes, numeric_idx: list[int], string_idx: dict[str, int]
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+        """Parse with pandas: first as single-space separated (LAMMPS' own
+        output, ~2.5x faster), then as any whitespace; None if neither fits."""
         import pandas as pd
 
-        dtypes = {j: (str if j in string_idx.values() else np.float64) for j in range(len(self.columns))}
-        try:
-            df = pd.read_csv(io.BytesIO(block), sep=r"\s+", header=None, dtype=dtypes, engine="c",
-                             na_filter=False, index_col=False)
-        except pd.errors.ParserError:
-            self._diagnose(block)
-        if df.shape[1] != len(self.columns):
-            self._diagnose(block)
-        strings = {c: df[j].to_numpy(dtype=str) for c, j in string_idx.items()}
-        return df[numeric_idx].to_numpy(dtype=np.float64), strings
+        shape = (self.header.n_atoms, len(self.columns))
+        for sep in (" ", r"\s+"):
+            try:
+                df = pd.read_csv(io.BytesIO(block), sep=sep, header=None, engine="c", na_filter=False,
+                                 index_col=False)
+                if df.shape != shape:
+                    continue
+                values = df.iloc[:, numeric_idx].to_numpy(dtype=np.float64) if string_idx else (
+                    df.to_numpy(dtype=np.float64))
+            except (ValueError, TypeError):  # pandas' ParserError is a ValueError
+                continue
+            if np.isfinite(values).all():
+                return values, {c: df[j].to_numpy(dtype=str) for c, j in string_idx.items()}
+        return None
 
     def _diagnose(self, block: bytes) -> NoReturn:
         """Find the first bad atom line (slow; runs only when bulk parsing failed)."""
@@ -309,11 +318,16 @@ class _AtomTable:
         return self.first_line + int(row)
 
     def _order(self) -> np.ndarray:
-        """Permutation sorting atoms by id (identity without an id column)."""
+        """Permutation sorting atoms by id (identity without an id column).
+        Ids 1..n (the usual case) are placed directly, in O(n)."""
         n = self.header.n_atoms
         if not self.has("id"):
             return np.arange(n)
         ids = self.column("id").astype(np.int64)
+        if n and ids.min() == 1 and ids.max() == n and np.bincount(ids, minlength=n + 1).max() == 1:
+            order = np.empty(n, dtype=np.int64)
+            order[ids - 1] = np.arange(n)
+            return order
         order = np.argsort(ids, kind="stable")
         dup = np.flatnonzero(ids[order][1:] == ids[order][:-1])
         if dup.size:
@@ -325,16 +339,16 @@ class _AtomTable:
         """Atomic numbers in file order."""
         if type_map and self.has("type"):
             atom_types = self.column("type").astype(np.int64)
-            known = np.isin(atom_types, list(type_map))
-            if not known.all():
-                row = int(np.argmin(known))
+            table = np.zeros(max(type_map) + 2, dtype=np.int64)  # 0 = no mapping
+            table[list(type_map)] = list(type_map.values())
+            numbers = table[np.clip(atom_types, 0, len(table) - 1)]
+            if not numbers.all():
+                row = int(np.argmin(numbers))
                 raise ParseError(
                     self.path, self._line_of(row), f"a type listed in types= {sorted(type_map)}",
                     f"type {atom_types[row]}",
                 )
-            keys = np.array(sorted(type_map))
-            values = np.array([type_map[k] for k in keys], dtype=np.int64)
-            return values[np.searchsorted(keys, atom_types)]
+            return numbers
         if "element" in self.strings:
             symbols = self.strings["element"]
             try:

@@ -14,8 +14,6 @@ import lzma
 from pathlib import Path
 from typing import IO
 
-import numpy as np
-
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 COMPRESSED_SUFFIXES = tuple(_OPENERS)
 
@@ -104,19 +102,28 @@ class LineReader:
 
     def _nth_newline(self, k: int) -> int:
         """Offset of the ``k``-th newline after the read position, or -1 when
-        the buffer holds fewer. Scans a window sized from the first line, not
-        the whole buffer."""
-        buf, pos = self._buf, self._pos
+        the buffer holds fewer. Guesses the offset from the mean line length,
+        counts newlines up to the guess (refining it twice), then walks the few
+        remaining lines; it never scans the whole buffer."""
+        buf, pos, size = self._buf, self._pos, len(self._buf)
         first = buf.find(b"\n", pos)
         if first < 0 or k == 1:
             return first
-        window = (first - pos + 1) * k * 5 // 4 + 256
-        while True:
-            stop = min(len(buf), pos + window)
-            if buf.count(b"\n", pos, stop) >= k:
+        stop = min(size, pos + (first - pos + 1) * k)
+        for _ in range(3):
+            count = buf.count(b"\n", pos, stop)
+            if count == k or (count < k and stop == size):
                 break
-            if stop == len(buf):
+            stop = min(size, pos + max(1, (stop - pos) * k // max(count, 1)))
+        count = buf.count(b"\n", pos, stop)
+        offset = stop
+        if count >= k:  # step back from the last newline before stop
+            for _ in range(count - k + 1):
+                offset = buf.rfind(b"\n", pos, offset)
+            return offset
+        offset = stop - 1
+        for _ in range(k - count):
+            offset = buf.find(b"\n", offset + 1)
+            if offset < 0:
                 return -1
-            window *= 2
-        newlines = np.flatnonzero(np.frombuffer(buf, dtype=np.uint8, count=stop - pos, offset=pos) == 10)
-        return pos + int(newlines[k - 1])
+        return offset

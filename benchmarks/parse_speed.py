@@ -1,0 +1,126 @@
+"""Throughput of parsers.read on a large LAMMPS ``dump custom`` file, against ASE.
+
+Writes a ~200 MB dump with LAMMPS itself (Cu EAM MD, 4000 atoms, columns
+``id type x y z fx fy fz c_pe`` at ``%.17g``) into a temporary folder, then
+reads it completely, once with ``list(parsers.read(path, types={1: "Cu"}))``
+and once with ``ase.io.read(path, format="lammps-dump-text", index=":")``,
+each in its own child process. Peak memory is the growth of the child's peak
+resident set size (``ru_maxrss``) during the read, after imports; both keep
+all frames in memory, as a training set build would.
+
+The last line printed is one JSON object with both throughputs (MB/s, MB =
+10⁶ bytes), ``speedup_vs_ase`` and the peak memory.
+
+    .venv/bin/python benchmarks/parse_speed.py [--mb 200] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BYTES_PER_ATOM_LINE = 185  # measured for these columns at %.17g
+SIZE = 10  # fcc cells per edge: 4000 atoms
+
+
+def _child(reader: str, path: str) -> None:
+    """Read the whole file with one reader and print its measurements as JSON."""
+    import numpy as np
+
+    if reader == "mlip":
+        import pandas  # noqa: F401  (imported lazily by the dump reader; keep it out of the timing)
+
+        import parsers
+
+        def read():
+            return list(parsers.read(path, types={1: "Cu"}))
+    else:
+        import ase.io
+
+        def read():
+            return ase.io.read(path, format="lammps-dump-text", index=":")
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    start = time.perf_counter()
+    frames = read()
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    last = frames[-1]
+    positions = last.positions if reader == "mlip" else last.get_positions()
+    forces = last.forces if reader == "mlip" else last.get_forces()
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "frames": len(frames),
+                "peak_memory_bytes": peak,
+                "checksum": float(np.sum(positions) + np.sum(forces)),
+            }
+        )
+    )
+
+
+def _run_child(reader: str, path: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", reader, str(path)], check=True, capture_output=True, text=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=float, default=200.0, help="approximate dump size in MB (default 200)")
+    ap.add_argument("--keep", type=Path, help="write the dump into this folder and keep it")
+    ap.add_argument("--child", nargs=2, metavar=("READER", "PATH"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        _child(*args.child)
+        return
+
+    from mlip.lammps.datagen import write_cu_eam_dumps
+
+    n_atoms = 4 * SIZE**3
+    n_frames = max(2, round(args.mb * 1e6 / (n_atoms * BYTES_PER_ATOM_LINE)))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.keep or Path(tmp)
+        start = time.perf_counter()
+        run = write_cu_eam_dumps(folder, n_frames=n_frames, every=1, size=SIZE, temperature=600.0)
+        generate_s = time.perf_counter() - start
+        size = run.dump.stat().st_size
+        print(f"wrote {run.dump} ({size / 1e6:.1f} MB, {n_frames} x {n_atoms} atoms) in {generate_s:.1f} s")
+        ours = _run_child("mlip", run.dump)
+        print(f"parsers.read: {ours}")
+        theirs = _run_child("ase", run.dump)
+        print(f"ase.io.read:  {theirs}")
+    assert ours["frames"] == theirs["frames"] == n_frames
+    assert abs(ours["checksum"] - theirs["checksum"]) < 1e-6 * abs(theirs["checksum"])
+    mb = size / 1e6
+    result = {
+        "benchmark": "parse_speed",
+        "file_mb": round(mb, 1),
+        "frames": n_frames,
+        "atoms_per_frame": n_atoms,
+        "mlip_s": round(ours["seconds"], 3),
+        "ase_s": round(theirs["seconds"], 3),
+        "mlip_mb_per_s": round(mb / ours["seconds"], 1),
+        "ase_mb_per_s": round(mb / theirs["seconds"], 1),
+        "speedup_vs_ase": round(theirs["seconds"] / ours["seconds"], 2),
+        "mlip_peak_memory_mb": round(ours["peak_memory_bytes"] / 1e6, 1),
+        "ase_peak_memory_mb": round(theirs["peak_memory_bytes"] / 1e6, 1),
+        "mlip_peak_memory_over_file": round(ours["peak_memory_bytes"] / size, 2),
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
