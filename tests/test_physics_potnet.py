@@ -139,6 +139,21 @@ def test_coulomb_matches_lammps_ewald(charges):
     np.testing.assert_allclose(mine, per_atom, rtol=1e-8, atol=1e-8 * np.abs(per_atom).max())
 
 
+def test_coulomb_matches_the_ewald_term():
+    """The same per-atom energies from mlip.physics.Ewald (charges from the data)."""
+    from mlip.physics.ewald import Ewald
+
+    positions, species, cell = random_frame(9)
+    q = np.array([0.6, -1.1])  # a charged cell: the backgrounds must agree too
+    out = features(PotNetFeatures(2), positions, species, cell)
+    mine = 0.5 * COULOMB * q[species] * (out[:, :2] @ q)
+    data = {"positions": torch.tensor(positions), "charges": torch.tensor(q[species]),
+            "batch": torch.zeros(len(species), dtype=torch.long), "cell": torch.tensor(cell)[None],
+            "pbc": torch.ones(1, 3, dtype=torch.bool)}
+    ewald = Ewald(accuracy=1e-10)(data, len(species)).numpy()
+    np.testing.assert_allclose(mine, ewald, rtol=1e-8, atol=1e-8 * np.abs(ewald).max())
+
+
 def test_london_simple_cubic_lattice_sum():
     out = features(PotNetFeatures(1), np.zeros((1, 3)), np.zeros(1, dtype=np.int64), 2.0 * np.eye(3))
     assert abs(out[0, 1] * 2.0**6 - SC_LATTICE_SUM_R6) < 1e-12 * SC_LATTICE_SUM_R6

@@ -30,16 +30,18 @@ incomplete gamma term, the smooth part's Fourier transform is F(k) (k = 0 includ
 sum converges absolutely, so no background). The Pauli sum converges absolutely and
 exponentially; a plain real-space sum to rp is its (trivial) split.
 
-Cutoffs and error bounds (per center and element; the tails replaced by integrals over a
-uniform density ρ_s = N_s/V, the Kolafa–Perram approximation):
-rc = p/η, kc = 2ηp, with p the smallest value with e^{−p²}(1 + p² + p⁴/2) ≤ ``tolerance``;
+Cutoffs and error bounds (per center and element; the neglected tails replaced by integrals
+over a uniform density ρ_s = N_s/V, the Kolafa–Perram approximation; |Σ_j cos| ≤ N_s):
+rc = p/η and kc = 2ηp, with p the smallest value with e^{−p²}(1 + p² + p⁴/2) ≤ ``tolerance``
+(the size of the last real-space London term relative to its leading term), then
 
-    |ΔC_real| ≤ 2√π ρ_s e^{−p²} / (η² p)        |ΔC_recip| ≤ 2 N_s η e^{−p²} / (π p)
-    |ΔD_real| ≤ 2π ρ_s η³ (½ + 1/p² + 1/p⁴) e^{−p²}/p     |ΔD_recip| ≤ N_s η⁶ e^{−p²} / (√π p)
+    |ΔC_real| ≤ 2√π ρ_s e^{−p²} / (η² p)              |ΔC_recip| ≤ 2 N_s η e^{−p²} / (π p)
+    |ΔD_real| ≤ 2π ρ_s η³ (½ + 1/p² + 1/p⁴) e^{−p²}/p   |ΔD_recip| ≤ N_s η⁶ e^{−p²} / (√π p)
     |ΔP| ≤ 4π ρ (rp²/α + 2rp/α² + 2/α³) e^{−α rp} ≤ tolerance   (rp solved for, ρ = N/V)
 
-With the default ``tolerance`` 1e-12 (p ≈ 5.86) these are ~1e-14 relative for typical solids.
-The tests check D and P against brute-force real-space sums, and C against LAMMPS' Ewald and
+The default ``tolerance`` 1e-12 gives p = 5.836, e^{−p²} = 1.6e-15; for the test cells (six atoms
+in 68.6 Å³, η = 0.58 Å⁻¹) every bound above is below 1e-15 (absolute). The tests check D and P
+against brute-force real-space sums, and C against LAMMPS' Ewald, ``mlip.physics.Ewald`` and
 the NaCl Madelung constant.
 
 Input convention (not the edge-based descriptor signature, since lattice sums need the cell):
@@ -74,7 +76,7 @@ class PotNetFeatures(torch.nn.Module):
     Args:
         n_species: number of elements of the model.
         alpha: Pauli exponent α, 1/Å (default 3.0, a Born–Mayer length of 0.33 Å).
-        tolerance: target absolute error of each sum (default 1e-12).
+        tolerance: sets the Ewald precision p and the Pauli cutoff (module docstring), default 1e-12.
 
     Attributes: ``cutoff`` 0.0 (long-range: the features need the cell, not edges),
     ``n_features`` = 3 · n_species.
