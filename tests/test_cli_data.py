@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
 
 import click
 import numpy as np
@@ -60,13 +63,13 @@ def test_data_options_decorator(tmp_path):
             "--log",
             str(log),
             "--format",
-            "lammps",
+            "lammps-dump-text",
         ],
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {
         "energy_column": "c_pe",
-        "format": "lammps",
+        "format": "lammps-dump",
         "log": str(log),
         "types": {"1": "Cu", "2": "Ni"},
     }
@@ -74,6 +77,8 @@ def test_data_options_decorator(tmp_path):
     assert result.exit_code == 2 and "unknown element" in result.output
     result = runner.invoke(_echo_options, ["--log", str(tmp_path / "missing.log")])
     assert result.exit_code == 2 and "does not exist" in result.output
+    result = runner.invoke(_echo_options, ["--format", "pdb"])
+    assert result.exit_code == 2 and "unknown format 'pdb'" in result.output
 
 
 # -- info ----------------------------------------------------------------------
@@ -135,3 +140,171 @@ def test_info_errors(tmp_path):
     result = run("data", "info", str(bad))
     assert result.exit_code == 2
     assert result.stderr.strip().count("\n") == 0 and "not an HDF5 file" in result.stderr
+
+
+# -- build -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cu_dumps(tmp_path_factory):
+    """Two LAMMPS Cu EAM runs (orthogonal and triclinic box) dumped into one folder,
+    with LAMMPS' own positions, forces, energies and cells recorded at each dump."""
+    from mlip.lammps.datagen import write_cu_eam_dumps
+
+    root = tmp_path_factory.mktemp("cu")
+    reference: dict[str, list[dict]] = {}
+
+    def recorder(name):
+        def on_frame(lmp, step):
+            n = lmp.extract_global("nlocal")
+            order = np.argsort(lmp.numpy.extract_atom("id")[:n])
+            lo, hi, xy, yz, xz, _, _ = lmp.extract_box()
+            lx, ly, lz = np.subtract(hi, lo)
+            reference.setdefault(name, []).append(
+                {
+                    "positions": lmp.numpy.extract_atom("x")[:n][order].copy(),
+                    "forces": lmp.numpy.extract_atom("f")[:n][order].copy(),
+                    "energy": lmp.get_thermo("pe"),
+                    "cell": np.array([[lx, 0, 0], [xy, ly, 0], [xz, yz, lz]]),
+                }
+            )
+
+        return on_frame
+
+    ortho = write_cu_eam_dumps(root / "dumps", n_frames=3, every=5, size=2, on_frame=recorder("cu.dump"))
+    tri = write_cu_eam_dumps(
+        root / "tri",
+        n_frames=4,
+        every=5,
+        size=2,
+        triclinic=True,
+        dump_name="tri.dump",
+        on_frame=recorder("tri.dump"),
+    )
+    tri.dump = tri.dump.rename(root / "dumps" / "tri.dump")
+    return root, ortho, tri, reference
+
+
+def test_build_lammps_dumps_end_to_end(cu_dumps, tmp_path, monkeypatch):
+    import parsers
+    from mlip.data import Dataset
+
+    root, ortho, tri, reference = cu_dumps
+    monkeypatch.chdir(root)
+    out = tmp_path / "data.h5"
+    result = run("data", "build", "dumps", "-o", str(out), "--types", "1=Cu", "--energy-column", "c_pe")
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out}: 7 frames, 224 atoms, elements Cu, from 2 source file(s)" in result.output
+
+    ds = Dataset(out)
+    assert ds.sources == ["dumps/cu.dump", "dumps/tri.dump"]  # folder read in name order
+    for source, sha in zip(ds.sources, ds.source_sha256, strict=True):
+        assert sha == hashlib.sha256((root / source).read_bytes()).hexdigest()
+    # against LAMMPS' own numbers
+    expected = reference["cu.dump"] + reference["tri.dump"]
+    assert len(ds) == len(expected) == 7
+    for frame, ref in zip(ds, expected, strict=True):
+        assert frame.energy == pytest.approx(ref["energy"], rel=1e-12, abs=1e-10)
+        np.testing.assert_allclose(frame.positions, ref["positions"], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(frame.forces, ref["forces"], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(frame.cell, ref["cell"], rtol=0, atol=1e-10)
+        assert frame.numbers.tolist() == [29] * 32 and frame.pbc.all()
+    # and identical to what the parser yields
+    parsed = list(parsers.read("dumps", types={1: "Cu"}, energy_column="c_pe"))
+    for a, b in zip(parsed, ds, strict=True):
+        for name in ("numbers", "positions", "cell", "pbc", "forces"):
+            assert np.array_equal(getattr(a, name), getattr(b, name))
+        assert (a.energy, a.source, a.index) == (b.energy, b.source, b.index)
+    # holding out a whole dump file
+    train, val = ds.split(val_fraction=0.4, seed=0, split_by="source")
+    assert {ds.sources[i] for i in ds.source_id[val]} in ({"dumps/cu.dump"}, {"dumps/tri.dump"})
+    assert len(train) + len(val) == 7
+
+    result = run("data", "info", str(out))
+    assert result.exit_code == 0
+    assert "frames          7" in result.output and "forces 7/7" in result.output
+    assert "3  " in result.output and "dumps/cu.dump" in result.output
+
+
+def test_build_energies_from_log(cu_dumps, tmp_path):
+    from mlip.data import Dataset
+
+    root, ortho, _, reference = cu_dumps
+    out = tmp_path / "data.h5"
+    result = run("data", "build", str(ortho.dump), "-o", str(out), "--types", "1=Cu", "--log", str(ortho.log))
+    assert result.exit_code == 0, result.output
+    energies = [f.energy for f in Dataset(out)]
+    np.testing.assert_allclose(energies, [r["energy"] for r in reference["cu.dump"]], rtol=1e-14)
+
+
+def test_build_extxyz_written_by_ase(tmp_path):
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import read, write
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    from mlip.data import Dataset
+
+    rng = np.random.default_rng(0)
+    images = []
+    for n in (3, 5):
+        atoms = Atoms(
+            "Ni" * (n - 1) + "H", positions=rng.uniform(0, 4, (n, 3)), cell=[[4, 0, 0], [1, 4, 0], [0, 0, 5]]
+        )
+        atoms.pbc = True
+        atoms.calc = SinglePointCalculator(
+            atoms, energy=rng.normal(), forces=rng.normal(size=(n, 3)), stress=rng.normal(size=6)
+        )
+        images.append(atoms)
+    write(tmp_path / "train.xyz", images)
+    reread = read(tmp_path / "train.xyz", index=":")  # ASE's own reading of the file it wrote
+    out = tmp_path / "data.h5"
+    result = run("data", "build", str(tmp_path / "train.xyz"), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    ds = Dataset(out)
+    assert ds.elements == ["H", "Ni"] and len(ds) == 2
+    for frame, atoms, orig in zip(ds, reread, images, strict=True):
+        assert frame.numbers.tolist() == atoms.numbers.tolist()
+        assert np.array_equal(frame.positions, atoms.positions)
+        assert np.array_equal(frame.cell, atoms.cell[:]) and frame.pbc.all()
+        assert frame.energy == atoms.get_potential_energy()
+        assert np.array_equal(frame.forces, atoms.get_forces())
+        assert np.array_equal(frame.stress, voigt_6_to_full_3x3_stress(atoms.get_stress()))
+        np.testing.assert_allclose(frame.forces, orig.get_forces(), atol=1e-7)  # extxyz keeps 8 digits
+
+
+def test_build_truncated_dump_exits_2_and_leaves_nothing(cu_dumps, tmp_path):
+    root, ortho, _, _ = cu_dumps
+    text = ortho.dump.read_text().splitlines(keepends=True)
+    bad = tmp_path / "src" / "bad.dump"
+    bad.parent.mkdir()
+    bad.write_text("".join(text[:30]))  # frame 1 header says 32 atoms; 21 atom lines follow
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    cmd = [sys.executable, "-m", "mlip", "data", "build", str(ortho.dump), str(bad)]
+    cmd += ["-o", str(outdir / "data.h5"), "--types", "1=Cu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2
+    # line 31: where the 22nd atom line was expected
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"mlip: error: {bad}:31: expected 32 atom")
+    assert list(outdir.iterdir()) == []  # neither data.h5 nor a temporary file
+
+    # a previous good dataset survives a failed rebuild unchanged
+    assert (
+        run("data", "build", str(ortho.dump), "-o", str(outdir / "data.h5"), "--types", "1=Cu").exit_code == 0
+    )
+    before = (outdir / "data.h5").read_bytes()
+    result = run("data", "build", str(bad), "-o", str(outdir / "data.h5"), "--types", "1=Cu")
+    assert result.exit_code == 2
+    assert (outdir / "data.h5").read_bytes() == before
+    assert [p.name for p in outdir.iterdir()] == ["data.h5"]
+
+
+def test_build_usage_errors(cu_dumps, tmp_path):
+    root, ortho, _, _ = cu_dumps
+    out = tmp_path / "data.h5"
+    result = run("data", "build", str(ortho.dump), "-o", str(out))  # no type map
+    assert result.exit_code == 2 and "--types" in result.stderr
+    result = run("data", "build", str(tmp_path / "missing.dump"), "-o", str(out), "--types", "1=Cu")
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = run("data", "build", str(ortho.dump), "--types", "1=Cu")
+    assert result.exit_code == 2 and "-o" in result.output
+    assert not out.exists()

@@ -52,6 +52,17 @@ def _types_callback(ctx: click.Context, param: click.Parameter, value: tuple[str
     return parse_types(value)
 
 
+def _format_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from parsers.read import normalise_format
+
+    try:
+        return normalise_format(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def read_options(
     types: dict[int, str] | None = None,
     energy_column: str | None = None,
@@ -86,7 +97,9 @@ _DATA_OPTIONS = [
         "--format",
         "format",
         metavar="FORMAT",
-        help="Force the input format instead of detecting it from content and name.",
+        callback=_format_callback,
+        help="Force the input format instead of detecting it from content and name "
+        "(lammps-dump, extxyz, mlearn, runner, vasp-outcar, vasp-xml).",
     ),
 ]
 
