@@ -179,7 +179,7 @@ class Potential(torch.nn.Module):
         batch = torch.zeros(positions.shape[0], dtype=torch.long, device=positions.device)
         total_charge = torch.zeros(1, dtype=positions.dtype, device=positions.device)
         res = self.compute(positions, species, edge_index, edge_shift, cell.unsqueeze(0),
-                           pbc.unsqueeze(0), batch, total_charge, n_local)
+                           pbc.unsqueeze(0), batch, total_charge, n_local, True, True, False)
         res["energy"] = res["energy"][0]
         res["virial"] = res["virial"][0]
         return res
