@@ -110,12 +110,12 @@ class LineReader:
         if first < 0 or k == 1:
             return first
         stop = min(size, pos + (first - pos + 1) * k)
-        for _ in range(3):
-            count = buf.count(b"\n", pos, stop)
+        count = buf.count(b"\n", pos, stop)
+        for _ in range(2):
             if count == k or (count < k and stop == size):
                 break
             stop = min(size, pos + max(1, (stop - pos) * k // max(count, 1)))
-        count = buf.count(b"\n", pos, stop)
+            count = buf.count(b"\n", pos, stop)
         offset = stop
         if count >= k:  # step back from the last newline before stop
             for _ in range(count - k + 1):
