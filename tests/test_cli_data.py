@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import numpy as np
@@ -308,3 +309,56 @@ def test_build_usage_errors(cu_dumps, tmp_path):
     result = run("data", "build", str(ortho.dump), "--types", "1=Cu")
     assert result.exit_code == 2 and "-o" in result.output
     assert not out.exists()
+
+
+# -- real data sets (skipped without ../shared/data) ----------------------------
+YTTRIUM_FRAMES = {
+    "1NN.dump": 90,
+    "2NN.dump": 89,
+    "3NN.dump": 88,
+    "FreeSurface.dump": 85,
+    "ManualStrain.dump": 49,
+    "bcc_strain.dump": 1080,
+    "fcc_strain.dump": 1080,
+    "hcp_strain.dump": 1089,
+    "liquid.dump": 100,
+}
+
+
+def test_build_yttrium_folder(shared_data, tmp_path):
+    from mlip.data import Dataset
+
+    folder = shared_data / "yttrium"
+    if not folder.is_dir():
+        pytest.skip("no yttrium data")
+    out = tmp_path / "y.h5"
+    result = run("data", "build", str(folder), "-o", str(out), "--types", "1=Y")
+    assert result.exit_code == 0, result.output
+    s = json.loads(run("data", "info", str(out), "--json").output)
+    assert {Path(x["path"]).name: x["frames"] for x in s["sources"]} == YTTRIUM_FRAMES
+    assert s["frames"] == 3750 and s["elements"] == ["Y"]
+    assert s["present"]["energy"] == 3750 and s["present"]["forces"] == 0
+    ds = Dataset(out)
+    train, val = ds.split(val_fraction=0.05, seed=1, split_by="source")
+    held = {Path(ds.sources[i]).name for i in np.unique(ds.source_id[val])}
+    assert len(val) == sum(YTTRIUM_FRAMES[name] for name in held)  # whole families held out
+    assert not held & {Path(ds.sources[i]).name for i in np.unique(ds.source_id[train])}
+    assert abs(len(val) - 0.05 * 3750) < 100  # the families closest to 5 % (187 frames)
+
+
+def test_build_mlearn_keeps_groups_and_stress(shared_data, tmp_path):
+    import parsers
+    from mlip.data import Dataset
+
+    path = shared_data / "mlearn" / "Cu" / "test.json"
+    if not path.is_file():
+        pytest.skip("no mlearn Cu data")
+    out = tmp_path / "cu.h5"
+    assert run("data", "build", str(path), "-o", str(out)).exit_code == 0
+    ds = Dataset(out)
+    assert len(ds) == 31 and ds.has_stress.all() and ds.has_forces.all()
+    for a, b in zip(parsers.read(path), ds, strict=True):
+        assert a.group == b.group and a.group is not None
+        assert a.energy == b.energy
+        assert np.array_equal(a.stress, b.stress) and np.array_equal(a.forces, b.forces)
+        assert np.array_equal(a.positions, b.positions) and np.array_equal(a.cell, b.cell)

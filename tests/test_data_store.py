@@ -216,7 +216,13 @@ def test_random_split(tmp_path, sources):
     assert len(ds.split(val_fraction=0.001)[1]) == 1  # never an empty validation set
     t0, v0 = ds.split(val_fraction=0.0)
     assert len(t0) == 40 and len(v0) == 0
-    for bad in ({"val_fraction": 1.0}, {"val_fraction": -0.1}, {"split_by": "group"}):
+    bad_args = (
+        {"val_fraction": 1.0},
+        {"val_fraction": -0.1},
+        {"split_by": "group"},
+        {"val_fraction": 0, "split_by": "x"},
+    )
+    for bad in bad_args:
         with pytest.raises(UserError):
             ds.split(**bad)
 
@@ -240,6 +246,7 @@ def test_source_split_holds_out_whole_files(tmp_path):
         assert len(train) + len(val) == 50
         # every held-out file is held out whole
         assert len(val) == sum(sizes[s] for s in val_src)
+        assert abs(len(val) - 10) <= 3  # as close to 20 % as whole files allow
         seen.add(frozenset(val_src))
         again = ds.split(val_fraction=0.2, seed=seed, split_by="source")
         assert np.array_equal(again[1], val)

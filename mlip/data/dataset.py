@@ -199,14 +199,17 @@ class Dataset:
 
         ``split_by="random"``: a seeded random ``val_fraction`` of the frames
         (at least one frame when ``val_fraction > 0``).
-        ``split_by="source"``: whole source files are held out, chosen in a
-        seeded random order so that the validation part is as close as possible
-        to ``val_fraction`` of the frames, with at least one source on each side;
-        this measures the error on unseen configuration families.
+        ``split_by="source"``: whole source files are held out, to measure the
+        error on unseen configuration families. Going through the sources in a
+        seeded random order, a source is held out when that brings the held-out
+        frame count closer to ``val_fraction`` of the frames (at least one
+        source is held out, at least one kept).
         The same seed always gives the same split for the same file.
         """
         if not 0.0 <= val_fraction < 1.0:
             raise UserError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if split_by not in ("random", "source"):
+            raise UserError(f"split_by must be 'random' or 'source', got {split_by!r}")
         n = len(self)
         rng = np.random.default_rng(seed)
         if val_fraction == 0.0:
@@ -217,19 +220,24 @@ class Dataset:
             n_val = min(max(1, round(val_fraction * n)), n - 1)
             val = np.zeros(n, dtype=bool)
             val[rng.permutation(n)[:n_val]] = True
-        elif split_by == "source":
+        else:
             present = np.unique(self.source_id)
             if len(present) < 2:
                 raise UserError(
                     f"{self.path}: split_by='source' needs at least 2 source files, found {len(present)}"
                 )
-            order = rng.permutation(present)
-            counts = np.bincount(self.source_id, minlength=len(self.sources))[order]
-            held = np.cumsum(counts)[:-1]  # frames held out when taking the first k+1 sources
-            k = int(np.argmin(np.abs(held - val_fraction * n)))
-            val = np.isin(self.source_id, order[: k + 1])
-        else:
-            raise UserError(f"split_by must be 'random' or 'source', got {split_by!r}")
+            counts = np.bincount(self.source_id, minlength=len(self.sources))
+            target = val_fraction * n
+            held: list[int] = []
+            total = 0
+            for s in rng.permutation(present):
+                c = int(counts[s])
+                if total + c < n and abs(total + c - target) < abs(total - target):
+                    held.append(int(s))
+                    total += c
+            if not held:  # every source alone overshoots twice the target: take the closest
+                held = [int(present[np.argmin(np.abs(counts[present] - target))])]
+            val = np.isin(self.source_id, held)
         return np.flatnonzero(~val), np.flatnonzero(val)
 
 

@@ -49,6 +49,12 @@ _BLOCK_ROWS = 1 << 16  # atoms buffered before a write
 _STR = h5py.string_dtype()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 hex digest of a file's bytes, or "" when ``path`` is not a file."""
     path = Path(path)
@@ -141,6 +147,7 @@ def write_dataset(frames: Iterable[Frame], path: str | os.PathLike) -> int:
             h5.attrs["units"] = UNITS
             h5.attrs["elements"] = [chemical_symbols[z] for z in elements]
             h5.attrs["mlip_version"] = __version__
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private; give it the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
