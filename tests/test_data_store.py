@@ -284,6 +284,22 @@ def test_lazy_open_and_close(tmp_path, sources):
     assert _open_fds_to(path) == 0
 
 
+def test_replaced_file_is_detected(tmp_path, sources):
+    path = tmp_path / "d.h5"
+    write_dataset(make_frames(np.random.default_rng(10), sources), path)
+    mode = os.stat(path).st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask  # not the private mode of the temporary file
+    opened, unopened = Dataset(path), Dataset(path)
+    opened[0]
+    write_dataset(make_frames(np.random.default_rng(11), sources), path)  # a rebuild
+    opened[1]  # the open handle still reads the old file, consistent with its table
+    with pytest.raises(UserError, match="changed on disk"):
+        unopened[0]  # its table belongs to the old file: refuse to mix
+    assert len(Dataset(path)[0]) > 0
+
+
 def _energies_in_child(args):
     ds, indices = args
     return [ds[i].energy for i in indices], [float(ds[i].positions.sum()) for i in indices]

@@ -46,6 +46,7 @@ class Dataset:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no such dataset file")
+        self._stamp = self._file_stamp()
         try:
             h5 = h5py.File(self.path, "r")
         except OSError as exc:
@@ -89,9 +90,16 @@ class Dataset:
         self.source_sha256: list[str] = list(h5["sources/sha256"].asstr()[()])
 
     # -- file handle ---------------------------------------------------------
+    def _file_stamp(self) -> tuple[int, int, int]:
+        st = os.stat(self.path)
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
     def _file(self) -> h5py.File:
-        """The open h5py file of this process (reopened after a fork)."""
+        """The open h5py file of this process (reopened after a fork). Raises
+        :class:`UserError` if the file was replaced since the table was read."""
         if self._h5 is None or self._pid != os.getpid():
+            if not self.path.exists() or self._file_stamp() != self._stamp:
+                raise UserError(f"{self.path} changed on disk since it was opened; open it again")
             self._h5 = h5py.File(self.path, "r")
             self._pid = os.getpid()
         return self._h5
