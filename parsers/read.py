@@ -22,13 +22,13 @@ import fnmatch
 from collections.abc import Iterator
 from pathlib import Path
 
-from parsers.ase_formats import ASE_FORMATS, read_with_ase
-from parsers.elements import TypesOption
+from parsers.ase_formats import read_with_ase
+from parsers.elements import TypesOption, parse_types
 from parsers.errors import ParseError
 from parsers.frame import Frame
 from parsers.lammps_dump import read_lammps_dump
 from parsers.mlearn import read_mlearn_json
-from parsers.runner import read_runner
+from parsers.runner import RUNNER_UNITS, read_runner
 from parsers.textio import open_binary, strip_compression
 
 FORMATS = ("lammps-dump", "extxyz", "mlearn", "runner", "vasp-outcar", "vasp-xml")
@@ -118,7 +118,7 @@ def read(
     log: str | Path | None = None,
     units: str = "atomic",
 ) -> Iterator[Frame]:
-    """Yield Frames (metal units, see :class:`parsers.Frame`) from a file or folder.
+    """Frames (metal units, see :class:`parsers.Frame`) from a file or folder, lazily.
 
     ``format`` forces a format (see module docstring); otherwise it is detected
     per file. LAMMPS dump options: ``types`` (``{1: "Cu", 2: "Ni"}``,
@@ -126,17 +126,32 @@ def read(
     column summed, e.g. ``"c_pe"``), ``log`` (LAMMPS log; thermo PotEng matched
     by timestep). RuNNer option: ``units`` (``"atomic"``: Bohr/Hartree, the
     default; ``"metal"``: Å/eV). Options that do not apply to a file's format
-    are ignored. Raises FileNotFoundError for a missing path, ParseError for
-    malformed input and ValueError for a bad option.
+    are ignored.
+
+    Checked at the call: FileNotFoundError for a missing path or log, ValueError
+    for a bad option. Raised while iterating: ParseError for malformed input.
     """
     path = Path(path)
     forced = normalise_format(format) if format is not None else None
-    if not path.exists():
-        raise FileNotFoundError(f"no such file or folder: {path}")
+    parse_types(types)
+    if energy_column is not None and log is not None:
+        raise ValueError("give energy_column or log, not both")
+    if units not in RUNNER_UNITS:
+        raise ValueError(f"units must be one of {sorted(RUNNER_UNITS)}, got {units!r}")
+    for required in (path, log):
+        if required is not None and not Path(required).exists():
+            raise FileNotFoundError(f"no such file or folder: {required}")
     files = files_in(path) if path.is_dir() else [path]
-    if path.is_dir() and not files:
+    if not files:
         raise ParseError(str(path), None, "files named *.dump, *.lammpstrj, *.xyz, *.extxyz, *.json, "
                          "input.data, OUTCAR or vasprun.xml", "none")
+    return _frames(files, forced, types, energy_column, log, units)
+
+
+def _frames(
+    files: list[Path], forced: str | None, types: TypesOption, energy_column: str | None,
+    log: str | Path | None, units: str,
+) -> Iterator[Frame]:
     for file in files:
         fmt = forced or detect_format(file)
         if fmt == "lammps-dump":
@@ -146,7 +161,6 @@ def read(
         elif fmt == "runner":
             yield from read_runner(file, units=units)
         else:
-            assert fmt in ASE_FORMATS
             yield from read_with_ase(file, fmt)
 
 

@@ -32,7 +32,7 @@ from parsers.textio import open_binary
 BOHR_TO_ANGSTROM = 0.529177210903
 HARTREE_TO_EV = 27.211386245988
 _ATOM_LINE = "atom x y z El q e fx fy fz"
-_UNITS = {"atomic": (BOHR_TO_ANGSTROM, HARTREE_TO_EV), "metal": (1.0, 1.0)}
+RUNNER_UNITS = {"atomic": (BOHR_TO_ANGSTROM, HARTREE_TO_EV), "metal": (1.0, 1.0)}
 
 
 class _Structure:
@@ -98,9 +98,9 @@ def read_runner(path: str | Path, units: str = "atomic") -> Iterator[Frame]:
     """Yield the structures of a RuNNer/n2p2 ``input.data`` file as Frames in
     metal units (see module docstring). Raises ParseError with the line number
     on malformed input."""
-    if units not in _UNITS:
-        raise ValueError(f"units must be one of {sorted(_UNITS)}, got {units!r}")
-    length, energy = _UNITS[units]
+    if units not in RUNNER_UNITS:
+        raise ValueError(f"units must be one of {sorted(RUNNER_UNITS)}, got {units!r}")
+    length, energy = RUNNER_UNITS[units]
     path = str(path)
     current: _Structure | None = None
     index = 0

@@ -190,5 +190,9 @@ def test_bad_options(dump, tmp_path):
         list(parsers.read(path, types={1: "Cu"}, energy_column="c_pe", log=path))
     with pytest.raises(ValueError, match="types"):
         list(parsers.read(path, types="1:Cu"))
+    with pytest.raises(FileNotFoundError):  # checked at the call, before iterating
+        parsers.read(tmp_path / "missing.dump")
     with pytest.raises(FileNotFoundError):
-        list(parsers.read(tmp_path / "missing.dump"))
+        parsers.read(path, log=tmp_path / "missing.log")
+    with pytest.raises(ValueError, match="units"):
+        parsers.read(path, units="bohr")
