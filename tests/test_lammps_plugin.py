@@ -54,23 +54,53 @@ def triclinic_cuni() -> Atoms:
 @dataclass(frozen=True)
 class Case:
     structure: str  # "ortho_cu" or "tri_cuni"
-    long_range: bool
+    model: str  # "toy_short", "toy_long", "real_short" (mlip Potential + ZBL), "real_ewald" (charges + Ewald)
     newton: bool
 
     @property
     def name(self) -> str:
-        return f"{self.structure}_{self.kind}_newton{'on' if self.newton else 'off'}"
+        return f"{self.structure}_{self.model}_newton{'on' if self.newton else 'off'}"
 
-    @property
-    def kind(self) -> str:
-        return "long" if self.long_range else "short"
-
-    def model(self, workdir: Path) -> Path:
-        return workdir / f"{self.structure}_{self.kind}.pt"
+    def model_file(self, workdir: Path) -> Path:
+        return workdir / f"{self.structure}_{self.model}.pt"
 
 
-CASES = [Case(s, lr, nw) for s in ("ortho_cu", "tri_cuni") for lr in (False, True) for nw in (True, False)]
+TOY_MODELS = ("toy_short", "toy_long")
+CASES = [Case(s, m, nw) for s in ("ortho_cu", "tri_cuni") for m in TOY_MODELS for nw in (True, False)]
+CASES += [Case("tri_cuni", "real_short", True), Case("tri_cuni", "real_ewald", False)]
+NVE_CASES = [Case("tri_cuni", "toy_long", True), Case("ortho_cu", "toy_short", False)]
 STRUCTURES = {"ortho_cu": ortho_cu, "tri_cuni": triclinic_cuni}
+
+
+def export_real_model(path: Path, elements: list[str], ewald: bool) -> None:
+    """An untrained mlip Potential (default descriptors; ZBL, or charges + Ewald) exported by mlip.export."""
+    from fingerprints import DescriptorSet
+    from fingerprints.descriptor_set import default_config
+    from mlip.export import export_model, model_metadata
+    from mlip.model import Potential
+    from mlip.physics.ewald import Ewald
+    from mlip.physics.zbl import ZBL
+
+    torch.manual_seed(0)
+    physics = [Ewald(1e-5)] if ewald else [ZBL(elements, 1.0, 2.0)]
+    descriptors = DescriptorSet.from_config(default_config(elements), elements)
+    model = Potential(descriptors, elements, hidden=[16, 16], physics=physics, charges=ewald).double()
+    model.set_energy_reference(torch.linspace(-4.0, -3.5, len(elements), dtype=torch.float64), 0.7)
+    export_model(model, path, model_metadata(model))
+
+
+def calculator_reference(model: Path, atoms: Atoms) -> dict[str, np.ndarray]:
+    """mlip.MLIPCalculator's energy, per-atom energies, forces and virial W = -stress * volume."""
+    from mlip import MLIPCalculator
+
+    atoms = atoms.copy()
+    atoms.calc = MLIPCalculator(model)
+    return {
+        "energy": atoms.get_potential_energy(),
+        "atomic_energies": atoms.get_potential_energies(),
+        "forces": atoms.get_forces(),
+        "virial": -atoms.get_stress(voigt=False) * atoms.get_volume(),
+    }
 
 
 def model_elements(atoms: Atoms) -> list[str]:
@@ -172,18 +202,27 @@ def workdir(tmp_path_factory, plugin) -> Path:
     for name, make in STRUCTURES.items():
         atoms = make()
         write_data(path / f"{name}.data", atoms)
-        for long_range in (False, True):
-            save_model(Case(name, long_range, True).model(path), model_elements(atoms), long_range=long_range)
+        for kind in TOY_MODELS:
+            model = Case(name, kind, True).model_file(path)
+            save_model(model, model_elements(atoms), long_range=kind == "toy_long")
+    for case in CASES:
+        if case.model.startswith("real"):
+            atoms = STRUCTURES[case.structure]()
+            export_real_model(case.model_file(path), model_elements(atoms), ewald=case.model == "real_ewald")
     return path
 
 
 @pytest.fixture(scope="module")
 def reference(workdir) -> dict[str, dict]:
-    """The toy models evaluated in Python on the whole periodic system (ASE neighbour list)."""
+    """Toy models evaluated in Python on the whole periodic system (ASE neighbour list);
+    real models through mlip.MLIPCalculator."""
     refs = {}
     for case in CASES:
         atoms = STRUCTURES[case.structure]()
-        ref = evaluate_periodic(case.model(workdir), atoms, model_elements(atoms))
+        if case.model.startswith("toy"):
+            ref = evaluate_periodic(case.model_file(workdir), atoms, model_elements(atoms))
+        else:
+            ref = calculator_reference(case.model_file(workdir), atoms)
         # pair_style mlip spreads energy the model does not assign to atoms evenly over atoms.
         ref["pe_atom"] = ref["atomic_energies"] + (ref["energy"] - ref["atomic_energies"].sum()) / len(atoms)
         refs[case.name] = ref
@@ -199,7 +238,7 @@ def one_rank(workdir, plugin) -> Path:
     out.mkdir()
     lmp.command(f"plugin load {plugin}")
     for case in CASES:
-        lmp.commands_string(case_input(case, workdir, out, case.model(workdir)))
+        lmp.commands_string(case_input(case, workdir, out, case.model_file(workdir)))
     lmp.close()
     torch.set_num_threads(threads)
     return out
@@ -210,8 +249,8 @@ def two_ranks(workdir, plugin) -> Path:
     """All cases plus two NVE runs in one ``mpirun -np 2 lmp`` (plugin autoloaded)."""
     out = workdir / "np2"
     out.mkdir()
-    script = "".join(case_input(c, workdir, out, c.model(workdir)) for c in CASES)
-    script += "".join(nve_input(c, workdir, out, c.model(workdir), 200) for c in NVE_CASES)
+    script = "".join(case_input(c, workdir, out, c.model_file(workdir)) for c in CASES)
+    script += "".join(nve_input(c, workdir, out, c.model_file(workdir), 200) for c in NVE_CASES)
     (out / "in.all").write_text(script)
     env = dict(os.environ, LAMMPS_PLUGIN_PATH=str(plugin.parent), OMP_NUM_THREADS="1")
     cmd = [str(BIN / "mpirun"), "-np", "2", str(BIN / "lmp"), "-in", "in.all", "-log", "log.lammps"]
@@ -221,8 +260,6 @@ def two_ranks(workdir, plugin) -> Path:
     assert "2 by 1 by 1" in proc.stdout or "1 by 2 by 1" in proc.stdout or "1 by 1 by 2" in proc.stdout
     return out
 
-
-NVE_CASES = [Case("tri_cuni", True, True), Case("ortho_cu", False, False)]
 
 
 def assert_matches(got: dict, ref: dict, rtol: float = 1e-8) -> None:
@@ -247,9 +284,9 @@ def test_two_ranks_match_python(case, two_ranks, reference):
 def test_pressure_sign_matches_finite_differences(one_rank, workdir):
     """LAMMPS' pressure tensor P = W/V with W = -dE/d(strain) by central differences of the
     Python model's energy on strained cells (x -> x (1 + eps))."""
-    case = Case("tri_cuni", False, True)
+    case = Case("tri_cuni", "toy_short", True)
     atoms = STRUCTURES[case.structure]()
-    model = case.model(workdir)
+    model = case.model_file(workdir)
     elements = model_elements(atoms)
     h = 1e-5
     w_fd = np.zeros((3, 3))
