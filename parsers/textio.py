@@ -14,6 +14,8 @@ import lzma
 from pathlib import Path
 from typing import IO
 
+import numpy as np
+
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 COMPRESSED_SUFFIXES = tuple(_OPENERS)
 
@@ -102,28 +104,19 @@ class LineReader:
 
     def _nth_newline(self, k: int) -> int:
         """Offset of the ``k``-th newline after the read position, or -1 when
-        the buffer holds fewer. Guesses the offset from the mean line length,
-        counts newlines up to the guess (refining it twice), then walks the few
-        remaining lines; it never scans the whole buffer."""
-        buf, pos, size = self._buf, self._pos, len(self._buf)
+        the buffer holds fewer. Searches (vectorised) a window sized from the
+        first line's length, growing it only when too short."""
+        buf, pos = self._buf, self._pos
         first = buf.find(b"\n", pos)
         if first < 0 or k == 1:
             return first
-        stop = min(size, pos + (first - pos + 1) * k)
-        count = buf.count(b"\n", pos, stop)
-        for _ in range(2):
-            if count == k or (count < k and stop == size):
-                break
-            stop = min(size, pos + max(1, (stop - pos) * k // max(count, 1)))
-            count = buf.count(b"\n", pos, stop)
-        offset = stop
-        if count >= k:  # step back from the last newline before stop
-            for _ in range(count - k + 1):
-                offset = buf.rfind(b"\n", pos, offset)
-            return offset
-        offset = stop - 1
-        for _ in range(k - count):
-            offset = buf.find(b"\n", offset + 1)
-            if offset < 0:
+        view = np.frombuffer(buf, dtype=np.uint8)
+        window = (first - pos + 1) * k * 5 // 4 + 256
+        while True:
+            stop = min(len(buf), pos + window)
+            newlines = np.flatnonzero(view[pos:stop] == 10)
+            if len(newlines) >= k:
+                return pos + int(newlines[k - 1])
+            if stop == len(buf):
                 return -1
-        return offset
+            window *= 2
