@@ -161,7 +161,7 @@ class HarmonicPairs(PhysicsTerm):
         self.k, self.r0 = k, r0
 
     def forward(self, data: dict[str, torch.Tensor], n_local: int) -> torch.Tensor:
-        r = data["edge_vec"].norm(dim=1)
+        r = torch.linalg.norm(data["edge_vec"], dim=1)
         e = torch.where(r < self.cutoff, 0.5 * self.k * (r - self.r0) ** 2, torch.zeros_like(r))
         return torch.zeros(n_local, dtype=r.dtype).index_add(0, data["edge_index"][0], e)
 
