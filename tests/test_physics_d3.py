@@ -12,7 +12,7 @@ from mlip.physics.d3 import D3Dispersion
 NKTV2P = 1.6021765e6  # LAMMPS metal units: bar per eV/Å³
 
 
-def lammps_d3(positions, cell, types, elements, cutoff, cn_cutoff, periodic=True, damping="bj pbe"):
+def lammps_d3(positions, cell, types, elements, cutoff, cn_cutoff, boundary="p p p", damping="bj pbe"):
     """Energy (eV), forces (N, 3) eV/Å and virial (xx yy zz xy xz yz) eV from LAMMPS."""
     from mlip.lammps import load_lammps
 
@@ -21,7 +21,7 @@ def lammps_d3(positions, cell, types, elements, cutoff, cn_cutoff, periodic=True
     try:
         lmp.command("units metal")
         lmp.command("atom_style atomic")
-        lmp.command("boundary p p p" if periodic else "boundary s s s")
+        lmp.command(f"boundary {boundary}")
         a, b, c = cell
         box = [0.0, a[0], 0.0, b[1], 0.0, c[2], b[0], c[0], c[1]]
         lmp.command("region box prism " + " ".join(repr(float(v)) for v in box) + " units box")
@@ -45,7 +45,7 @@ def lammps_d3(positions, cell, types, elements, cutoff, cn_cutoff, periodic=True
         lmp.close()
 
 
-def model_d3(term, positions, cell, types, periodic=True):
+def model_d3(term, positions, cell, types, pbc=(True, True, True)):
     """Energy, forces (autograd) and virial W = −∂E/∂ε (xx yy zz xy xz yz) from the term."""
     x = torch.tensor(positions, dtype=torch.float64, requires_grad=True)
     eps = torch.zeros(3, 3, dtype=torch.float64, requires_grad=True)
@@ -54,7 +54,7 @@ def model_d3(term, positions, cell, types, periodic=True):
         "positions": x @ strain,
         "species": torch.tensor(types),
         "cell": (torch.tensor(cell, dtype=torch.float64) @ strain)[None],
-        "pbc": torch.full((1, 3), periodic),
+        "pbc": torch.tensor([pbc]),
         "batch": torch.zeros(len(types), dtype=torch.long),
     }
     energy = term(data, len(types)).sum()
@@ -121,9 +121,30 @@ def test_d3_matches_lammps_molecule_in_big_box():
     elements = ["H", "C", "O"]
     types = np.array([1, 1, 2, 0, 0, 0, 0, 0, 0])
     cell = np.diag([40.0, 40.0, 40.0])
-    ref = lammps_d3(positions, cell, types, elements, 50.2022, 21.1671, periodic=False)
-    mine = model_d3(D3Dispersion(elements), positions, cell, types, periodic=False)
+    ref = lammps_d3(positions, cell, types, elements, 50.2022, 21.1671, boundary="s s s")
+    mine = model_d3(D3Dispersion(elements), positions, cell, types, pbc=(False, False, False))
     assert_agree(mine, ref)
+
+
+def mgo_slab(seed):
+    """Two rattled MgO layers in a tilted cell, periodic in x and y only (30 Å along z)."""
+    positions, cell, types = rocksalt_mgo(seed)
+    slab = np.array([[cell[0, 0], 0.0, 0.0], [0.8, cell[1, 1], 0.0], [0.0, 0.0, 30.0]])
+    frac = np.linalg.solve(cell.T, positions.T).T
+    return frac @ np.array([slab[0], slab[1], cell[2]]) + np.array([0.0, 0.0, 10.0]), slab, types
+
+
+def test_d3_matches_lammps_slab():
+    """LAMMPS boundary p p s. Mg atoms here have CN ≈ 8-11, far above their references, so
+    some pairs take the reference program's nearest-reference fallback (``grid_fallback``)."""
+    positions, cell, types = mgo_slab(6)
+    ref = lammps_d3(positions, cell, types, ["O", "Mg"], 25.0, 15.0, boundary="p p s")
+    pbc = (True, True, False)
+    mine = model_d3(D3Dispersion(["O", "Mg"], cutoff=25.0, cn_cutoff=15.0), positions, cell, types, pbc=pbc)
+    assert_agree(mine, ref)
+    smooth = D3Dispersion(["O", "Mg"], cutoff=25.0, cn_cutoff=15.0, grid_fallback=False)
+    e_smooth = model_d3(smooth, positions, cell, types, pbc=pbc)[0]
+    assert 1e-8 < abs(e_smooth - ref[0]) / abs(ref[0]) < 1e-6
 
 
 def test_d3_explicit_parameters_match_named_functional():
@@ -137,13 +158,17 @@ def test_d3_explicit_parameters_match_named_functional():
     assert_agree(model_d3(other, positions, cell, types), ref)
 
 
-def test_d3_finite_differences():
-    positions, cell, types = rocksalt_mgo(3)
-    term = D3Dispersion(["O", "Mg"], cutoff=14.0, cn_cutoff=9.0)
-    _, forces, virial = model_d3(term, positions, cell, types)
+@pytest.mark.parametrize(("structure", "grid_fallback", "pbc"), [
+    (rocksalt_mgo, True, (True, True, True)),
+    (mgo_slab, False, (True, True, False)),
+])
+def test_d3_finite_differences(structure, grid_fallback, pbc):
+    positions, cell, types = structure(3)
+    term = D3Dispersion(["O", "Mg"], cutoff=14.0, cn_cutoff=9.0, grid_fallback=grid_fallback)
+    _, forces, virial = model_d3(term, positions, cell, types, pbc=pbc)
 
     def energy(x, c):
-        return model_d3(term, x, c, types)[0]
+        return model_d3(term, x, c, types, pbc=pbc)[0]
 
     h = 1e-5
     for atom, axis in [(0, 0), (3, 1), (6, 2)]:

@@ -12,9 +12,16 @@ every periodic image with r_ij < ``cutoff``::
 E_i is half the sum over the pairs of atom i, as in LAMMPS ``compute pe/atom``. Both
 cutoffs are hard (as in the reference program and LAMMPS ``pair_style dispersion/d3``);
 the defaults are the reference program's √9000 bohr ≈ 50.20 Å for the energy and
-√1600 bohr ≈ 21.17 Å for CN. The weights are normalised per atom (a softmax), which equals
-the reference program's pair-grid normalisation, and tends smoothly to its nearest-reference
-fallback when every weight underflows. No three-body (ATM) term, like LAMMPS.
+√1600 bohr ≈ 21.17 Å for CN. No three-body (ATM) term, like LAMMPS.
+
+C6 normalisation: the weights are normalised per atom (a softmax over the references), which
+equals the reference program's normalisation over the pair grid, Σ_ab exp(−4(ΔCN_ia² + ΔCN_jb²)).
+The reference program (and LAMMPS) replaces C6_ij by the nearest reference pair's value, with
+zero CN derivative, when that grid sum is below 1e-99, which happens when an atom's CN lies
+≳ 5 above its highest reference (metals, dense ionic solids); ``grid_fallback=True`` (default)
+does the same, so the numbers match LAMMPS. ``grid_fallback=False`` keeps the per-atom
+weights throughout: smooth, as in simple-dftd3/tad-dftd3; the two differ by ~1e-5 in C6 of
+pairs whose partner's CN lies between references (e.g. a surface O next to a bulk-like Mg).
 
 Units: C6 tables are Hartree·bohr⁶; converted with bohr = 0.52917725 Å and
 Hartree = 27.21140795 eV, the constants of LAMMPS ``pair_style dispersion/d3``, so that both
@@ -103,6 +110,8 @@ class D3Dispersion(PhysicsTerm):
         s6, s8, a1, a2: explicit BJ parameters (a2 in bohr), overriding the functional's.
         cutoff: Å, pair cutoff of the energy (default √9000 bohr ≈ 50.20 Å).
         cn_cutoff: Å, pair cutoff of the coordination numbers (default √1600 bohr ≈ 21.17 Å).
+        grid_fallback: the reference program's nearest-reference C6 where the pair-grid weight
+            sum is below 1e-99 (default, as LAMMPS), or smooth per-atom weights (False).
 
     ``forward(data, n_local)`` reads ``positions`` (N, 3) Å, ``species`` (N,), ``cell``
     (B, 3, 3) Å, ``pbc`` (B, 3), ``batch`` (N,); the atoms ``[:n_local]`` of each frame
@@ -114,6 +123,8 @@ class D3Dispersion(PhysicsTerm):
     cn_cutoff: float
     k1: float
     k3: float
+    grid_fallback: bool
+    log_threshold: float
     s6: float
     s8: float
     a1: float
@@ -123,7 +134,7 @@ class D3Dispersion(PhysicsTerm):
                  s6: Optional[float] = None, s8: Optional[float] = None,
                  a1: Optional[float] = None, a2: Optional[float] = None,
                  cutoff: float = math.sqrt(9000.0) * BOHR,
-                 cn_cutoff: float = math.sqrt(1600.0) * BOHR) -> None:
+                 cn_cutoff: float = math.sqrt(1600.0) * BOHR, grid_fallback: bool = True) -> None:
         super().__init__("d3", cutoff=0.0, long_range=True, needs_charges=False)
         from ase.data import atomic_numbers
 
@@ -136,6 +147,8 @@ class D3Dispersion(PhysicsTerm):
         self.a2 = a2_bohr * BOHR
         self.energy_cutoff = float(cutoff)
         self.k1, self.k3 = K1, K3
+        self.grid_fallback = bool(grid_fallback)
+        self.log_threshold = math.log(1e-99)
         self.cn_cutoff = float(cn_cutoff)
 
         z = np.array([atomic_numbers[e] for e in elements], dtype=np.int64)
@@ -177,8 +190,16 @@ class D3Dispersion(PhysicsTerm):
         dcn = cn[:, None] - self.cn_ref.to(cn.dtype)[species]
         logits = (-self.k3 * dcn * dcn).masked_fill(~self.ref_valid[species], float("-inf"))
         w = torch.softmax(logits, dim=1)  # (N, R)
-        u = torch.einsum("na,ntab->ntb", w, self.c6_ref.to(cn.dtype)[species])  # (N, S, R)
-        return torch.einsum("nmb,mb->nm", u[:, species], w)
+        c6_ref = self.c6_ref.to(cn.dtype)
+        u = torch.einsum("na,ntab->ntb", w, c6_ref[species])  # (N, S, R)
+        c6 = torch.einsum("nmb,mb->nm", u[:, species], w)
+        if self.grid_fallback:
+            log_norm = torch.logsumexp(logits, dim=1)  # log Σ_a exp(−4 ΔCN_ia²)
+            under = (log_norm[:, None] + log_norm[None, :]) < self.log_threshold
+            near = logits.argmax(dim=1)
+            c6_near = c6_ref[species[:, None], species[None, :], near[:, None], near[None, :]]
+            c6 = torch.where(under, c6_near, c6)
+        return c6
 
     def frame_energies(self, positions: Tensor, species: Tensor, cell: Tensor, pbc: Tensor) -> Tensor:
         """Per-atom D3 energies (N,) eV of one frame: positions (N, 3) Å, cell (3, 3), pbc (3,)."""
