@@ -275,8 +275,9 @@ class RannRadial(_RannBase):
             weight = weight * screening_factors(species, edge_index, edge_vec, r_all, sel, self.screen_radius,
                                                 self.cmin, self.cmax, n_centers)
         x = (r / self.re).unsqueeze(1)
-        alpha = self.alpha.to(edge_vec.dtype)
-        terms = torch.pow(x, self.powers.to(edge_vec.dtype)) * torch.exp(-alpha * x) * weight.unsqueeze(1)
+        # (r/re)^i exp(-alpha_i r/re) as one exp (r > 0)
+        exponent = torch.log(x) * self.powers.to(edge_vec.dtype) - self.alpha.to(edge_vec.dtype) * x
+        terms = torch.exp(exponent) * weight.unsqueeze(1)
         row = edge_index[0].index_select(0, sel) * self.n_species \
             + species.index_select(0, edge_index[1].index_select(0, sel))
         per_species = torch.zeros(n_centers * self.n_species, terms.shape[1], dtype=terms.dtype,
@@ -285,6 +286,21 @@ class RannRadial(_RannBase):
         if self.has_all:
             per_species = torch.cat([per_species, per_species.sum(dim=1, keepdim=True)], dim=1)
         return per_species.index_select(1, self.blocks).reshape(n_centers, self.n_features)
+
+
+def _pad_by_center(center: Tensor, n_centers: int, a: Tensor, b: Tensor) -> Tuple[Tensor, Tensor]:
+    """Rows of ``a`` (e, P) and ``b`` (e, Q) laid out per centre: (n_centers, D, P) and
+    (n_centers, D, Q), zero-padded to D = the largest neighbour count."""
+    sorted_center, order = torch.sort(center, stable=True)
+    count = torch.bincount(center, minlength=n_centers)
+    start = torch.cumsum(count, 0) - count
+    slot_sorted = torch.arange(center.shape[0], device=center.device) - start.index_select(0, sorted_center)
+    slot = torch.empty_like(slot_sorted).index_copy_(0, order, slot_sorted)
+    width = int(count.max().item()) if center.shape[0] > 0 else 1
+    flat = center * width + slot
+    a_pad = torch.zeros(n_centers * width, a.shape[1], dtype=a.dtype, device=a.device).index_copy(0, flat, a)
+    b_pad = torch.zeros(n_centers * width, b.shape[1], dtype=b.dtype, device=b.device).index_copy(0, flat, b)
+    return a_pad.view(n_centers, width, a.shape[1]), b_pad.view(n_centers, width, b.shape[1])
 
 
 def _multinomial_table(m_max: int) -> Tuple[List[Tuple[int, int, int]], List[List[float]]]:
@@ -389,13 +405,18 @@ class RannBond(_RannBase):
             * upow[:, :, 1].index_select(1, self.exponents[1]) \
             * upow[:, :, 2].index_select(1, self.exponents[2])  # (e, P)
         radial = torch.exp(-self.alphak.to(edge_vec.dtype) * (r / self.re).unsqueeze(1)) * weight.unsqueeze(1)
+        # Species-resolved radial part: (e, S*K), zero outside the neighbour's species block.
+        radial_s = radial
+        if self.n_species > 1:
+            nb_species = species.index_select(0, edge_index[1].index_select(0, sel))
+            onehot = torch.zeros(r.shape[0], self.n_species, dtype=r.dtype, device=r.device)
+            onehot.scatter_(1, nb_species.unsqueeze(1), 1.0)
+            radial_s = (onehot.unsqueeze(2) * radial.unsqueeze(1)).reshape(-1, self.n_species * self.k)
+        # A[i] = mono_iᵀ radial_i over the neighbours of i, as one batched matrix product.
+        mono_pad, radial_pad = _pad_by_center(edge_index[0].index_select(0, sel), n_centers, mono, radial_s)
+        dens = torch.bmm(mono_pad.transpose(1, 2), radial_pad)  # (N, P, S*K)
         n_mono = mono.shape[1]
-        terms = (mono.unsqueeze(2) * radial.unsqueeze(1)).reshape(-1, n_mono * self.k)
-        row = edge_index[0].index_select(0, sel) * self.n_species \
-            + species.index_select(0, edge_index[1].index_select(0, sel))
-        dens = torch.zeros(n_centers * self.n_species, n_mono * self.k, dtype=terms.dtype,
-                           device=terms.device).index_add_(0, row, terms)
-        dens = dens.view(n_centers, self.n_species, n_mono, self.k)
+        dens = dens.view(n_centers, n_mono, self.n_species, self.k).transpose(1, 2)  # (N, S, P, K)
         if self.has_all:
             dens = torch.cat([dens, dens.sum(dim=1, keepdim=True)], dim=1)
         prod = dens.index_select(1, self.first) * dens.index_select(1, self.second)  # (N, Q, P, K)
