@@ -144,3 +144,23 @@ def test_cli_path_and_build(plugin):
     assert result.exit_code == 0 and result.stdout.strip() == str(plugin)
     result = runner.invoke(main, ["lammps", "build"])
     assert result.exit_code == 0 and result.stdout.strip() == str(plugin)
+
+
+def test_example_input_runs(models, plugin, tmp_path, monkeypatch):
+    """examples/lammps/in.mlip runs as documented, with the plugin autoloaded from LAMMPS_PLUGIN_PATH."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "lammps" / "in.mlip"
+    monkeypatch.setenv("LAMMPS_PLUGIN_PATH", str(plugin.parent))
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    args = ["-log", "none", "-screen", "none", "-var", "model", str(models / "cu.pt"), "-var", "steps", "20"]
+    lmp = load_lammps().lammps(cmdargs=args)
+    try:
+        lmp.file(str(example))
+        step, temp, natoms = lmp.get_thermo("step"), lmp.get_thermo("temp"), lmp.get_natoms()
+    finally:
+        lmp.close()
+        torch.set_num_threads(threads)
+    assert (step, natoms) == (20, 864)
+    assert 100.0 < temp < 1000.0
+    frames = (tmp_path / "dump.mlip").read_text().count("ITEM: TIMESTEP")
+    assert frames == 1
