@@ -21,9 +21,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 test: $(STAMP) lint
+	$(VENV)/bin/mlip lammps build
 	$(VENV)/bin/pytest -q tests
 
 demo: $(STAMP)
+	$(VENV)/bin/mlip lammps build
 	$(VENV)/bin/mlip demo
 
 clean:
