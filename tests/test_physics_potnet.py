@@ -190,6 +190,8 @@ def test_rotation_translation_invariance_and_script():
     scripted = torch.jit.script(module)
     assert scripted.n_features == 6 and scripted.cutoff == 0.0
     np.testing.assert_allclose(features(scripted, positions, species, cell), out, rtol=1e-13, atol=1e-14)
+    first = scripted(torch.tensor(positions), torch.tensor(species), torch.tensor(cell), 2).numpy()
+    np.testing.assert_allclose(first, out[:2], rtol=1e-13, atol=1e-14)
 
 
 def test_gradients_match_finite_differences():

@@ -51,6 +51,9 @@ def image_pairs(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float, n_c
                 chunk: int = 1048576) -> Tuple[Tensor, Tensor, Tensor]:
     """Every directed pair (i, j, n) with i < n_centers, 0 < |x_j + n·cell − x_i| < cutoff.
 
+    The search uses |d + L|² expanded, so pairs up to cutoff·(1 + 1e-9) may be returned;
+    callers apply their own exact ``r < cutoff`` masks.
+
     positions: (N, 3) Å, the atoms of one frame (all N are sources); cell: (3, 3) Å rows;
     pbc: (3,) bool; cutoff: Å. Returns i (P,), j (P,) int64 and shifts (P, 3) float64
     integer image indices n, so r_ij = x_j − x_i + shifts @ cell. Pairs at zero distance
@@ -67,21 +70,22 @@ def image_pairs(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float, n_c
         radius = (pos - pos.mean(dim=0)).square().sum(dim=1).sqrt().max()
         vec = shifts @ lattice
         shifts = shifts[vec.square().sum(dim=1).sqrt() < cutoff + 2.0 * radius + 1e-9]
-        centers = pos[:n_centers]
-        diff = pos[None, :, :] - centers[:, None, :]  # (C, N, 3)
+        reach2 = (cutoff * (1.0 + 1e-9)) ** 2
+        # |d + L|² = |d|² + 2 d·L + |L|² for all (center, atom) vectors d and image vectors L
+        diff = (pos[None, :, :] - pos[:n_centers, None, :]).reshape(-1, 3)  # (C·N, 3)
+        diff2 = (diff * diff).sum(dim=1)
         per_chunk = max(1, chunk // max(1, n_centers * n_atoms))
         found_i: List[Tensor] = []
         found_j: List[Tensor] = []
         found_s: List[Tensor] = []
         for start in range(0, shifts.shape[0], per_chunk):
             s = shifts[start:start + per_chunk]
-            d = diff[None, :, :, :] + (s @ lattice)[:, None, None, :]  # (m, C, N, 3)
-            d2 = (d * d).sum(dim=-1)
-            keep = (d2 < cutoff * cutoff) & (d2 > 0.0)
-            idx = keep.nonzero()
+            vec_s = s @ lattice
+            d2 = diff2[None, :] + 2.0 * (vec_s @ diff.T) + (vec_s * vec_s).sum(dim=1)[:, None]
+            idx = ((d2 < reach2) & (d2 > 0.0)).nonzero()
             found_s.append(s[idx[:, 0]])
-            found_i.append(idx[:, 1])
-            found_j.append(idx[:, 2])
+            found_i.append(torch.div(idx[:, 1], n_atoms, rounding_mode="floor"))
+            found_j.append(idx[:, 1] % n_atoms)
     if len(found_i) == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty, torch.zeros(0, 3, dtype=torch.float64, device=device)
