@@ -8,10 +8,18 @@ import math
 import numpy as np
 import pytest
 import torch
-from physics_reference import energy_forces_virial, lammps_reference, lower_triangular_cell, random_positions
+from physics_reference import (  # noqa: F401 (single_thread is a fixture)
+    energy_forces_virial,
+    lammps_reference,
+    lower_triangular_cell,
+    random_positions,
+    single_thread,
+)
 
 from mlip.physics import Ewald, FixedCharges, enforce_total_charge
 from mlip.physics.ewald import ewald_parameters
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 KE = 14.399645
 
@@ -77,6 +85,36 @@ def test_ewald_charged_cell_matches_lammps() -> None:
     _compare({k: v.numpy() for k, v in got.items()}, ref, rtol=1e-6)
 
 
+def _pymatgen_ewald(cell: np.ndarray, positions: np.ndarray, charges: np.ndarray) -> dict:
+    """Energy and forces of pymatgen's independent Ewald sum (exact erfc), rescaled to LAMMPS' k_e."""
+    from pymatgen.analysis.ewald import EwaldSummation
+    from pymatgen.core import Lattice, Structure
+
+    structure = Structure(Lattice(cell), ["Na"] * len(positions), positions, coords_are_cartesian=True,
+                          site_properties={"charge": charges})
+    ewald = EwaldSummation(structure, acc_factor=16.0, compute_forces=True)
+    scale = KE / EwaldSummation.CONV_FACT  # pymatgen's k_e is 14.3996454787 eV·Å
+    return {"energy": ewald.total_energy * scale, "forces": ewald.forces * scale}
+
+
+@pytest.mark.parametrize("net_charge", [0.0, 1.3])
+def test_ewald_matches_pymatgen(net_charge: float) -> None:
+    """pymatgen's EwaldSummation evaluates erfc exactly (LAMMPS coul/long uses a 1.5e-7 approximation),
+    so it checks energy and forces far below LAMMPS' floor; it also bounds the error estimate."""
+    cell, positions, charges = _ionic(8, 10, 0.3, net_charge)
+    ref = _pymatgen_ewald(cell, positions, charges)
+    for accuracy, tol in ((1e-12, None), (1e-3, 1e-3), (1e-5, 1e-5)):
+        got = energy_forces_virial(_ewald_fn(Ewald(accuracy), torch.from_numpy(charges), True),
+                                   torch.from_numpy(positions), torch.from_numpy(cell))
+        if tol is None:
+            assert got["energy"].item() == pytest.approx(ref["energy"], rel=1e-11)
+            scale = np.abs(ref["forces"]).max()
+            np.testing.assert_allclose(got["forces"].numpy(), ref["forces"], atol=1e-11 * scale)
+        else:  # the requested accuracy bounds the RMS force error, in units of k_e e²/Å²
+            rms = np.sqrt(((got["forces"].numpy() - ref["forces"]) ** 2).sum(axis=1).mean())
+            assert 0.0 < rms / KE < tol
+
+
 def test_ewald_cluster_matches_double_loop() -> None:
     rng = np.random.default_rng(4)
     cell = np.zeros((3, 3))
@@ -109,7 +147,7 @@ def test_ewald_smooth_under_strain_sweep() -> None:
     term = Ewald(accuracy=1e-4)
     q = torch.from_numpy(charges)
     direction = torch.tensor([[1.0, 0.3, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 1.2]], dtype=torch.float64)
-    steps = torch.linspace(0.0, 0.08, 321, dtype=torch.float64)
+    steps = torch.linspace(0.0, 0.08, 201, dtype=torch.float64)
     energies, slopes, n_k = [], [], []
     for s in steps:
         s_t = s.clone().requires_grad_(True)
@@ -156,6 +194,18 @@ def test_ewald_batch_torchscript_float32() -> None:
     out32 = scripted(data32, 13)
     assert out32.dtype == torch.float32
     torch.testing.assert_close(out32.double(), both, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("pbc", [True, False], ids=["periodic", "cluster"])
+def test_ewald_charge_gradient(pbc: bool) -> None:
+    """dE/dq (what charge learning uses) against central finite differences (torch gradcheck)."""
+    cell, positions, charges = _ionic(9, 6, 0.2)
+    term = Ewald(accuracy=1e-8)
+
+    def energy(q: torch.Tensor) -> torch.Tensor:
+        return _ewald_fn(term, q, pbc)(torch.from_numpy(positions), torch.from_numpy(cell)).sum()
+
+    assert torch.autograd.gradcheck(energy, (torch.from_numpy(charges).requires_grad_(True),))
 
 
 def test_ewald_rejects_mixed_pbc() -> None:
