@@ -205,3 +205,18 @@ def test_default_config_and_errors():
         DescriptorSet.from_config([{"type": "rann_radial", "re": 2.5}], ["Cu"])
     with pytest.raises(ValueError, match="'Zn' is not one of"):
         DescriptorSet.from_config([dict(CONFIG[0], neighbors=["Zn"])], ELEMENTS)
+
+
+def test_plot_config(tmp_path):
+    from fingerprints.plot import plot_config
+
+    config = [{"type": "rann_radial", "re": 2.5, "rc": 5.0, "dr": 2.0, "alpha": [4.0, 5.0], "o": 0, "n": 1},
+              {"type": "rann_bond", "re": 2.5, "rc": 4.0, "dr": 1.0, "alphak": [1.0], "m": 2}]
+    fig = plot_config(config, ["Cu"], r_min=1.0, r_max=6.0, n_points=51)
+    top, bottom = fig.axes
+    assert len(top.lines) == 2 + 2 and len(bottom.lines) == 2
+    r, y = top.lines[1].get_data()  # radial i = 1: (r/re) exp(-5 r/re) fc(r)
+    x = np.clip((5.0 - r) / 2.0, 0, 1)
+    np.testing.assert_allclose(y, r / 2.5 * np.exp(-5.0 * r / 2.5) * (1 - (1 - x) ** 4) ** 2, rtol=1e-12)
+    fig.savefig(tmp_path / "radial.png")
+    assert (tmp_path / "radial.png").stat().st_size > 1000
