@@ -199,6 +199,10 @@ class ACSF(torch.nn.Module):
 
     Attributes: ``cutoff`` (largest rc, Å), ``n_features`` (longest per-element
     list), ``feature_counts`` (SFs per centre element; the rest is zero padding).
+
+    Cost: O(sum_i n_i^2) for the angular SFs (pairs of neighbours within the
+    largest angular rc); work per pair is one small matmul, exp and pow per SF
+    of the pair's (centre, neighbour-pair) group.
     """
 
     cutoff: float
@@ -210,6 +214,8 @@ class ACSF(torch.nn.Module):
     n_radial: int
     n_angular: int
     max_angular_rc: float
+    rad_groups: List[List[int]]
+    ang_groups: List[List[int]]
 
     def __init__(self, n_species: int, cutoff: float = 6.0,
                  radial_eta: Optional[Sequence[float]] = None, radial_rs: Optional[Sequence[float]] = None,
@@ -266,6 +272,7 @@ class ACSF(torch.nn.Module):
         self.n_features = max(self.feature_counts)
         self.n_radial = sum(1 for f in parsed if f["type"] == 2)
         self.n_angular = len(parsed) - self.n_radial
+        self.max_angular_rc = max([f["rc"] for f in parsed if f["type"] != 2], default=0.0)
 
         n_pairs = n_species * (n_species + 1) // 2
         pair_index = torch.zeros(n_species, n_species, dtype=torch.int64)
@@ -275,51 +282,72 @@ class ACSF(torch.nn.Module):
                 pair_index[a, b] = pair_index[b, a] = p
                 p += 1
         self.register_buffer("pair_index", pair_index)
-        # Group tables: radial by (centre, neighbour), angular by (centre, neighbour pair).
-        Groups = List[List[List[Tuple[int, Dict]]]]
-        radial: Groups = [[[] for _ in range(n_species)] for _ in range(n_species)]
-        angular: Groups = [[[] for _ in range(n_pairs)] for _ in range(n_species)]
+
+        # SFs grouped by (centre element, neighbour element) and (centre element, neighbour pair);
+        # ``*_groups`` rows: [group id, first, last + 1] into the flat parameter buffers.
+        radial: Dict[int, List[Tuple[int, Dict]]] = {}
+        angular: Dict[int, List[Tuple[int, Dict]]] = {}
         for e in range(n_species):
             for col, f in columns[e]:
                 if f["type"] == 2:
-                    radial[e][f["neighbors"][0]].append((col, f))
+                    radial.setdefault(e * n_species + f["neighbors"][0], []).append((col, f))
                 else:
                     a, b = f["neighbors"]
-                    angular[e][int(pair_index[a, b])].append((col, f))
-        self._register_table("rad", radial, ["eta", "rs"], rc_values)
-        self._register_table("ang", angular, ["eta", "rs", "zeta", "lambda", "narrow", "norm"], rc_values)
-        self.max_angular_rc = max([f["rc"] for f in parsed if f["type"] != 2], default=0.0)
+                    angular.setdefault(e * n_pairs + int(pair_index[a, b]), []).append((col, f))
+        rad_rows, self.rad_groups = self._flatten(radial)
+        ang_rows, self.ang_groups = self._flatten(angular)
+        self.register_buffer("rad_eta", torch.tensor([f["eta"] for _, f in rad_rows], dtype=torch.float64))
+        self.register_buffer("rad_rs", torch.tensor([f["rs"] for _, f in rad_rows], dtype=torch.float64))
+        self.register_buffer("rad_fc_index", torch.tensor([rc_values.index(f["rc"]) for _, f in rad_rows],
+                                                          dtype=torch.int64))
+        self.register_buffer("rad_col", torch.tensor([c for c, _ in rad_rows], dtype=torch.int64))
+        # Angular SF = 2^(1-zeta) * E[e(k)] * A[a(k)]: per group, the distinct radial factors
+        # E = exp(-eta S) fc...  (keyed by eta, rs, type, rc) and angular factors
+        # A = (1 + lambda cos)^zeta (keyed by lambda, zeta) are computed once per pair of
+        # neighbours. log E = F @ M with F = [r_ij²+r_ik², r_ij²+r_ik²+r_jk², r_ij+r_ik,
+        # r_ij+r_ik+r_jk, 1] (S expanded in rs); E's cutoff product is column fc_index of
+        # [fc_ij fc_ik (wide) per rc, fc_ij fc_ik fc_jk (narrow) per rc].
+        # ang_groups rows: [group id, SF start, SF stop, E start, E stop, A start, A stop].
+        radial_keys: List[Tuple[float, float, int, int]] = []
+        angular_keys: List[Tuple[float, float]] = []
+        e_of: List[int] = []
+        a_of: List[int] = []
+        for row in self.ang_groups:
+            group = ang_rows[row[1]:row[2]]
+            e_keys = sorted({(f["eta"], f["rs"], f["type"], rc_values.index(f["rc"])) for _, f in group})
+            a_keys = sorted({(f["lambda"], f["zeta"]) for _, f in group})
+            e_of += [e_keys.index((f["eta"], f["rs"], f["type"], rc_values.index(f["rc"]))) for _, f in group]
+            a_of += [a_keys.index((f["lambda"], f["zeta"])) for _, f in group]
+            row += [len(radial_keys), len(radial_keys) + len(e_keys),
+                    len(angular_keys), len(angular_keys) + len(a_keys)]
+            radial_keys += e_keys
+            angular_keys += a_keys
+        matrix = torch.zeros(5, len(radial_keys), dtype=torch.float64)
+        for k, (eta, rs, kind, _) in enumerate(radial_keys):
+            narrow = 1.0 if kind == 3 else 0.0
+            row = [-eta * (1.0 - narrow), -eta * narrow, 2.0 * eta * rs * (1.0 - narrow),
+                   2.0 * eta * rs * narrow, -eta * (2.0 + narrow) * rs * rs]
+            matrix[:, k] = torch.tensor(row, dtype=torch.float64)
+        self.register_buffer("ang_matrix", matrix)
+        fc_index = [rc_index + (len(rc_values) if kind == 3 else 0) for _, _, kind, rc_index in radial_keys]
+        self.register_buffer("ang_fc_index", torch.tensor(fc_index, dtype=torch.int64))
+        self.register_buffer("ang_lambda", torch.tensor([k[0] for k in angular_keys], dtype=torch.float64))
+        self.register_buffer("ang_zeta", torch.tensor([k[1] for k in angular_keys], dtype=torch.float64))
+        self.register_buffer("ang_e_of", torch.tensor(e_of, dtype=torch.int64))
+        self.register_buffer("ang_a_of", torch.tensor(a_of, dtype=torch.int64))
+        norm = [2.0 ** (1.0 - f["zeta"]) for _, f in ang_rows]
+        self.register_buffer("ang_norm", torch.tensor(norm, dtype=torch.float64))
+        self.register_buffer("ang_col", torch.tensor([c for c, _ in ang_rows], dtype=torch.int64))
 
-    def _register_table(self, prefix: str, groups: List[List[List[Tuple[int, Dict]]]], keys: List[str],
-                        rc_values: List[float]) -> None:
-        """Pad the SF groups into dense (n_species, n_groups, K) buffers ``<prefix>_<key>``.
-
-        Padding entries point at the dummy column ``n_features`` (dropped after the
-        scatter) and hold harmless parameters (eta 0, zeta 1, lambda 1).
-        """
-        n_groups = len(groups[0])
-        width = max(1, max(len(g) for row in groups for g in row))
-        defaults = {"eta": 0.0, "rs": 0.0, "zeta": 1.0, "lambda": 1.0, "narrow": 0.0, "norm": 0.0}
-        values = {k: torch.full((self.n_species, n_groups, width), defaults[k], dtype=torch.float64)
-                  for k in keys}
-        col = torch.full((self.n_species, n_groups, width), self.n_features, dtype=torch.int64)
-        rc_index = torch.zeros((self.n_species, n_groups, width), dtype=torch.int64)
-        for e, row in enumerate(groups):
-            for g, entries in enumerate(row):
-                for k, (c, f) in enumerate(entries):
-                    col[e, g, k] = c
-                    rc_index[e, g, k] = rc_values.index(f["rc"])
-                    for key in keys:
-                        if key == "narrow":
-                            values[key][e, g, k] = 1.0 if f["type"] == 3 else 0.0
-                        elif key == "norm":
-                            values[key][e, g, k] = 2.0 ** (1.0 - f["zeta"])
-                        else:
-                            values[key][e, g, k] = f[key]
-        for key, v in values.items():
-            self.register_buffer(prefix + "_" + key, v.reshape(self.n_species * n_groups, width))
-        self.register_buffer(prefix + "_col", col.reshape(self.n_species * n_groups, width))
-        self.register_buffer(prefix + "_rc_index", rc_index.reshape(self.n_species * n_groups, width))
+    @staticmethod
+    def _flatten(groups: Dict[int, List[Tuple[int, Dict]]]) -> Tuple[List[Tuple[int, Dict]], List[List[int]]]:
+        """Concatenate the groups' (column, SF) rows; return them and [group id, start, stop] per group."""
+        rows: List[Tuple[int, Dict]] = []
+        ranges: List[List[int]] = []
+        for gid in sorted(groups):
+            ranges.append([gid, len(rows), len(rows) + len(groups[gid])])
+            rows += groups[gid]
+        return rows, ranges
 
     def extra_repr(self) -> str:
         return (f"n_species={self.n_species}, n_radial={self.n_radial}, n_angular={self.n_angular}, "
@@ -333,50 +361,61 @@ class ACSF(torch.nn.Module):
         edge_vec: (E, 3) Å, r_ij. Returns (n_centers, n_features), dtype of edge_vec.
         """
         dtype = edge_vec.dtype
-        n_cols = self.n_features + 1
-        out = torch.zeros(n_centers * n_cols, dtype=dtype, device=edge_vec.device)
+        out = torch.zeros(n_centers, self.n_features, dtype=dtype, device=edge_vec.device)
         r_all = torch.linalg.norm(edge_vec, dim=1)
-        keep = r_all < self.cutoff
-        center = edge_index[0][keep]
-        vec = edge_vec[keep]
-        r = r_all[keep]
-        s_center = species[center]
-        s_neigh = species[edge_index[1][keep]]
+        keep = torch.nonzero(r_all < self.cutoff).squeeze(1)
+        center = edge_index[0].index_select(0, keep)
+        vec = edge_vec.index_select(0, keep)
+        r = r_all.index_select(0, keep)
+        s_center = species.index_select(0, center)
+        s_neigh = species.index_select(0, edge_index[1].index_select(0, keep))
         rc = self.rc_values.to(dtype)
         fc = n2p2_cutoff(r.unsqueeze(1), rc, self.cutoff_alpha, self.cutoff_code)  # (E, n_rc)
 
-        # Radial G2: one row of the (centre, neighbour) table per edge.
-        g = s_center * self.n_species + s_neigh
-        d = r.unsqueeze(1) - self.rad_rs.to(dtype)[g]
-        value = torch.exp(-self.rad_eta.to(dtype)[g] * d * d) * torch.gather(fc, 1, self.rad_rc_index[g])
-        index = center.unsqueeze(1) * n_cols + self.rad_col[g]
-        out.index_add_(0, index.reshape(-1), value.reshape(-1))
+        # Radial G2, one (centre element, neighbour element) group at a time.
+        group = s_center * self.n_species + s_neigh
+        for gid, start, stop in self.rad_groups:
+            sel = torch.nonzero(group == gid).squeeze(1)
+            d = r.index_select(0, sel).unsqueeze(1) - self.rad_rs[start:stop].to(dtype)
+            value = torch.exp(-self.rad_eta[start:stop].to(dtype) * d * d)
+            value = value * fc.index_select(0, sel).index_select(1, self.rad_fc_index[start:stop])
+            per_center = torch.zeros(n_centers, stop - start, dtype=dtype, device=out.device)
+            per_center = per_center.index_add(0, center.index_select(0, sel), value)
+            out = out.index_add(1, self.rad_col[start:stop], per_center)
 
         if self.n_angular > 0:
-            ang = r < self.max_angular_rc
-            ang_edges = torch.nonzero(ang).squeeze(1)
-            first, second = edge_pairs(center[ang], n_centers)
-            j = ang_edges[first]
-            k = ang_edges[second]
-            i = center[j]
+            ang_edges = torch.nonzero(r < self.max_angular_rc).squeeze(1)
+            first, second = edge_pairs(center.index_select(0, ang_edges), n_centers)
+            j = ang_edges.index_select(0, first)
+            k = ang_edges.index_select(0, second)
+            r_ij = r.index_select(0, j)
+            r_ik = r.index_select(0, k)
+            v_ij = vec.index_select(0, j)
+            v_ik = vec.index_select(0, k)
+            r_jk = torch.linalg.norm(v_ik - v_ij, dim=1)
+            cos = (v_ij * v_ik).sum(1) / (r_ij * r_ik)
+            sq = r_ij * r_ij + r_ik * r_ik
+            lin = r_ij + r_ik
+            features = torch.stack([sq, sq + r_jk * r_jk, lin, lin + r_jk, torch.ones_like(sq)], dim=1)
+            fc_pair = fc.index_select(0, j) * fc.index_select(0, k)
+            fc_jk = n2p2_cutoff(r_jk.unsqueeze(1), rc, self.cutoff_alpha, self.cutoff_code)
+            fc_all = torch.cat([fc_pair, fc_pair * fc_jk], dim=1)  # (T, 2 n_rc): wide, narrow
             n_pairs = self.n_species * (self.n_species + 1) // 2
-            g = s_center[j] * n_pairs + self.pair_index[s_neigh[j], s_neigh[k]]
-            r_ij = r[j].unsqueeze(1)
-            r_ik = r[k].unsqueeze(1)
-            r_jk = torch.linalg.norm(vec[k] - vec[j], dim=1).unsqueeze(1)
-            cos = (vec[j] * vec[k]).sum(1).unsqueeze(1) / (r_ij * r_ik)
-            fc_jk = n2p2_cutoff(r_jk, rc, self.cutoff_alpha, self.cutoff_code)
-            rc_index = self.ang_rc_index[g]
-            narrow = self.ang_narrow.to(dtype)[g]
-            rs = self.ang_rs.to(dtype)[g]
-            dij = r_ij - rs
-            dik = r_ik - rs
-            djk = r_jk - rs
-            gauss = torch.exp(-self.ang_eta.to(dtype)[g] * (dij * dij + dik * dik + narrow * djk * djk))
-            fc3 = torch.gather(fc[j], 1, rc_index) * torch.gather(fc[k], 1, rc_index)
-            fc3 = fc3 * (narrow * torch.gather(fc_jk, 1, rc_index) + 1.0 - narrow)
-            base = (1.0 + self.ang_lambda.to(dtype)[g] * cos).clamp(min=0.0)
-            value = self.ang_norm.to(dtype)[g] * torch.pow(base, self.ang_zeta.to(dtype)[g]) * gauss * fc3
-            index = i.unsqueeze(1) * n_cols + self.ang_col[g]
-            out.index_add_(0, index.reshape(-1), value.reshape(-1))
-        return out.view(n_centers, n_cols)[:, : self.n_features]
+            group = s_center.index_select(0, j) * n_pairs + self.pair_index[s_neigh.index_select(0, j),
+                                                                            s_neigh.index_select(0, k)]
+            i = center.index_select(0, j)
+            matrix = self.ang_matrix.to(dtype)
+            for gid, start, stop, e_start, e_stop, a_start, a_stop in self.ang_groups:
+                sel = torch.nonzero(group == gid).squeeze(1)
+                radial_part = torch.exp(features.index_select(0, sel) @ matrix[:, e_start:e_stop])
+                radial_part = radial_part * fc_all.index_select(0, sel).index_select(
+                    1, self.ang_fc_index[e_start:e_stop])
+                base = 1.0 + cos.index_select(0, sel).unsqueeze(1) * self.ang_lambda[a_start:a_stop].to(dtype)
+                angular_part = torch.pow(base.clamp(min=0.0), self.ang_zeta[a_start:a_stop].to(dtype))
+                value = radial_part.index_select(1, self.ang_e_of[start:stop]) * angular_part.index_select(
+                    1, self.ang_a_of[start:stop])
+                per_center = torch.zeros(n_centers, stop - start, dtype=dtype, device=out.device)
+                per_center = per_center.index_add(0, i.index_select(0, sel), value)
+                per_center = per_center * self.ang_norm[start:stop].to(dtype)
+                out = out.index_add(1, self.ang_col[start:stop], per_center)
+        return out
