@@ -197,3 +197,25 @@ def test_rann_sigI_activation():
     assert Activation("t").name == "tanh"
     with pytest.raises(ValueError, match="unknown activation"):
         Activation("relu6")
+
+
+@pytest.mark.parametrize("charges", ["network", "fixed"])
+def test_model_with_zbl_and_ewald_has_consistent_derivatives(charges):
+    torch.manual_seed(1)
+    cfg = {"descriptors": "default", "hidden": [8], "activation": "tanh", "physics": ["zbl", "ewald"],
+           "charges": charges, "dtype": "float64"}
+    m = build_potential(cfg, ELEMENTS)
+    if charges == "fixed":
+        with torch.no_grad():
+            m.fixed_charges[0].charge.copy_(torch.tensor([0.4, -0.4]))
+    pos, sp, cell = structure(10, n=8)
+    pos[1] = pos[0] + np.array([1.5, 0.2, 0.1])  # a close pair inside the ZBL range
+    out = single(m, pos, sp, cell)
+    assert abs(out["charges"].sum()) < 1e-12 and np.abs(out["charges"]).max() > 1e-3
+    fd = finite_difference_forces(m, pos, sp, cell, (True,) * 3)
+    for (a, d), value in fd.items():
+        assert out["forces"][a, d] == pytest.approx(value, rel=1e-6, abs=1e-7)
+    np.testing.assert_allclose(out["virial"], finite_difference_virial(m, pos, sp, cell, (True,) * 3),
+                               rtol=1e-6, atol=1e-7)
+    scripted = single(torch.jit.script(m), pos, sp, cell)
+    assert scripted["energy"] == pytest.approx(out["energy"], abs=1e-10)

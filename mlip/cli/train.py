@@ -10,6 +10,19 @@ from mlip.cli import main
 from mlip.cli.options import data_options
 
 
+def _yaml_value(text: str) -> Any:
+    """A YAML value; plain numbers such as ``1e-3`` (a string in YAML 1.1) become floats."""
+    import yaml
+
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 @main.command()
 @click.argument("sources", nargs=-1, type=click.Path())
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
@@ -41,8 +54,6 @@ def train(sources: tuple[str, ...], config_path: str | None, resume: str | None,
       mlip train --resume runs/yttrium
       torchrun --nproc_per_node=2 -m mlip train dumps/ --ddp
     """
-    import yaml
-
     from mlip.errors import UserError
     from mlip.train.config import load_config
     from mlip.train.trainer import resume as resume_run
@@ -62,7 +73,7 @@ def train(sources: tuple[str, ...], config_path: str | None, resume: str | None,
         key, sep, value = item.partition("=")
         if not sep:
             raise UserError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = _yaml_value(value)
     if resume:
         resume_run(resume, ddp=ddp, overrides=overrides)
         click.echo(f"run finished: {resume}")

@@ -2,6 +2,6 @@
 
 from mlip.model.activations import Activation
 from mlip.model.networks import ElementNetworks
-from mlip.model.potential import Potential, neutralize
+from mlip.model.potential import Potential
 
-__all__ = ["Activation", "ElementNetworks", "Potential", "neutralize"]
+__all__ = ["Activation", "ElementNetworks", "Potential"]

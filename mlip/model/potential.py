@@ -14,18 +14,7 @@ from torch import Tensor
 
 from mlip.model.networks import ElementNetworks
 from mlip.physics.base import PhysicsTerm
-
-
-def neutralize(q: Tensor, batch: Tensor, total_charge: Tensor) -> Tensor:
-    """Shift charges so each frame sums to its total charge: q_i ← q_i − (Σq − Q)/N.
-
-    q: (n,) e; batch: (n,) frame index; total_charge: (B,) e.
-    """
-    n_frames = total_charge.shape[0]
-    ones = torch.ones_like(q)
-    count = torch.zeros(n_frames, dtype=q.dtype, device=q.device).index_add(0, batch, ones)
-    excess = torch.zeros(n_frames, dtype=q.dtype, device=q.device).index_add(0, batch, q) - total_charge
-    return q - (excess / count.clamp(min=1.0))[batch]
+from mlip.physics.charges import FixedCharges, enforce_total_charge
 
 
 class Potential(torch.nn.Module):
@@ -38,13 +27,16 @@ class Potential(torch.nn.Module):
         hidden: hidden layer widths of each element's network.
         activation: hidden activation (see :mod:`mlip.model.activations`).
         physics: physics terms added to the atomic energies.
-        charges: if True the networks have a second output, the atomic charge, neutralised per
-            frame to the frame's total charge and passed to the physics terms as ``charges``.
+        charges: where atomic charges come from, for terms that need them (Ewald): ``"none"``,
+            ``"network"`` (a second output of each element's network) or ``"fixed"`` (one learnable
+            charge per element). Either way they are shifted per frame to the frame's total charge
+            and passed to the physics terms as ``data["charges"]``.
     """
 
     elements: List[str]
     cutoff: float
     has_charges: bool
+    network_charges: bool
     long_range: bool
 
     def __init__(
@@ -54,16 +46,23 @@ class Potential(torch.nn.Module):
         hidden: List[int],
         activation: str = "silu",
         physics: Optional[List[PhysicsTerm]] = None,
-        charges: bool = False,
+        charges: str = "none",
     ) -> None:
         super().__init__()
         physics = list(physics or [])
+        if charges not in ("none", "network", "fixed"):
+            raise ValueError(f"charges must be 'none', 'network' or 'fixed', got {charges!r}")
+        if charges == "none" and any(t.needs_charges for t in physics):
+            raise ValueError("a physics term needs charges: use charges='network' or 'fixed'")
         self.elements = list(elements)
         self.descriptors = descriptors
-        self.has_charges = bool(charges)
+        self.has_charges = charges != "none"
+        self.network_charges = charges == "network"
         n_species = len(self.elements)
         self.networks = ElementNetworks(n_species, int(descriptors.n_features), list(hidden), activation,
-                                        n_out=2 if charges else 1)
+                                        n_out=2 if self.network_charges else 1)
+        # a list of zero or one module: TorchScript has no Optional module attributes
+        self.fixed_charges = torch.nn.ModuleList([FixedCharges(self.elements)] if charges == "fixed" else [])
         self.physics = torch.nn.ModuleList(physics)
         short = [t.cutoff for t in physics if not t.long_range]
         self.cutoff = float(max([float(descriptors.cutoff)] + short))
@@ -132,8 +131,12 @@ class Potential(torch.nn.Module):
             "total_charge": total_charge,
         }
         results: Dict[str, Tensor] = {}
-        if self.has_charges:
-            q = neutralize(out[:, 1], batch[:n_local], total_charge)
+        for fixed in self.fixed_charges:
+            q = fixed(data, n_local)
+            data["charges"] = q
+            results["charges"] = q
+        if self.network_charges:
+            q = enforce_total_charge(out[:, 1], batch[:n_local], total_charge)
             data["charges"] = q
             results["charges"] = q
         for term in self.physics:

@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = {
         "hidden": [64, 64],
         "activation": "silu",
         "physics": [],  # names or dicts: zbl, ewald, d3, ...
-        "charges": False,  # predict atomic charges (second network output)
+        "charges": "auto",  # none | network | fixed; auto = network if a term needs charges
         "dtype": "float64",
     },
     "train": {

@@ -35,13 +35,26 @@ def descriptor_config(model_cfg: dict[str, Any], elements: Sequence[str]) -> lis
     return desc
 
 
+def charge_source(setting: Any, physics: list) -> str:
+    """Resolve ``model.charges`` (none/network/fixed/auto; booleans accepted)."""
+    if setting is True:
+        return "network"
+    if setting in (False, None):
+        return "none"
+    if setting == "auto":
+        return "network" if any(t.needs_charges for t in physics) else "none"
+    if setting not in ("none", "network", "fixed"):
+        raise UserError(f"model.charges must be none, network, fixed or auto, got {setting!r}")
+    return str(setting)
+
+
 def build_potential(model_cfg: dict[str, Any], elements: Sequence[str]) -> Potential:
     """A fresh, untrained potential in the config's dtype."""
     descriptors = DescriptorSet.from_config(descriptor_config(model_cfg, elements), list(elements))
     physics = build_terms(model_cfg.get("physics") or [], list(elements))
     model = Potential(descriptors, list(elements), hidden=list(model_cfg["hidden"]),
                       activation=model_cfg["activation"], physics=physics,
-                      charges=bool(model_cfg.get("charges", False)))
+                      charges=charge_source(model_cfg.get("charges", "auto"), physics))
     return model.to(torch_dtype(model_cfg["dtype"]))
 
 

@@ -211,9 +211,11 @@ class Trainer:
     def _batches(self, epoch: int) -> list[np.ndarray]:
         tc = self.config["train"]
         perm = self.train_idx[np.random.default_rng([tc["seed"], epoch]).permutation(len(self.train_idx))]
+        if self.dist.world > 1:  # equal shards (wrapping around), so every rank takes the same steps
+            n = -(-len(perm) // self.dist.world) * self.dist.world
+            perm = np.resize(perm, n)[self.dist.rank::self.dist.world]
         bs = int(tc["batch_size"])
-        batches = [perm[k:k + bs] for k in range(0, len(perm), bs)]
-        return batches[self.dist.rank::self.dist.world]
+        return [perm[k:k + bs] for k in range(0, len(perm), bs)]
 
     def _collate(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         return collate([self.graphs[i] for i in idx], self.dtype, self.device)

@@ -1,0 +1,153 @@
+"""Training end to end on dumps written by LAMMPS: CLI, run directory, evaluation,
+resume after SIGKILL, bad input, and 2-process data-parallel training."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mlip.cli import main
+from mlip.lammps.datagen import write_cu_eam_dumps, write_rann_dump
+from mlip.train.checkpoint import load_checkpoint
+
+SMALL = ["--set", "model.hidden=[8]", "--batch-size", "4", "--set", "train.checkpoint_every=1"]
+ENV = {**os.environ, "MLIP_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def dumps(tmp_path_factory) -> Path:
+    """Two RANN-format Cu dump files (32 atoms, energies and forces, element column)."""
+    root = tmp_path_factory.mktemp("cu")
+    out = root / "dumps"
+    out.mkdir()
+    for k, temp in enumerate((300.0, 1200.0)):
+        run = write_cu_eam_dumps(root / f"md{k}", n_frames=6, every=20, size=2, temperature=temp, seed=11 + k,
+                                 extra_columns=("element",), dump_modify=("element Cu",))
+        write_rann_dump(run, out / f"cu_{k}.dump")
+    return out
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False,
+                              env={"MLIP_PROGRESS": "0"})
+
+
+def test_train_cli_writes_complete_run_and_evaluates(dumps, tmp_path):
+    run = tmp_path / "run"
+    res = invoke("train", dumps, "--epochs", 3, "--out", run, *SMALL)
+    assert res.exit_code == 0, res.output
+    for name in ("config.yaml", "data.h5", "metrics.csv", "model.pt", "learning_curve.png",
+                 "parity_energy.png", "parity_forces.png", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    assert len((run / "metrics.csv").read_text().splitlines()) == 4
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 3
+    res = invoke("evaluate", run, dumps, "--csv", tmp_path / "e.csv")
+    assert res.exit_code == 0, res.output
+    assert "cu_0.dump" in res.output and "all" in res.output
+    assert len((tmp_path / "e.csv").read_text().splitlines()) == 13
+    res = invoke("info", run / "model.pt")
+    assert '"elements": [\n    "Cu"\n  ]' in res.output
+    res = invoke("export", run, "-o", tmp_path / "again.pt")
+    assert res.exit_code == 0 and (tmp_path / "again.pt").is_file()
+
+
+def test_training_reduces_error(dumps, tmp_path):
+    run = tmp_path / "run"
+    res = invoke("train", dumps, "--epochs", 12, "--out", run, "--set", "model.hidden=[16]",
+                 "--batch-size", 2)
+    assert res.exit_code == 0, res.output
+    rows = (run / "metrics.csv").read_text().splitlines()[1:]
+    first, last = (float(r.split(",")[4]) for r in (rows[0], rows[-1]))
+    assert last < first
+
+
+def _train_cmd(dumps: Path, run: Path, epochs: int) -> list[str]:
+    return [sys.executable, "-m", "mlip", "train", str(dumps), "--epochs", str(epochs), "--out", str(run),
+            "--set", "train.early_stopping=0", *SMALL]
+
+
+def test_resume_after_sigkill_gives_identical_model(dumps, tmp_path):
+    epochs = 8
+    ref = tmp_path / "ref"
+    subprocess.run(_train_cmd(dumps, ref, epochs), check=True, env=ENV, capture_output=True)
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(dumps, run, epochs), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if last.exists() and load_checkpoint(last)["epoch"] >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(last)["epoch"]
+    assert killed_at < epochs, "the run finished before it could be killed"
+    assert not (run / "model.pt").exists()
+
+    res = subprocess.run([sys.executable, "-m", "mlip", "train", "--resume", str(run)], env=ENV,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    a = load_checkpoint(ref / "checkpoints" / "last.pt")
+    b = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert a["epoch"] == b["epoch"] == epochs
+    for key in ("model", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlip", *map(str, args)], env=ENV, capture_output=True,
+                          text=True)
+
+
+def test_bad_input_exits_2_with_one_line(dumps, tmp_path):
+    res = _cli("train", tmp_path / "missing")
+    assert res.returncode == 2 and "not found" in res.stderr
+    (tmp_path / "empty").mkdir()
+    res = _cli("train", tmp_path / "empty")
+    assert res.returncode == 2 and "empty" in res.stderr
+    res = _cli("train", dumps, "--set", "train.epoch=3", "--out", tmp_path / "r1")
+    assert res.returncode == 2 and "train.epoch" in res.stderr and "did you mean 'epochs'" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_data_without_energies_is_rejected(tmp_path):
+    run = write_cu_eam_dumps(tmp_path / "md", n_frames=2, size=2, extra_columns=("element",),
+                             dump_modify=("element Cu",))
+    res = _cli("train", run.dump, "--out", tmp_path / "r")
+    assert res.returncode == 2 and "energ" in res.stderr
+
+
+def test_nan_loss_stops_and_names_the_batch(dumps, tmp_path):
+    res = _cli("train", dumps, "--out", tmp_path / "r", "--epochs", 3, "--set", "train.lr=1e300",
+               "--set", "train.grad_clip=0", *SMALL)
+    assert res.returncode == 2, res.stderr
+    assert "loss is" in res.stderr and "batch" in res.stderr
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel(dumps, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    run2 = tmp_path / "ddp"
+    cmd = [str(torchrun), "--nproc_per_node=2", "--master_port=29531", "-m", "mlip", "train", str(dumps),
+           "--epochs", "6", "--out", str(run2), "--ddp", *SMALL]
+    res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    run1 = tmp_path / "single"
+    subprocess.run(_train_cmd(dumps, run1, 6), env=ENV, check=True, capture_output=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "single"]
+    mae = [float((r / "metrics.csv").read_text().splitlines()[-1].split(",")[6]) for r in (run1, run2)]
+    assert np.isfinite(mae).all()
+    assert max(mae) / min(mae) < 5.0, mae
