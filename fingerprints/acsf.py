@@ -339,6 +339,36 @@ class ACSF(torch.nn.Module):
         self.register_buffer("ang_norm", torch.tensor(norm, dtype=torch.float64))
         self.register_buffer("ang_col", torch.tensor([c for c, _ in ang_rows], dtype=torch.int64))
 
+    @classmethod
+    def from_config(cls, params: Mapping[str, Any], elements: Sequence[str]) -> "ACSF":
+        """Build from a config dict for the model's element symbols (sorted by atomic number).
+
+        In ``functions``, ``center`` and ``neighbors`` may name elements by symbol
+        (``"Cu"``) as well as by species index.
+        """
+        params = dict(params)
+        if params.get("functions") is not None:
+            index = {symbol: e for e, symbol in enumerate(elements)}
+
+            def to_index(value: Any, where: str) -> Any:
+                if isinstance(value, str):
+                    if value not in index:
+                        raise ValueError(f"{where}: element {value!r} is not one of the model's "
+                                         f"{list(elements)}")
+                    return index[value]
+                return value
+
+            functions = []
+            for n, f in enumerate(params["functions"]):
+                f = dict(f)
+                where = "functions[" + str(n) + "]"
+                if f.get("center") is not None:
+                    f["center"] = to_index(f["center"], where)
+                f["neighbors"] = [to_index(e, where) for e in f.get("neighbors", [])]
+                functions.append(f)
+            params["functions"] = functions
+        return cls(n_species=len(elements), **params)
+
     @staticmethod
     def _flatten(groups: Dict[int, List[Tuple[int, Dict]]]) -> Tuple[List[Tuple[int, Dict]], List[List[int]]]:
         """Concatenate the groups' (column, SF) rows; return them and [group id, start, stop] per group."""

@@ -218,6 +218,20 @@ def test_smooth_at_cutoff(kind):
             assert abs(grad.item()) <= 1e3 * limit
 
 
+def test_from_config_accepts_element_symbols():
+    atoms = random_cell(seed=3, n_atoms=8)
+    by_symbol = [dict(f) for f in FUNCTIONS]
+    for f in by_symbol:
+        f["neighbors"] = [["S", "Cu"][e] for e in f["neighbors"]]
+        if "center" in f:
+            f["center"] = ["S", "Cu"][f["center"]]
+    module = ACSF.from_config({"cutoff": 4.5, "functions": by_symbol, "cutoff_type": "poly2"}, ["S", "Cu"])
+    reference = ACSF(2, cutoff=4.5, functions=FUNCTIONS, cutoff_type="poly2")
+    assert torch.equal(descriptor(module, atoms), descriptor(reference, atoms))
+    with pytest.raises(ValueError, match=r"functions\[0\].*'Zn'"):
+        ACSF.from_config({"functions": [{"type": 2, "neighbors": ["Zn"], "eta": 1.0}]}, ["S", "Cu"])
+
+
 def test_bad_parameters_raise_clear_errors():
     with pytest.raises(ValueError, match="cutoff_type"):
         ACSF(2, cutoff_type="gauss")
