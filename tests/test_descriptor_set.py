@@ -220,3 +220,19 @@ def test_plot_config(tmp_path):
     np.testing.assert_allclose(y, r / 2.5 * np.exp(-5.0 * r / 2.5) * (1 - (1 - x) ** 4) ** 2, rtol=1e-12)
     fig.savefig(tmp_path / "radial.png")
     assert (tmp_path / "radial.png").stat().st_size > 1000
+
+
+def test_second_derivatives_for_force_training(ds):
+    """Force training differentiates forces again: gradgradcheck through every module."""
+    positions = np.array([[0.0, 0.0, 0.0], [2.4, 0.1, 0.0], [1.1, 2.2, 0.2], [4.7, 0.3, -0.2],
+                          [1.0, 0.6, 2.3]])
+    species = torch.tensor([0, 1, 1, 0, 1])
+    ei, _, _ = neighbor_list(positions, np.zeros((3, 3)), False, ds.cutoff)
+    edge_index = torch.tensor(ei)
+    vec = torch.tensor(positions[ei[1]] - positions[ei[0]], requires_grad=True)
+    plain = DescriptorSet.from_config([dict(CONFIG[1], type="rann_radial")], ELEMENTS)
+    screened = ds.descriptors[1]
+    # screening changes the features of this cluster
+    assert (plain.raw(species, edge_index, vec, 5) - screened(species, edge_index, vec, 5)).abs().max() > 1e-3
+    for module in ds.descriptors:
+        assert torch.autograd.gradgradcheck(lambda v, m=module: m(species, edge_index, v, 5), (vec,))
