@@ -219,3 +219,20 @@ def test_model_with_zbl_and_ewald_has_consistent_derivatives(charges):
                                rtol=1e-6, atol=1e-7)
     scripted = single(torch.jit.script(m), pos, sp, cell)
     assert scripted["energy"] == pytest.approx(out["energy"], abs=1e-10)
+
+
+def test_potnet_lattice_channels_are_differentiable_and_scriptable():
+    torch.manual_seed(2)
+    cfg = {"descriptors": [{"type": "rann_radial", "re": 2.5, "rc": 4.0, "dr": 1.0, "alpha": [3.0, 4.0],
+                            "o": 0, "n": 1}, {"type": "potnet", "alpha": 3.0}],
+           "hidden": [8], "activation": "tanh", "physics": [], "charges": "none", "dtype": "float64"}
+    m = build_potential(cfg, ELEMENTS)
+    assert m.long_range and m.networks.nets[0][0].in_features == 2 * 2 + 3 * 2
+    pos, sp, cell = structure(11, n=6)
+    out = single(m, pos, sp, cell)
+    fd = finite_difference_forces(m, pos, sp, cell, (True,) * 3)
+    for (a, d), value in fd.items():
+        assert out["forces"][a, d] == pytest.approx(value, rel=1e-6, abs=1e-7)
+    np.testing.assert_allclose(out["virial"], finite_difference_virial(m, pos, sp, cell, (True,) * 3),
+                               rtol=1e-6, atol=1e-7)
+    assert single(torch.jit.script(m), pos, sp, cell)["energy"] == pytest.approx(out["energy"], abs=1e-10)

@@ -151,3 +151,14 @@ def test_two_process_data_parallel(dumps, tmp_path):
     mae = [float((r / "metrics.csv").read_text().splitlines()[-1].split(",")[6]) for r in (run1, run2)]
     assert np.isfinite(mae).all()
     assert max(mae) / min(mae) < 5.0, mae
+
+
+def test_training_with_potnet_channels_fits_their_normalization(dumps, tmp_path):
+    run = tmp_path / "run"
+    desc = ("model.descriptors=[{type: rann_radial, re: 2.55, rc: 4.5, dr: 1.5, alpha: [3.0, 4.0],"
+            " o: 0, n: 1}, {type: potnet, alpha: 3.0}]")
+    res = invoke("train", dumps, "--epochs", 1, "--out", run, "--set", desc, *SMALL)
+    assert res.exit_code == 0, res.output
+    state = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    assert state["lattice_mean"].shape == (3,) and (state["lattice_std"] > 0).all()
+    assert state["lattice_mean"].abs().max() > 0

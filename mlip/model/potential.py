@@ -15,6 +15,7 @@ from torch import Tensor
 from mlip.model.networks import ElementNetworks
 from mlip.physics.base import PhysicsTerm
 from mlip.physics.charges import FixedCharges, enforce_total_charge
+from mlip.physics.potnet import PotNetFeatures
 
 
 class Potential(torch.nn.Module):
@@ -31,6 +32,9 @@ class Potential(torch.nn.Module):
             ``"network"`` (a second output of each element's network) or ``"fixed"`` (one learnable
             charge per element). Either way they are shifted per frame to the frame's total charge
             and passed to the physics terms as ``data["charges"]``.
+        lattice_features: optional PotNet lattice sums (:class:`~mlip.physics.potnet.PotNetFeatures`)
+            appended to the descriptors (normalised); they need whole periodic frames, so the
+            model becomes long-range.
     """
 
     elements: List[str]
@@ -47,6 +51,7 @@ class Potential(torch.nn.Module):
         activation: str = "silu",
         physics: Optional[List[PhysicsTerm]] = None,
         charges: str = "none",
+        lattice_features: Optional[PotNetFeatures] = None,
     ) -> None:
         super().__init__()
         physics = list(physics or [])
@@ -59,14 +64,18 @@ class Potential(torch.nn.Module):
         self.has_charges = charges != "none"
         self.network_charges = charges == "network"
         n_species = len(self.elements)
-        self.networks = ElementNetworks(n_species, int(descriptors.n_features), list(hidden), activation,
-                                        n_out=2 if self.network_charges else 1)
-        # a list of zero or one module: TorchScript has no Optional module attributes
+        # lists of zero or one module: TorchScript has no Optional module attributes
+        self.lattice = torch.nn.ModuleList([lattice_features] if lattice_features is not None else [])
+        n_lattice = int(lattice_features.n_features) if lattice_features is not None else 0
+        self.register_buffer("lattice_mean", torch.zeros(n_lattice, dtype=torch.float64))
+        self.register_buffer("lattice_std", torch.ones(n_lattice, dtype=torch.float64))
+        self.networks = ElementNetworks(n_species, int(descriptors.n_features) + n_lattice, list(hidden),
+                                        activation, n_out=2 if self.network_charges else 1)
         self.fixed_charges = torch.nn.ModuleList([FixedCharges(self.elements)] if charges == "fixed" else [])
         self.physics = torch.nn.ModuleList(physics)
         short = [t.cutoff for t in physics if not t.long_range]
         self.cutoff = float(max([float(descriptors.cutoff)] + short))
-        self.long_range = any(t.long_range for t in physics)
+        self.long_range = any(t.long_range for t in physics) or n_lattice > 0
         self.register_buffer("energy_shift", torch.zeros(n_species, dtype=torch.float64))
         self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
 
@@ -76,6 +85,26 @@ class Potential(torch.nn.Module):
         self.energy_scale.fill_(float(scale))
 
     @torch.jit.export
+    def lattice_sums(self, positions: Tensor, species: Tensor, cell: Tensor, batch: Tensor,
+                     n_local: int) -> Tensor:
+        """Raw PotNet features (n_local, n_lattice) of the local atoms, frame by frame
+        (each frame must be one whole periodic cell)."""
+        n_lat = self.lattice_mean.shape[0]
+        out = torch.zeros(n_local, n_lat, dtype=positions.dtype, device=positions.device)
+        local_batch = batch[:n_local]
+        for lat in self.lattice:
+            for b in range(cell.shape[0]):
+                idx = torch.nonzero(local_batch == b).squeeze(1)
+                f = lat(positions.index_select(0, idx), species.index_select(0, idx), cell[b], idx.numel())
+                out = out.index_copy(0, idx, f)
+        return out
+
+    def set_lattice_normalization(self, raw: Tensor) -> None:
+        """Per-feature mean and std of raw lattice features (n_samples, n_lattice) of training atoms."""
+        self.lattice_mean.copy_(raw.mean(dim=0).to(self.lattice_mean.dtype))
+        std = raw.std(dim=0).to(self.lattice_std.dtype)
+        self.lattice_std.copy_(torch.where(std > 1e-12, std, torch.ones_like(std)))
+
     def compute(
         self,
         positions: Tensor,
@@ -116,6 +145,11 @@ class Potential(torch.nn.Module):
 
         local_species = species[:n_local]
         features = self.descriptors(species, edge_index, edge_vec, n_local)
+        if self.lattice_mean.shape[0] > 0:
+            raw = self.lattice_sums(pos, species, strained_cell, batch, n_local)
+            mean = self.lattice_mean.to(raw.dtype)
+            std = self.lattice_std.to(raw.dtype)
+            features = torch.cat([features, (raw - mean) / std], dim=1)
         out = self.networks(features, local_species)
         atomic = self.energy_shift.to(out.dtype).index_select(0, local_species) \
             + self.energy_scale.to(out.dtype) * out[:, 0]

@@ -13,6 +13,7 @@ from fingerprints import DescriptorSet
 from fingerprints.descriptor_set import default_config
 from mlip.errors import UserError
 from mlip.model import Potential
+from mlip.physics.potnet import PotNetFeatures
 from mlip.physics.registry import build_terms
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -49,12 +50,26 @@ def charge_source(setting: Any, physics: list) -> str:
 
 
 def build_potential(model_cfg: dict[str, Any], elements: Sequence[str]) -> Potential:
-    """A fresh, untrained potential in the config's dtype."""
-    descriptors = DescriptorSet.from_config(descriptor_config(model_cfg, elements), list(elements))
+    """A fresh, untrained potential in the config's dtype. A descriptor entry
+    ``{"type": "potnet", "alpha": 3.0}`` adds PotNet lattice-sum channels."""
+    config = descriptor_config(model_cfg, elements)
+    lattice = [dict(c) for c in config if c.get("type") == "potnet"]
+    if len(lattice) > 1:
+        raise UserError("model.descriptors: give 'potnet' at most once")
+    lattice_features = None
+    if lattice:
+        lattice[0].pop("type")
+        try:
+            lattice_features = PotNetFeatures(len(elements), **lattice[0])
+        except TypeError as exc:
+            raise UserError(f"model.descriptors potnet: {exc}") from exc
+    descriptors = DescriptorSet.from_config([c for c in config if c.get("type") != "potnet"],
+                                            list(elements))
     physics = build_terms(model_cfg.get("physics") or [], list(elements))
     model = Potential(descriptors, list(elements), hidden=list(model_cfg["hidden"]),
                       activation=model_cfg["activation"], physics=physics,
-                      charges=charge_source(model_cfg.get("charges", "auto"), physics))
+                      charges=charge_source(model_cfg.get("charges", "auto"), physics),
+                      lattice_features=lattice_features)
     return model.to(torch_dtype(model_cfg["dtype"]))
 
 

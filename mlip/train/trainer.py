@@ -174,6 +174,11 @@ class Trainer:
             len(self.elements), [g["forces"] for g in train])
         self.model.set_energy_reference(torch.as_tensor(shift), scale)
         batches = [collate(train[k:k + 16], self.dtype) for k in range(0, len(train), 16)]
+        if self.model.lattice_mean.shape[0] > 0:
+            with torch.no_grad():
+                self.model.set_lattice_normalization(torch.cat([
+                    self.model.lattice_sums(b["positions"], b["species"], b["cell"], b["batch"],
+                                            int(b["species"].shape[0])) for b in batches]))
         self.model.descriptors.fit_normalization(
             [(b["species"], b["edge_index"],
               b["positions"][b["edge_index"][1]] - b["positions"][b["edge_index"][0]] + b["edge_shift"])
