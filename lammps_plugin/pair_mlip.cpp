@@ -79,6 +79,10 @@ void PairMLIP::settings(int narg, char **arg)
                "this input uses 'units {}'",
                update->unit_style);
   load_model(arg[0]);
+  // a new model may have other elements: pair_coeff must map the types again
+  if (allocated)
+    for (int i = 0; i <= atom->ntypes; i++)
+      for (int j = 0; j <= atom->ntypes; j++) setflag[i][j] = 0;
 }
 
 void PairMLIP::load_model(const std::string &path)

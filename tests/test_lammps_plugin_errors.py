@@ -92,6 +92,11 @@ def test_user_errors_are_lammps_errors(name, kwargs, message, models, plugin):
     assert text.startswith("ERROR: ") and message in text, text
 
 
+def test_new_model_needs_new_pair_coeff(models, plugin):
+    commands = script(models / "cu.pt", plugin).replace("run 0", f"pair_style mlip {models / 'cu.pt'}\nrun 0")
+    assert "All pair coeffs are not set" in lammps_error(commands)
+
+
 def test_console_script_reports_error_and_exits_cleanly(models, plugin, tmp_path):
     (tmp_path / "in.bad").write_text(script(models / "cu.pt", plugin, elements="Xx"))
     env = dict(os.environ, OMP_NUM_THREADS="1")
