@@ -84,7 +84,8 @@ def fit_energy_reference(species: Sequence[np.ndarray], energies: np.ndarray, n_
     counts = np.stack([np.bincount(s, minlength=n_species) for s in species]).astype(float)
     ok = np.isfinite(energies)
     if not ok.any():
-        raise UserError("no frame has an energy: training needs energies")
+        raise UserError("no training frame has an energy: training needs energies; for LAMMPS dumps "
+                        "give --energy-column c_pe (a per-atom energy column) or --log log.lammps")
     shift, *_ = np.linalg.lstsq(counts[ok], energies[ok], rcond=None)
     resid = (energies[ok] - counts[ok] @ shift) / counts[ok].sum(axis=1)
     f = np.concatenate([np.asarray(x).reshape(-1) for x in forces]) if len(forces) else np.array([])
