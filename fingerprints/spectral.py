@@ -101,11 +101,11 @@ class DensityExpansion(torch.nn.Module):
     def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centers: int) -> Tensor:
         """Coefficients (n_centers, n_species, n_max, (l_max+1)^2), m fastest within each l block."""
         r = torch.linalg.norm(edge_vec, dim=1)
-        keep = r < self.cutoff
-        r = r[keep]
-        center = edge_index[0][keep]
-        neighbor_species = species[edge_index[1][keep]]
-        harmonics = self.sh(edge_vec[keep])
+        keep = torch.nonzero(r < self.cutoff).squeeze(1)
+        r = r.index_select(0, keep)
+        center = edge_index[0].index_select(0, keep)
+        neighbor_species = species.index_select(0, edge_index[1].index_select(0, keep))
+        harmonics = self.sh(edge_vec.index_select(0, keep))
         n_m = harmonics.shape[1]
         values = (self.radial(r).unsqueeze(2) * harmonics.unsqueeze(1)).reshape(r.shape[0], self.n_max * n_m)
         out = torch.zeros(n_centers * self.n_species, self.n_max * n_m, dtype=edge_vec.dtype,
@@ -155,7 +155,7 @@ class PowerSpectrum(torch.nn.Module):
         for l in range(self.l_max + 1):
             block = c[:, :, l * l:(l + 1) * (l + 1)]
             p = torch.einsum("iam,ibm->iab", block, block)
-            parts.append(p.reshape(n_centers, -1)[:, self.pair_flat])
+            parts.append(p.reshape(n_centers, -1).index_select(1, self.pair_flat))
         return torch.cat(parts, dim=1)
 
 
@@ -238,7 +238,7 @@ class Bispectrum(torch.nn.Module):
             b = torch.einsum("istnc,iunc->istun", y, c3)
             b = b.reshape(n_centers, n_species * n_species * n_species, self.n_max)
             combos = self.combo_flat[combo_offset:combo_offset + n_combos]
-            parts.append(b[:, combos, :].reshape(n_centers, n_combos * self.n_max))
+            parts.append(b.index_select(1, combos).reshape(n_centers, n_combos * self.n_max))
         return torch.cat(parts, dim=1)
 
 
