@@ -41,15 +41,16 @@ def load_model(model: str | Path, device: str = "cpu") -> tuple[torch.jit.Script
 
 def predict_frames(module: torch.nn.Module, meta: dict[str, Any], frames: Sequence[Frame],
                    batch_size: int = 8, device: str = "cpu", stress: bool = True) -> list[dict[str, Any]]:
-    """Energy (eV), atomic energies (eV), forces (n,3) eV/Å and, for periodic frames, stress
-    (3,3) eV/Å³ (ASE sign) of each frame, evaluated ``batch_size`` frames at a time."""
+    """Energy (eV), atomic energies (eV), forces (n,3) eV/Å and, for fully periodic frames,
+    stress (3,3) eV/Å³ (ASE sign) of each frame, evaluated ``batch_size`` frames at a time."""
     dtype = getattr(torch, meta["dtype"])
     elements, cutoff = meta["elements"], float(meta["cutoff"])
     out: list[dict[str, Any]] = []
     for k in range(0, len(frames), batch_size):
         chunk = frames[k:k + batch_size]
         b = collate([frame_to_graph(f, elements, cutoff) for f in chunk], dtype, device)
-        want_stress = stress and bool(b["pbc"].all())
+        periodic = b["pbc"].all(dim=1).tolist()
+        want_stress = stress and any(periodic)
         res = module.compute(b["positions"], b["species"], b["edge_index"], b["edge_shift"], b["cell"],
                              b["pbc"], b["batch"], b["total_charge"], int(b["species"].shape[0]),
                              True, want_stress, False)
@@ -57,11 +58,11 @@ def predict_frames(module: torch.nn.Module, meta: dict[str, Any], frames: Sequen
         for f_i, frame in enumerate(chunk):
             a, z = starts[f_i], starts[f_i + 1]
             item: dict[str, Any] = {
-                "energy": float(res["energy"][f_i]),
+                "energy": float(res["energy"][f_i].detach()),
                 "energies": res["atomic_energies"][a:z].detach().cpu().numpy().astype(np.float64),
                 "forces": res["forces"][a:z].detach().cpu().numpy().astype(np.float64),
             }
-            if want_stress:
+            if want_stress and periodic[f_i]:
                 volume = abs(float(np.linalg.det(frame.cell)))
                 item["stress"] = -res["virial"][f_i].detach().cpu().numpy().astype(np.float64) / volume
             if "charges" in res:

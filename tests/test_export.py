@@ -1,0 +1,117 @@
+"""model.pt: metadata, ``mlip info``, and loading with plain torch where mlip cannot be imported."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from calculator_models import ELEMENTS, physics_model, plain_model, triclinic_cell
+from click.testing import CliRunner
+
+from fingerprints import default_config
+from fingerprints.neighbors import neighbor_list
+from mlip import __version__
+from mlip.cli import main
+from mlip.export import export_model, model_metadata, read_metadata
+
+METADATA_KEYS = {"elements", "cutoff", "dtype", "mlip_version", "physics", "long_range", "charges",
+                 "descriptors", "data_hash", "units"}
+
+
+@pytest.fixture(scope="module", params=["plain", "physics"])
+def exported(request, tmp_path_factory):
+    model = plain_model() if request.param == "plain" else physics_model()
+    meta = model_metadata(model, default_config(ELEMENTS), data_hash="0123abcd")
+    path = export_model(model, tmp_path_factory.mktemp(request.param) / "model.pt", meta)
+    return model, path
+
+
+def test_metadata_travels_in_the_file(exported):
+    model, path = exported
+    meta = read_metadata(path)
+    assert set(meta) == METADATA_KEYS
+    assert meta["elements"] == ELEMENTS
+    assert meta["cutoff"] == model.cutoff
+    assert meta["dtype"] == "float64"
+    assert meta["mlip_version"] == __version__
+    assert meta["units"] == "metal"
+    assert meta["data_hash"] == "0123abcd"
+    assert meta["descriptors"] == default_config(ELEMENTS)
+    assert meta["physics"] == [t.name for t in model.physics]
+    assert meta["long_range"] == any(t.long_range for t in model.physics)
+
+
+def test_mlip_info_prints_the_metadata(exported, tmp_path):
+    _, path = exported
+    result = CliRunner().invoke(main, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == read_metadata(path)
+    run_dir = path.parent  # a run directory holding model.pt works too
+    assert json.loads(CliRunner().invoke(main, ["info", str(run_dir)]).output) == read_metadata(path)
+    missing = CliRunner().invoke(main, ["info", str(tmp_path / "nope.pt")])
+    assert missing.exit_code == 2
+    assert "model file not found" in missing.output
+
+
+BLOCKED_LOADER = textwrap.dedent("""
+    import importlib.abc, json, sys
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("mlip", "fingerprints", "parsers"):
+                raise ImportError("blocked: " + name)
+            return None
+
+    sys.meta_path.insert(0, Block())
+    for name in ("mlip", "fingerprints", "parsers"):
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+        else:
+            raise SystemExit(name + " is importable")
+
+    import numpy as np
+    import torch
+
+    data = np.load(sys.argv[2])
+    extra = {"metadata.json": ""}
+    model = torch.jit.load(sys.argv[1], _extra_files=extra)
+    f64 = torch.float64
+    out = model(torch.tensor(data["positions"], dtype=f64), torch.tensor(data["species"]),
+                torch.tensor(data["edge_index"]), torch.tensor(data["edge_shift"], dtype=f64),
+                torch.tensor(data["cell"], dtype=f64), torch.tensor(data["pbc"]), int(data["n_local"]))
+    ours = sorted(m for m in sys.modules if m.split(".")[0] in ("mlip", "fingerprints", "parsers"))
+    print(json.dumps({"energy": float(out["energy"]), "forces": out["forces"].tolist(),
+                      "virial": out["virial"].tolist(), "modules": ours,
+                      "elements": json.loads(extra["metadata.json"])["elements"]}))
+""")
+
+
+def test_model_file_loads_without_mlip(exported, tmp_path):
+    model, path = exported
+    atoms = triclinic_cell()
+    ei, _, shift = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)
+    species = np.array([ELEMENTS.index(s) for s in atoms.get_chemical_symbols()])
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, positions=atoms.positions, species=species, edge_index=ei, edge_shift=shift,
+             cell=atoms.cell.array, pbc=atoms.pbc, n_local=len(atoms))
+    script = tmp_path / "load.py"
+    script.write_text(BLOCKED_LOADER)
+    # Run from tmp_path so that the repository (mlip, fingerprints, parsers) is not on sys.path.
+    proc = subprocess.run([sys.executable, str(script), str(path), str(inputs)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["modules"] == []
+    assert got["elements"] == ELEMENTS
+    f64 = torch.float64
+    ref = model(torch.tensor(atoms.positions, dtype=f64), torch.as_tensor(species), torch.as_tensor(ei),
+                torch.tensor(shift, dtype=f64), torch.tensor(atoms.cell.array, dtype=f64),
+                torch.tensor(atoms.pbc), len(atoms))
+    assert got["energy"] == pytest.approx(float(ref["energy"].detach()), abs=1e-10)
+    np.testing.assert_allclose(got["forces"], ref["forces"].detach().numpy(), atol=1e-10)
+    np.testing.assert_allclose(got["virial"], ref["virial"].detach().numpy(), atol=1e-10)
