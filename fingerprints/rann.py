@@ -83,16 +83,23 @@ def _triplets(center: Tensor, targets: Tensor, screeners: Tensor, n_centers: int
     return t_pos.index_select(0, keep), k_edge.index_select(0, keep)
 
 
-def _ellipse_terms(vj: Tensor, vk: Tensor) -> Tuple[Tensor, Tensor]:
-    """Numerator and denominator of MEAM's C for screened bond i→j and screener i→k."""
-    rij2 = (vj * vj).sum(dim=1)
-    x_ik = (vk * vk).sum(dim=1) / rij2
-    d = vk - vj
-    x_kj = (d * d).sum(dim=1) / rij2
-    diff = x_ik - x_kj
-    denom = 1.0 - diff * diff
-    num = 2.0 * (x_ik + x_kj) - diff * diff - 1.0
-    return num, denom
+def _ellipse_terms(r2: Tensor, x: Tensor, y: Tensor, z: Tensor, j_edge: Tensor,
+                   k_edge: Tensor) -> Tuple[Tensor, Tensor]:
+    """Numerator and denominator of MEAM's C for screened bonds i→j and screeners i→k.
+
+    r2: (E,) squared edge lengths; x, y, z: (E,) edge-vector components. With
+    X_ik = r_ik²/r_ij², t = r_ij·r_ik / r_ij² and X_kj = X_ik + 1 − 2t, the difference
+    d = X_ik − X_kj = 2t − 1, so C = (4 X_ik − 4t + 1 − d²) / (1 − d²).
+    """
+    rij2 = r2.index_select(0, j_edge)
+    dot = x.index_select(0, j_edge) * x.index_select(0, k_edge) \
+        + y.index_select(0, j_edge) * y.index_select(0, k_edge) \
+        + z.index_select(0, j_edge) * z.index_select(0, k_edge)
+    t = dot / rij2
+    x_ik = r2.index_select(0, k_edge) / rij2
+    d = 2.0 * t - 1.0
+    d2 = d * d
+    return 4.0 * (x_ik - t) + 1.0 - d2, 1.0 - d2
 
 
 def screening_factors(species: Tensor, edge_index: Tensor, edge_vec: Tensor, r: Tensor, targets: Tensor,
@@ -112,15 +119,17 @@ def screening_factors(species: Tensor, edge_index: Tensor, edge_vec: Tensor, r: 
               + species.index_select(0, edge_index[1].index_select(0, j_edge))) * n_sp \
         + species.index_select(0, edge_index[1].index_select(0, k_edge))
     cmax_t = cmax.reshape(-1).to(edge_vec.dtype).index_select(0, triple)
+    x, y, z = edge_vec[:, 0].contiguous(), edge_vec[:, 1].contiguous(), edge_vec[:, 2].contiguous()
+    r2 = r * r
     with torch.no_grad():  # keep only screeners inside the ellipse (the others give exactly 1)
-        num, denom = _ellipse_terms(edge_vec.index_select(0, j_edge), edge_vec.index_select(0, k_edge))
+        num, denom = _ellipse_terms(r2.detach(), x.detach(), y.detach(), z.detach(), j_edge, k_edge)
         inside = ((denom > 0.0) & (num < cmax_t * denom)).nonzero().squeeze(1)
     t_pos = t_pos.index_select(0, inside)
     j_edge = j_edge.index_select(0, inside)
     k_edge = k_edge.index_select(0, inside)
     lo = cmin.reshape(-1).to(edge_vec.dtype).index_select(0, triple.index_select(0, inside))
     hi = cmax_t.index_select(0, inside)
-    num, denom = _ellipse_terms(edge_vec.index_select(0, j_edge), edge_vec.index_select(0, k_edge))
+    num, denom = _ellipse_terms(r2, x, y, z, j_edge, k_edge)
     s = meam_shape((num / denom - lo) / (hi - lo))
     ones = torch.ones(targets.shape[0], dtype=edge_vec.dtype, device=edge_vec.device)
     return ones.scatter_reduce(0, t_pos, s, "prod", include_self=True)
