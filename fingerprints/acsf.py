@@ -102,6 +102,20 @@ def n2p2_cutoff(r: Tensor, rc: Tensor, alpha: float, code: int) -> Tensor:
     raise ValueError("unsupported n2p2 cutoff type code " + str(code))
 
 
+def _integer_power(x: Tensor, n: int) -> Tensor:
+    """``x ** n`` for an integer n >= 1 by repeated squaring (much cheaper than ``torch.pow``)."""
+    result = x
+    power = x
+    n -= 1
+    while n > 0:
+        if n % 2 == 1:
+            result = result * power
+        n = n // 2
+        if n > 0:
+            power = power * power
+    return result
+
+
 def edge_pairs(center: Tensor, n_centers: int) -> Tuple[Tensor, Tensor]:
     """All unordered pairs of distinct edges that share a centre.
 
@@ -201,8 +215,9 @@ class ACSF(torch.nn.Module):
     list), ``feature_counts`` (SFs per centre element; the rest is zero padding).
 
     Cost: O(sum_i n_i^2) for the angular SFs (pairs of neighbours within the
-    largest angular rc); work per pair is one small matmul, exp and pow per SF
-    of the pair's (centre, neighbour-pair) group.
+    largest angular rc); per pair, one exp per distinct narrow (eta, rs, rc), one
+    power per distinct (lambda, zeta) and one product per SF of the pair's
+    (centre element, neighbour pair) group.
     """
 
     cutoff: float
@@ -216,6 +231,8 @@ class ACSF(torch.nn.Module):
     max_angular_rc: float
     rad_groups: List[List[int]]
     ang_groups: List[List[int]]
+    ang_zeta: List[float]
+    ang_zeta_int: List[int]
 
     def __init__(self, n_species: int, cutoff: float = 6.0,
                  radial_eta: Optional[Sequence[float]] = None, radial_rs: Optional[Sequence[float]] = None,
@@ -301,38 +318,37 @@ class ACSF(torch.nn.Module):
         self.register_buffer("rad_fc_index", torch.tensor([rc_values.index(f["rc"]) for _, f in rad_rows],
                                                           dtype=torch.int64))
         self.register_buffer("rad_col", torch.tensor([c for c, _ in rad_rows], dtype=torch.int64))
-        # Angular SF = 2^(1-zeta) * E[e(k)] * A[a(k)]: per group, the distinct radial factors
-        # E = exp(-eta S) fc...  (keyed by eta, rs, type, rc) and angular factors
-        # A = (1 + lambda cos)^zeta (keyed by lambda, zeta) are computed once per pair of
-        # neighbours. log E = F @ M with F = [r_ij²+r_ik², r_ij²+r_ik²+r_jk², r_ij+r_ik,
-        # r_ij+r_ik+r_jk, 1] (S expanded in rs); E's cutoff product is column fc_index of
-        # [fc_ij fc_ik (wide) per rc, fc_ij fc_ik fc_jk (narrow) per rc].
-        # ang_groups rows: [group id, SF start, SF stop, E start, E stop, A start, A stop].
-        radial_keys: List[Tuple[float, float, int, int]] = []
+        # Angular SF = 2^(1-zeta) * sum_pairs E[e(k)] * A[a(k)], with the distinct radial
+        # factors E (keyed by type, eta, rs, rc) and angular factors A = (1 + lambda cos)^zeta
+        # (keyed by lambda, zeta) of a group computed once per pair of neighbours. E factorises
+        # over the legs: E = h(r_ij) h(r_ik) [h(r_jk) if narrow], h(r) = exp(-eta (r - rs)^2) fc(r),
+        # so wide SFs need no transcendental function per pair. Narrow keys come first.
+        # ang_groups rows: [group id, SF start, SF stop, E start, E stop, narrow E keys,
+        # A start, A stop].
+        radial_keys: List[Tuple[int, float, float, int]] = []
         angular_keys: List[Tuple[float, float]] = []
         e_of: List[int] = []
         a_of: List[int] = []
         for row in self.ang_groups:
             group = ang_rows[row[1]:row[2]]
-            e_keys = sorted({(f["eta"], f["rs"], f["type"], rc_values.index(f["rc"])) for _, f in group})
-            a_keys = sorted({(f["lambda"], f["zeta"]) for _, f in group})
-            e_of += [e_keys.index((f["eta"], f["rs"], f["type"], rc_values.index(f["rc"]))) for _, f in group]
-            a_of += [a_keys.index((f["lambda"], f["zeta"])) for _, f in group]
-            row += [len(radial_keys), len(radial_keys) + len(e_keys),
+            e_key = [(f["type"], f["eta"], f["rs"], rc_values.index(f["rc"])) for _, f in group]
+            a_key = [(f["lambda"], f["zeta"]) for _, f in group]
+            e_keys = sorted(set(e_key))
+            a_keys = sorted(set(a_key))
+            e_of += [e_keys.index(key) for key in e_key]
+            a_of += [a_keys.index(key) for key in a_key]
+            row += [len(radial_keys), len(radial_keys) + len(e_keys), sum(1 for key in e_keys if key[0] == 3),
                     len(angular_keys), len(angular_keys) + len(a_keys)]
             radial_keys += e_keys
             angular_keys += a_keys
-        matrix = torch.zeros(5, len(radial_keys), dtype=torch.float64)
-        for k, (eta, rs, kind, _) in enumerate(radial_keys):
-            narrow = 1.0 if kind == 3 else 0.0
-            row = [-eta * (1.0 - narrow), -eta * narrow, 2.0 * eta * rs * (1.0 - narrow),
-                   2.0 * eta * rs * narrow, -eta * (2.0 + narrow) * rs * rs]
-            matrix[:, k] = torch.tensor(row, dtype=torch.float64)
-        self.register_buffer("ang_matrix", matrix)
-        fc_index = [rc_index + (len(rc_values) if kind == 3 else 0) for _, _, kind, rc_index in radial_keys]
-        self.register_buffer("ang_fc_index", torch.tensor(fc_index, dtype=torch.int64))
-        self.register_buffer("ang_lambda", torch.tensor([k[0] for k in angular_keys], dtype=torch.float64))
-        self.register_buffer("ang_zeta", torch.tensor([k[1] for k in angular_keys], dtype=torch.float64))
+        f64 = torch.float64
+        self.register_buffer("ang_eta", torch.tensor([key[1] for key in radial_keys], dtype=f64))
+        self.register_buffer("ang_rs", torch.tensor([key[2] for key in radial_keys], dtype=f64))
+        self.register_buffer("ang_rc_index", torch.tensor([key[3] for key in radial_keys], dtype=torch.int64))
+        self.register_buffer("ang_lambda", torch.tensor([key[0] for key in angular_keys], dtype=f64))
+        # Integer zeta (1..64) is raised by repeated squaring, others with torch.pow.
+        self.ang_zeta = [key[1] for key in angular_keys]
+        self.ang_zeta_int = [int(z) if z == int(z) and 1 <= z <= 64 else 0 for z in self.ang_zeta]
         self.register_buffer("ang_e_of", torch.tensor(e_of, dtype=torch.int64))
         self.register_buffer("ang_a_of", torch.tensor(a_of, dtype=torch.int64))
         norm = [2.0 ** (1.0 - f["zeta"]) for _, f in ang_rows]
@@ -418,30 +434,39 @@ class ACSF(torch.nn.Module):
             first, second = edge_pairs(center.index_select(0, ang_edges), n_centers)
             j = ang_edges.index_select(0, first)
             k = ang_edges.index_select(0, second)
-            r_ij = r.index_select(0, j)
-            r_ik = r.index_select(0, k)
             v_ij = vec.index_select(0, j)
             v_ik = vec.index_select(0, k)
-            r_jk = torch.linalg.norm(v_ik - v_ij, dim=1)
-            cos = (v_ij * v_ik).sum(1) / (r_ij * r_ik)
-            sq = r_ij * r_ij + r_ik * r_ik
-            lin = r_ij + r_ik
-            features = torch.stack([sq, sq + r_jk * r_jk, lin, lin + r_jk, torch.ones_like(sq)], dim=1)
-            fc_pair = fc.index_select(0, j) * fc.index_select(0, k)
-            fc_jk = n2p2_cutoff(r_jk.unsqueeze(1), rc, self.cutoff_alpha, self.cutoff_code)
-            fc_all = torch.cat([fc_pair, fc_pair * fc_jk], dim=1)  # (T, 2 n_rc): wide, narrow
+            cos = (v_ij * v_ik).sum(1) / (r.index_select(0, j) * r.index_select(0, k))
             n_pairs = self.n_species * (self.n_species + 1) // 2
             group = s_center.index_select(0, j) * n_pairs + self.pair_index[s_neigh.index_select(0, j),
                                                                             s_neigh.index_select(0, k)]
             i = center.index_select(0, j)
-            matrix = self.ang_matrix.to(dtype)
-            for gid, start, stop, e_start, e_stop, a_start, a_stop in self.ang_groups:
+            for gid, start, stop, e_start, e_stop, n_narrow, a_start, a_stop in self.ang_groups:
                 sel = torch.nonzero(group == gid).squeeze(1)
-                radial_part = torch.exp(features.index_select(0, sel) @ matrix[:, e_start:e_stop])
-                radial_part = radial_part * fc_all.index_select(0, sel).index_select(
-                    1, self.ang_fc_index[e_start:e_stop])
+                eta = self.ang_eta[e_start:e_stop].to(dtype)
+                rs = self.ang_rs[e_start:e_stop].to(dtype)
+                rc_index = self.ang_rc_index[e_start:e_stop]
+                d = r.unsqueeze(1) - rs
+                leg = torch.exp(-eta * d * d) * fc.index_select(1, rc_index)  # h(r) of every edge
+                radial_part = leg.index_select(0, j.index_select(0, sel))
+                radial_part = radial_part * leg.index_select(0, k.index_select(0, sel))
+                if n_narrow > 0:
+                    r_jk = torch.linalg.norm(v_ik.index_select(0, sel) - v_ij.index_select(0, sel), dim=1)
+                    r_jk = r_jk.unsqueeze(1)
+                    d = r_jk - rs[:n_narrow]
+                    rc_jk = rc.index_select(0, rc_index[:n_narrow])
+                    leg_jk = torch.exp(-eta[:n_narrow] * d * d)
+                    leg_jk = leg_jk * n2p2_cutoff(r_jk, rc_jk, self.cutoff_alpha, self.cutoff_code)
+                    narrow = radial_part[:, :n_narrow] * leg_jk
+                    radial_part = torch.cat([narrow, radial_part[:, n_narrow:]], dim=1)
                 base = 1.0 + cos.index_select(0, sel).unsqueeze(1) * self.ang_lambda[a_start:a_stop].to(dtype)
-                angular_part = torch.pow(base.clamp(min=0.0), self.ang_zeta[a_start:a_stop].to(dtype))
+                base = base.clamp(min=0.0)
+                powers: List[Tensor] = []
+                for a in range(a_start, a_stop):
+                    column = base[:, a - a_start]
+                    n = self.ang_zeta_int[a]
+                    powers.append(_integer_power(column, n) if n > 0 else torch.pow(column, self.ang_zeta[a]))
+                angular_part = torch.stack(powers, dim=1)
                 value = radial_part.index_select(1, self.ang_e_of[start:stop]) * angular_part.index_select(
                     1, self.ang_a_of[start:stop])
                 per_center = torch.zeros(n_centers, stop - start, dtype=dtype, device=out.device)
