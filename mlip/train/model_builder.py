@@ -38,10 +38,8 @@ def descriptor_config(model_cfg: dict[str, Any], elements: Sequence[str]) -> lis
 
 def charge_source(setting: Any, physics: list) -> str:
     """Resolve ``model.charges`` (none/network/fixed/auto; booleans accepted)."""
-    if setting is True:
-        return "network"
-    if setting in (False, None):
-        return "none"
+    if isinstance(setting, bool) or setting is None:
+        return "network" if setting else "none"
     if setting == "auto":
         return "network" if any(t.needs_charges for t in physics) else "none"
     if setting not in ("none", "network", "fixed"):
