@@ -30,8 +30,9 @@ class Potential(torch.nn.Module):
         physics: physics terms added to the atomic energies.
         charges: where atomic charges come from, for terms that need them (Ewald): ``"none"``,
             ``"network"`` (a second output of each element's network) or ``"fixed"`` (one learnable
-            charge per element); ``True``/``False`` mean network/none. Either way they are shifted per frame to the frame's total charge
-            and passed to the physics terms as ``data["charges"]``.
+            charge per element); ``True``/``False`` mean network/none. Either way they are
+            shifted per frame to the frame's total charge and passed to the physics terms as
+            ``data["charges"]``.
         lattice_features: optional PotNet lattice sums (:class:`~mlip.physics.potnet.PotNetFeatures`)
             appended to the descriptors (normalised); they need whole periodic frames, so the
             model becomes long-range.
