@@ -1,0 +1,440 @@
+"""Import n2p2 / RuNNer Behler–Parrinello potentials (2G HDNNPs) as an ordinary :class:`Potential`.
+
+A model directory holds ``input.nn`` (settings), ``scaling.data`` (symmetry-function statistics)
+and one weight file per element, ``weights.ZZZ.data`` with ZZZ the atomic number (n2p2's
+``nnp-predict``/LAMMPS naming). n2p2's trainer writes ``weights.ZZZ.EEEEEE.out`` after every
+epoch EEEEEE; :func:`load` takes those with ``epoch=N``, and falls back to the highest epoch when
+a directory has no ``.data`` files.
+
+What is read, and how it maps onto mlip:
+
+- ``symfunction_short`` lines of types 2 (G2), 3 (narrow angular G4) and 9 (wide angular G5),
+  ``cutoff_type CODE [ALPHA]`` -> :class:`fingerprints.acsf.ACSF` (``functions`` mode, one list
+  per centre element). n2p2 sorts each element's list (centre element, type, rc, eta, rs, zeta,
+  lambda, neighbour elements, as its ``SymFnc*::operator<``); ``scaling.data`` and the input
+  layer of the networks index that sorted order, so the list is sorted the same way here.
+- ``scaling.data`` (``element sf Gmin Gmax Gmean [Gsigma]``) with ``scale_symmetry_functions``,
+  ``center_symmetry_functions``, ``scale_symmetry_functions_sigma``, ``scale_min_short`` and
+  ``scale_max_short`` -> the per-element ``mean``/``std`` of the
+  :class:`~fingerprints.descriptor_set.DescriptorSet`: n2p2's scaled value
+  ``Smin + f (G - G0)`` equals ``(G - mean) / std`` with ``std = 1/f`` and
+  ``mean = G0 - Smin/f``.
+- ``global_hidden_layers_short``, ``global_nodes_short``, ``global_activation_short`` (codes
+  ``t l s p``, one per hidden layer plus the output) and the weight files ->
+  :class:`~mlip.model.ElementNetworks` (one ``Linear``/``Activation`` stack per element; an
+  element with fewer symmetry functions than another gets zero input weights on the padding
+  columns).
+- Energies: n2p2 predicts, in the file's energy unit, ``E_i = NN_i / conv_energy + mean_energy
+  + atom_energy[element]`` (``conv_energy``, ``mean_energy`` only with ``normalize``; atom energies
+  from ``atom_energy`` lines, default 0). The potential's ``energy_scale`` and ``energy_shift``
+  carry this times ``energy_unit`` (eV per file unit).
+- Lengths: SF parameters are in the file's length unit and become Å with ``length_unit``
+  (rc, rs times it, eta divided by its square). ``conv_length`` scales positions and SF
+  parameters alike, so symmetry-function values do not depend on it; it is read and not needed.
+
+Units: ``length_unit`` (Å per file length unit) and ``energy_unit`` (eV per file energy unit)
+default to Bohr and Hartree of CODATA 2014 (0.52917721067 Å, 27.21138602 eV), the values the
+published mlearn NNPs (Zuo et al. 2020) were trained with; CODATA 2018 values change those
+models' energies by about 3e-8 eV/atom.
+
+Unsupported settings (4G/charge networks, per-element architectures, ``normalize_nodes`` ...)
+raise :class:`~mlip.errors.UserError` naming the keyword and the ``input.nn`` line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from fingerprints.descriptor_set import DescriptorSet
+from mlip.errors import UserError
+from mlip.export import export_model, model_metadata
+from mlip.model import Activation, Potential
+from parsers.elements import atomic_number
+
+BOHR_ANGSTROM = 0.52917721067  # CODATA 2014, Å
+HARTREE_EV = 27.21138602  # CODATA 2014, eV
+
+SUPPORTED_ACTIVATIONS = ("t", "l", "s", "p")
+# n2p2 cutoff_type codes that fingerprints.acsf implements (cos, tanhu, tanh, exp, poly1..poly4).
+SUPPORTED_CUTOFFS = (1, 2, 3, 4, 5, 6, 7, 8)
+# Keywords whose presence means a model this importer cannot represent (keyword -> reason).
+UNSUPPORTED_KEYWORDS = {
+    "electrostatic_type": "long-range electrostatics (3G/4G HDNNP)",
+    "use_electrostatics": "long-range electrostatics (RuNNer 3G/4G)",
+    "symfunction_electrostatic": "charge-network symmetry functions (3G/4G HDNNP)",
+    "global_hidden_layers_electrostatic": "charge networks (3G/4G HDNNP)",
+    "element_hidden_layers_short": "per-element network architectures",
+    "element_nodes_short": "per-element network architectures",
+    "element_activation_short": "per-element network architectures",
+    "normalize_nodes": "neuron normalisation by the number of inputs",
+    "use_vdw": "dispersion terms",
+    "vdw_type": "dispersion terms",
+}
+
+
+@dataclass
+class SymmetryFunction:
+    """One ``symfunction_short`` line; lengths in the file's unit."""
+
+    center: str
+    type: int
+    neighbors: list[str]
+    eta: float
+    rs: float
+    rc: float
+    zeta: float = 0.0
+    lam: float = 0.0
+    line: int = 0
+
+    def sort_key(self) -> tuple:
+        """n2p2's order within one centre element (``SymFnc*::operator<``)."""
+        z = [atomic_number(e) for e in self.neighbors]
+        return (self.type, self.rc, self.eta, self.rs, self.zeta, self.lam, z)
+
+
+@dataclass
+class Settings:
+    """What :func:`read_settings` takes from ``input.nn`` (lengths and energies in the file's units)."""
+
+    elements: list[str]
+    functions: dict[str, list[SymmetryFunction]]  # per centre element, in n2p2's sorted order
+    hidden: list[int]
+    activations: list[str]  # one per hidden layer, then the output layer
+    cutoff_type: int = 1
+    cutoff_alpha: float = 0.0
+    scaling: str = "none"  # none | scale | center | scalecenter | scalesigma
+    scale_min: float = 0.0
+    scale_max: float = 1.0
+    mean_energy: float = 0.0
+    conv_energy: float = 1.0
+    conv_length: float = 1.0
+    atom_energy: dict[str, float] = field(default_factory=dict)
+
+
+def _error(path: Path, line: int, message: str) -> UserError:
+    return UserError(f"{path}:{line}: {message}")
+
+
+def _number(path: Path, line: int, word: str, what: str, kind: type = float) -> float:
+    try:
+        return kind(word)
+    except ValueError:
+        raise _error(path, line, f"{what}: expected a number, got {word!r}") from None
+
+
+def _parse_symmetry_function(path: Path, line: int, words: list[str]) -> SymmetryFunction:
+    """``symfunction_short EC 2 E1 eta rs rc`` or ``EC 3|9 E1 E2 eta lambda zeta rc [rs]``."""
+    if len(words) < 3:
+        raise _error(path, line, "symfunction_short needs a centre element and a type")
+    kind = int(_number(path, line, words[2], "symmetry function type", int))
+    if kind == 2:
+        if len(words) != 7:
+            raise _error(path, line, "type 2 symmetry function needs: EC 2 E1 eta rs rc")
+        eta, rs, rc = (_number(path, line, w, "type 2 parameter") for w in words[4:7])
+        return SymmetryFunction(words[1], 2, [words[3]], eta, rs, rc, line=line)
+    if kind in (3, 9):
+        if len(words) not in (9, 10):
+            raise _error(path, line, f"type {kind} symmetry function needs: EC {kind} E1 E2 eta lambda "
+                                     "zeta rc [rs]")
+        eta, lam, zeta, rc = (_number(path, line, w, f"type {kind} parameter") for w in words[5:9])
+        rs = _number(path, line, words[9], "rs") if len(words) == 10 else 0.0
+        neighbors = sorted(words[3:5], key=atomic_number)
+        return SymmetryFunction(words[1], kind, neighbors, eta, rs, rc, zeta=zeta, lam=lam, line=line)
+    raise _error(path, line, f"symmetry function type {kind} is not supported (types 2, 3 and 9 are)")
+
+
+def read_settings(path: str | Path) -> Settings:
+    """Read the parts of n2p2's ``input.nn`` that define the potential (module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"n2p2 settings file not found: {path}")
+    keywords: dict[str, tuple[int, list[str]]] = {}
+    sf_lines: list[tuple[int, list[str]]] = []
+    atom_energy: dict[str, float] = {}
+    for n, raw in enumerate(path.read_text().splitlines(), start=1):
+        words = raw.split("#", 1)[0].split()
+        if not words:
+            continue
+        key = words[0].lower()
+        if key in UNSUPPORTED_KEYWORDS:
+            raise _error(path, n, f"keyword {words[0]!r} is not supported: {UNSUPPORTED_KEYWORDS[key]}")
+        if key == "symfunction_short":
+            sf_lines.append((n, words))
+        elif key == "atom_energy":
+            if len(words) != 3:
+                raise _error(path, n, "atom_energy needs: ELEMENT ENERGY")
+            atom_energy[words[1]] = _number(path, n, words[2], "atom_energy")
+        else:
+            keywords[key] = (n, words[1:])
+
+    def get(key: str, required: bool = False) -> tuple[int, list[str]] | None:
+        if required and key not in keywords:
+            raise UserError(f"{path}: keyword {key!r} is missing")
+        return keywords.get(key)
+
+    for key, allowed in (("nnp_type", "2"), ("nn_type_short", "1")):
+        entry = get(key)
+        if entry is not None and entry[1][:1] != [allowed]:
+            raise _error(path, entry[0], f"keyword {key!r} = {' '.join(entry[1])} is not supported "
+                                         f"(only {allowed}: a short-range HDNNP, one network per element)")
+    line, words = get("elements", required=True)
+    try:
+        elements = sorted(words, key=atomic_number)
+    except ValueError as exc:
+        raise _error(path, line, f"elements: {exc}") from None
+    entry = get("number_of_elements")
+    if entry is not None and _number(path, entry[0], entry[1][0], "number_of_elements", int) != len(elements):
+        raise _error(path, entry[0], f"number_of_elements does not match the {len(elements)} elements")
+
+    line, words = get("global_hidden_layers_short", required=True)
+    n_hidden = int(_number(path, line, words[0], "global_hidden_layers_short", int))
+    line, words = get("global_nodes_short", required=True)
+    hidden = [int(_number(path, line, w, "global_nodes_short", int)) for w in words]
+    if len(hidden) != n_hidden:
+        raise _error(path, line, f"global_nodes_short has {len(hidden)} widths for {n_hidden} hidden layers")
+    line, activations = get("global_activation_short", required=True)
+    if len(activations) != n_hidden + 1:
+        raise _error(path, line, f"global_activation_short needs {n_hidden + 1} codes (hidden layers and "
+                                 f"output), got {len(activations)}")
+    for code in activations:
+        if code not in SUPPORTED_ACTIVATIONS:
+            raise _error(path, line, f"global_activation_short: activation {code!r} is not supported "
+                                     f"(supported: {' '.join(SUPPORTED_ACTIVATIONS)})")
+
+    settings = Settings(elements, {e: [] for e in elements}, hidden, list(activations))
+    entry = get("cutoff_type")
+    if entry is not None:
+        line, words = entry
+        settings.cutoff_type = int(_number(path, line, words[0], "cutoff_type", int))
+        if settings.cutoff_type not in SUPPORTED_CUTOFFS:
+            raise _error(path, line, f"cutoff_type {settings.cutoff_type} is not supported "
+                                     f"(supported: {SUPPORTED_CUTOFFS})")
+        if len(words) > 1:
+            settings.cutoff_alpha = _number(path, line, words[1], "cutoff_type alpha")
+    scale = "scale_symmetry_functions" in keywords
+    center = "center_symmetry_functions" in keywords
+    if "scale_symmetry_functions_sigma" in keywords:
+        settings.scaling = "scalesigma"
+    elif scale or center:
+        settings.scaling = "scalecenter" if scale and center else "scale" if scale else "center"
+    for key, attr in (("scale_min_short", "scale_min"), ("scale_max_short", "scale_max"),
+                      ("mean_energy", "mean_energy"), ("conv_energy", "conv_energy"),
+                      ("conv_length", "conv_length")):
+        entry = get(key)
+        if entry is not None:
+            if attr in ("mean_energy", "conv_energy", "conv_length") and "normalize" not in keywords:
+                continue  # n2p2 uses them only with ``normalize``
+            setattr(settings, attr, _number(path, entry[0], entry[1][0], key))
+    for el, value in atom_energy.items():
+        if el not in elements:
+            raise UserError(f"{path}: atom_energy for {el!r}, which is not one of the elements {elements}")
+        settings.atom_energy[el] = value
+
+    for line, words in sf_lines:
+        sf = _parse_symmetry_function(path, line, words)
+        for el in [sf.center] + sf.neighbors:
+            if el not in elements:
+                raise _error(path, line, f"element {el!r} is not one of the elements {elements}")
+        settings.functions[sf.center].append(sf)
+    for el in elements:
+        if not settings.functions[el]:
+            raise UserError(f"{path}: no symmetry functions for element {el}")
+        settings.functions[el].sort(key=SymmetryFunction.sort_key)
+    return settings
+
+
+def read_scaling(path: str | Path, settings: Settings) -> dict[str, torch.Tensor]:
+    """``scaling.data``: per element an (n_sf, 4) float64 tensor of Gmin, Gmax, Gmean, Gsigma
+    (sigma NaN where the file has none), rows in n2p2's SF order."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"n2p2 scaling file not found: {path}")
+    rows: dict[tuple[int, int], list[float]] = {}
+    for n, raw in enumerate(path.read_text().splitlines(), start=1):
+        words = raw.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) == 3:  # RuNNer's closing line of energy statistics
+            continue
+        if len(words) not in (5, 6):
+            raise _error(path, n, "expected: element sf Gmin Gmax Gmean [Gsigma]")
+        e, s = (int(_number(path, n, w, "index", int)) for w in words[:2])
+        values = [_number(path, n, w, "statistic") for w in words[2:]] + [math.nan] * (6 - len(words))
+        rows[(e, s)] = values
+    out: dict[str, torch.Tensor] = {}
+    for e, el in enumerate(settings.elements, start=1):
+        n_sf = len(settings.functions[el])
+        missing = [s for s in range(1, n_sf + 1) if (e, s) not in rows]
+        if missing:
+            raise UserError(f"{path}: no statistics for element {e} ({el}) symmetry function(s) {missing}")
+        out[el] = torch.tensor([rows[(e, s)] for s in range(1, n_sf + 1)], dtype=torch.float64)
+    extra = sorted(k for k in rows if k[0] > len(settings.elements)
+                   or k[1] > len(settings.functions[settings.elements[k[0] - 1]]))
+    if extra:
+        raise UserError(f"{path}: statistics for symmetry functions the settings do not define: {extra[:5]}")
+    return out
+
+
+def read_weights(path: str | Path, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """An n2p2 weight file for layer sizes ``sizes`` (inputs, hidden..., 1): per layer
+    (weight (n_out, n_in), bias (n_out,)) float64.
+
+    Lines: ``value a INDEX LAYER_FROM NODE_FROM LAYER_TO NODE_TO`` (a connection) or
+    ``value b INDEX LAYER NODE`` (a bias); layers count from 0 (input), nodes from 1. Every
+    connection and bias must appear exactly once.
+    """
+    path = Path(path)
+    layers = range(len(sizes) - 1)
+    weights = [torch.full((sizes[k + 1], sizes[k]), math.nan, dtype=torch.float64) for k in layers]
+    biases = [torch.full((sizes[k + 1],), math.nan, dtype=torch.float64) for k in layers]
+    for n, raw in enumerate(path.read_text().splitlines(), start=1):
+        words = raw.split("#", 1)[0].split()
+        if not words:
+            continue
+        value = _number(path, n, words[0], "weight")
+        if len(words) == 7 and words[1] == "a":
+            lf, nf, lt, nt = (int(_number(path, n, w, "index", int)) for w in words[3:7])
+            if lt != lf + 1 or not (0 <= lf < len(weights) and 1 <= nf <= sizes[lf] and 1 <= nt <= sizes[lt]):
+                raise _error(path, n, f"connection {lf}:{nf} -> {lt}:{nt} does not fit layer sizes {sizes}")
+            target, index = weights[lf], (nt - 1, nf - 1)
+        elif len(words) == 5 and words[1] == "b":
+            layer, node = (int(_number(path, n, w, "index", int)) for w in words[3:5])
+            if not (1 <= layer < len(sizes) and 1 <= node <= sizes[layer]):
+                raise _error(path, n, f"bias {layer}:{node} does not fit layer sizes {sizes}")
+            target, index = biases[layer - 1], (node - 1,)
+        else:
+            raise _error(path, n, "expected 'value a INDEX L_FROM N_FROM L_TO N_TO' or 'value b INDEX L N'")
+        if not math.isnan(float(target[index])):
+            raise _error(path, n, "this weight is given twice")
+        target[index] = value
+    for k, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        if torch.isnan(w).any() or torch.isnan(b).any():
+            raise UserError(f"{path}: weights of layer {k} -> {k + 1} are incomplete for layer sizes {sizes} "
+                            "(does the file belong to these settings?)")
+    return list(zip(weights, biases, strict=True))
+
+
+def weight_files(directory: str | Path, elements: list[str], epoch: int | None = None) -> dict[str, Path]:
+    """The weight file of each element: ``weights.ZZZ.data``, or with ``epoch`` the trainer's
+    ``weights.ZZZ.EEEEEE.out``; without ``epoch`` and without ``.data`` files, the highest epoch
+    for which every element has a file."""
+    directory = Path(directory)
+    stem = {el: f"weights.{atomic_number(el):03d}" for el in elements}
+    if epoch is None:
+        data = {el: directory / f"{stem[el]}.data" for el in elements}
+        if all(p.is_file() for p in data.values()):
+            return data
+        epochs = None
+        for el in elements:
+            found = {int(m.group(1)) for p in directory.glob(f"{stem[el]}.*.out")
+                     if (m := re.fullmatch(re.escape(stem[el]) + r"\.(\d+)\.out", p.name))}
+            epochs = found if epochs is None else epochs & found
+        if not epochs:
+            missing = [p.name for p in data.values() if not p.is_file()]
+            raise UserError(f"{directory}: no n2p2 weight files ({', '.join(missing)}, nor "
+                            f"weights.ZZZ.EEEEEE.out of one epoch for every element)")
+        epoch = max(epochs)
+    files = {el: directory / f"{stem[el]}.{epoch:06d}.out" for el in elements}
+    missing = [p.name for p in files.values() if not p.is_file()]
+    if missing:
+        raise UserError(f"{directory}: weight file(s) of epoch {epoch} not found: {', '.join(missing)}")
+    return files
+
+
+def _acsf_config(settings: Settings, length_unit: float) -> dict:
+    """The ``acsf`` descriptor config entry (Å-based parameters, each element's own sorted list)."""
+    functions = []
+    for el in settings.elements:
+        for sf in settings.functions[el]:
+            entry = {"type": sf.type, "center": el, "neighbors": list(sf.neighbors),
+                     "eta": sf.eta / length_unit**2, "rs": sf.rs * length_unit, "rc": sf.rc * length_unit}
+            if sf.type != 2:
+                entry.update({"zeta": sf.zeta, "lambda": sf.lam})
+            functions.append(entry)
+    return {"type": "acsf", "functions": functions, "cutoff_type": settings.cutoff_type,
+            "cutoff_alpha": settings.cutoff_alpha}
+
+
+def _normalisation(settings: Settings, stats: torch.Tensor, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std), each (n_sf,), with (G - mean) / std equal to n2p2's scaled G."""
+    gmin, gmax, gmean, gsigma = stats.unbind(1)
+    n = stats.shape[0]
+    if settings.scaling == "none":
+        return torch.zeros(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64)
+    if settings.scaling == "center":
+        return gmean, torch.ones(n, dtype=torch.float64)
+    spread = gsigma if settings.scaling == "scalesigma" else gmax - gmin
+    bad = torch.nonzero(~(spread > 0)).squeeze(1).tolist()
+    if bad:
+        what = "Gsigma" if settings.scaling == "scalesigma" else "Gmax - Gmin"
+        raise UserError(f"{where}: {what} is not positive for symmetry function(s) {[b + 1 for b in bad]}, "
+                        "so n2p2's scaling is undefined")
+    std = spread / (settings.scale_max - settings.scale_min)
+    origin = gmin if settings.scaling == "scale" else gmean
+    return origin - settings.scale_min * std, std
+
+
+def load(directory: str | Path, epoch: int | None = None, length_unit: float = BOHR_ANGSTROM,
+         energy_unit: float = HARTREE_EV) -> Potential:
+    """An n2p2 model directory as a float64 :class:`Potential` in Å and eV.
+
+    ``directory`` holds ``input.nn``, ``scaling.data`` and the weight files (see
+    :func:`weight_files` for ``epoch``). ``length_unit``: Å per length unit of the files;
+    ``energy_unit``: eV per energy unit of the files (defaults: Bohr, Hartree; module docstring).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"n2p2 model directory not found: {directory}")
+    settings = read_settings(directory / "input.nn")
+    stats = read_scaling(directory / "scaling.data", settings)
+    files = weight_files(directory, settings.elements, epoch)
+    elements = settings.elements
+
+    descriptors = DescriptorSet.from_config([_acsf_config(settings, length_unit)], elements)
+    model = Potential(descriptors, elements, settings.hidden, settings.activations[0]).double()
+    with torch.no_grad():
+        for s, el in enumerate(elements):
+            n_sf = len(settings.functions[el])
+            mean, std = _normalisation(settings, stats[el], str(directory / "scaling.data"))
+            descriptors.mean[s, :n_sf] = mean
+            descriptors.std[s, :n_sf] = std
+            net = model.networks.nets[s]
+            layers = read_weights(files[el], [n_sf] + settings.hidden + [1])
+            for k, (w, b) in enumerate(layers):
+                linear = net[2 * k]
+                linear.weight.zero_()
+                linear.weight[:, : w.shape[1]] = w
+                linear.bias.copy_(b)
+                if k < len(settings.hidden):
+                    net[2 * k + 1] = Activation(settings.activations[k])
+            if settings.activations[-1] != "l":
+                net.append(Activation(settings.activations[-1]))
+        shift = [(settings.mean_energy + settings.atom_energy.get(el, 0.0)) * energy_unit for el in elements]
+        model.set_energy_reference(torch.tensor(shift, dtype=torch.float64),
+                                   energy_unit / settings.conv_energy)
+    return model.eval()
+
+
+def export(directory: str | Path, output: str | Path, epoch: int | None = None,
+           length_unit: float = BOHR_ANGSTROM, energy_unit: float = HARTREE_EV) -> Path:
+    """:func:`load` the model of ``directory`` and write it as ``model.pt`` to ``output``.
+
+    The metadata are the usual ones (descriptors: the ACSF config in Å) plus ``imported_from``:
+    format, directory, weight files and the units used.
+    """
+    model = load(directory, epoch, length_unit, energy_unit)
+    directory = Path(directory)
+    meta = model_metadata(model, model.descriptors.config)
+    meta["imported_from"] = {
+        "format": "n2p2",
+        "directory": str(directory.resolve()),
+        "weights": [p.name for p in weight_files(directory, model.elements, epoch).values()],
+        "length_unit_angstrom": length_unit,
+        "energy_unit_ev": energy_unit,
+    }
+    return export_model(model, output, meta)
