@@ -114,10 +114,17 @@ def lammps_predict(snap_file: Path, frames: list[Frame]) -> list[dict[str, Any]]
 def extra_rows(element: str, test_frames: list[Frame]) -> dict[str, tuple[float, float]]:
     """Further potentials evaluated on the same test frames: name -> (E_mae meV/atom, F_mae eV/Å).
 
-    Hook for importers of published models (e.g. the n2p2 NNP of issue 8): add an entry per
-    potential that can be evaluated here. Empty for now.
+    ``nnp``: the published Zuo et al. n2p2 NNP (``../shared/data/n2p2_nnp/<El>``) imported with
+    :func:`mlip.interop.n2p2.load` and evaluated by mlip (absent when that folder is).
     """
-    return {}
+    from mlip.export import model_metadata
+    from mlip.interop import n2p2
+
+    directory = DATA / "n2p2_nnp" / element
+    if not directory.is_dir():
+        return {}
+    nnp = n2p2.load(directory)
+    return {"nnp": mae(predict_frames(nnp, model_metadata(nnp), test_frames, stress=False), test_frames)}
 
 
 # -- training ---------------------------------------------------------------------------------------
@@ -172,20 +179,21 @@ def results_table(results: dict[str, dict[str, Any]]) -> str:
     pub = ref["published_Zuo2020_via_ACEsuit_ACEworkflows_script"]
     rec = ref["recomputed_here_from_published_mvl_models_on_mlearn_test"]
     lines = ["| element | mlip E | mlip F | train min wall / CPU (threads) | qSNAP E | qSNAP F | SNAP E "
-             "| SNAP F | recomputed qSNAP E / F | recomputed SNAP E / F | recomputed NNP E / F | GAP E / F "
-             "| MTP E / F | mlip < qSNAP? |",
-             "|---" * 14 + "|"]
+             "| SNAP F | imported NNP E / F | recomputed qSNAP E / F | recomputed SNAP E / F "
+             "| recomputed NNP E / F | GAP E / F | MTP E / F | mlip < qSNAP? |",
+             "|---" * 15 + "|"]
     for el in sorted(results):
         r = results[el]
         beat = r["E_mae"] < r["qsnap_E_mae"] and r["F_mae"] < r["qsnap_F_mae"]
         minutes = (f"{r['train_minutes']:.1f} / {r['train_cpu_minutes']:.1f} ({r['threads']})"
                    if r.get("train_minutes") is not None else "-")
         ours = [f"{r['E_mae']:.2f}", f"{r['F_mae']:.4f}", minutes]
-        lammps = [f"{r[k]:.2f}" if k.endswith("E_mae") else f"{r[k]:.4f}"
-                  for k in ("qsnap_E_mae", "qsnap_F_mae", "snap_E_mae", "snap_F_mae")]
+        measured = [f"{r[k]:.2f}" if k.endswith("E_mae") else f"{r[k]:.4f}"
+                    for k in ("qsnap_E_mae", "qsnap_F_mae", "snap_E_mae", "snap_F_mae")]
+        measured.append(f"{r['nnp_E_mae']:.2f} / {r['nnp_F_mae']:.4f}" if "nnp_E_mae" in r else "-")
         refs = [f"{table['E'][el]} / {table['F'][el]}"
                 for table in (rec["qSNAP"], rec["SNAP"], rec["NNP"], pub["GAP"], pub["MTP"])]
-        lines.append("| " + " | ".join([el, *ours, *lammps, *refs, "yes" if beat else "no"]) + " |")
+        lines.append("| " + " | ".join([el, *ours, *measured, *refs, "yes" if beat else "no"]) + " |")
     return "\n".join(lines)
 
 
