@@ -66,10 +66,10 @@ class DemoSizes:
     """How much the demo does: frames per structure (training and held out), MD steps
     between frames, training epochs, and MD steps of the ASE/LAMMPS comparison."""
 
-    train_frames: int = 12
+    train_frames: int = 8
     test_frames: int = 3
-    every: int = 25
-    epochs: int = 60
+    every: int = 30
+    epochs: int = 40
     md_steps: int = 50
     structures: tuple[Structure, ...] = field(default=STRUCTURES)
 
@@ -105,7 +105,7 @@ def _structure_commands(s: Structure, seed: int, pair: tuple[str, ...] = EAM_PAI
     if s.vacancies:
         cmds += [f"group gone id 1:{s.vacancies}", "delete_atoms group gone"]
     cmds += [
-        f"displace_atoms all random 0.03 0.03 0.03 {seed}",
+        f"displace_atoms all random 0.1 0.1 0.1 {seed} units box",
         f"velocity all create {s.temperature!r} {seed + 1} mom yes rot no dist gaussian",
         f"timestep {TIMESTEP_PS}",
         "fix nve all nve",
