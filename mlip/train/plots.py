@@ -1,17 +1,18 @@
-"""Figures of a run: learning curve and energy/force parity plots (matplotlib, Agg)."""
+"""Figures of a run: learning curve and energy/force parity plots.
+
+Drawn on :class:`matplotlib.figure.Figure` directly, never through pyplot, so training does
+not change the matplotlib backend of the caller (a notebook keeps showing its own figures).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from mlip.train.loss import predict  # noqa: E402
+from mlip.train.loss import predict
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlip.model import Potential
@@ -20,7 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def learning_curve(history: list[dict[str, float]], path: Path) -> None:
     """Train/validation energy and force MAE per epoch."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = Figure(figsize=(9, 3.5))
+    axes = fig.subplots(1, 2)
     ep = [h["epoch"] for h in history]
     for ax, key, label in ((axes[0], "energy_mae_meV_atom", "energy MAE (meV/atom)"),
                            (axes[1], "force_mae_eV_A", "force MAE (eV/Å)")):
@@ -32,12 +34,12 @@ def learning_curve(history: list[dict[str, float]], path: Path) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def parity(ref: np.ndarray, pred: np.ndarray, label: str, path: Path) -> None:
     """Predicted against reference values with the y = x line."""
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
     ax.scatter(ref, pred, s=4, alpha=0.6)
     lo, hi = float(np.nanmin(ref)), float(np.nanmax(ref))
     ax.plot([lo, hi], [lo, hi], "k--", lw=1)
@@ -45,7 +47,6 @@ def parity(ref: np.ndarray, pred: np.ndarray, label: str, path: Path) -> None:
     ax.set_ylabel(f"predicted {label}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def write_plots(trainer: Trainer, model: Potential) -> None:
