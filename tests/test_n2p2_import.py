@@ -294,3 +294,43 @@ def test_incomplete_weights_and_scaling_fail_clearly(synthetic, tmp_path):
     (tmp_path / "scaling.data").write_text("\n".join(scaling[:-1]) + "\n")
     with pytest.raises(UserError, match=r"no statistics for element 2 \(Cu\) symmetry function\(s\) \[4\]"):
         n2p2.load(tmp_path)
+
+
+def test_imported_model_runs_in_lammps(shared_data, tmp_path):
+    """pair_style mlip with the imported Cu NNP on an orthogonal 107-atom test cell (ghost atoms,
+    LAMMPS' own neighbour list) against the independent evaluator's energy and forces."""
+    from mlip.lammps import load_lammps
+    from mlip.lammps.build import ensure_built
+
+    plugin = ensure_built()
+    model = n2p2.export(shared_data / "n2p2_nnp" / "Cu", tmp_path / "cu_nnp.pt")
+    frame = next(iter(read_mlearn_json(shared_data / "mlearn" / "Cu" / "test.json")))
+    reference = json.loads((shared_data / "n2p2_nnp" / "reference_predictions.json").read_text())["Cu"][0]
+    lengths = np.diag(frame.cell)
+    assert np.array_equal(frame.cell, np.diag(lengths))
+    positions = np.mod(frame.positions, lengths)
+    rows = [f"{k + 1} 1 {x:.17g} {y:.17g} {z:.17g}" for k, (x, y, z) in enumerate(positions)]
+    (tmp_path / "cu.data").write_text(
+        f"Cu test structure 0\n\n{len(rows)} atoms\n1 atom types\n\n"
+        + "".join(f"0 {v:.17g} {a}lo {a}hi\n" for v, a in zip(lengths, "xyz", strict=True))
+        + "\nMasses\n\n1 63.546\n\nAtoms # atomic\n\n" + "\n".join(rows) + "\n")
+    threads = torch.get_num_threads()  # the plugin sets libtorch's (shared) thread count
+    lmp = load_lammps().lammps(cmdargs=["-log", "none", "-screen", "none"])
+    try:
+        lmp.commands_string(f"""
+plugin load {plugin}
+units metal
+atom_style atomic
+boundary p p p
+read_data {tmp_path / 'cu.data'}
+pair_style mlip {model}
+pair_coeff * * Cu
+run 0
+""")
+        energy = lmp.get_thermo("pe")
+        forces = np.ctypeslib.as_array(lmp.gather_atoms("f", 1, 3)).reshape(-1, 3).copy()  # by atom id
+    finally:
+        lmp.close()
+        torch.set_num_threads(threads)
+    assert abs(energy - reference["energy_eV"]) / len(rows) < 1e-6
+    assert np.abs(forces - np.array(reference["forces_eV_per_A"])).max() < 1e-5
