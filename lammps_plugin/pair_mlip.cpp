@@ -13,6 +13,7 @@
 #include "neighbor.h"
 #include "platform.h"
 #include "update.h"
+#include "utils.h"
 
 #include <ATen/Parallel.h>
 
@@ -24,11 +25,14 @@ using namespace LAMMPS_NS;
 
 namespace {
 
-std::string first_line(const char *text)
+// torch's messages span many lines (TorchScript tracebacks): keep the first and the last.
+std::string short_message(const char *text)
 {
   std::string s(text);
-  auto end = s.find('\n');
-  return end == std::string::npos ? s : s.substr(0, end);
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  auto first_end = s.find('\n');
+  if (first_end == std::string::npos) return s;
+  return s.substr(0, first_end) + " ... " + s.substr(s.rfind('\n') + 1);
 }
 
 std::vector<double> to_doubles(const torch::Tensor &t)
@@ -36,6 +40,23 @@ std::vector<double> to_doubles(const torch::Tensor &t)
   torch::Tensor c = t.detach().to(torch::kFloat64).contiguous();
   const double *p = c.data_ptr<double>();
   return std::vector<double>(p, p + c.numel());
+}
+
+// Calls fn(i, j) for the edges of local atoms i in [i_begin, i_end): j local or ghost,
+// 0 < |x_j - x_i| < cutoff, from a full neighbour list (indexed by atom).
+template <typename Fn>
+void for_each_edge(NeighList *list, double **x, double cutoff, int i_begin, int i_end, Fn &&fn)
+{
+  double cutsq = cutoff * cutoff;
+  for (int i = i_begin; i < i_end; i++) {
+    const int *jlist = list->firstneigh[i];
+    for (int jj = 0; jj < list->numneigh[i]; jj++) {
+      int j = jlist[jj] & NEIGHMASK;
+      double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      double rsq = dx * dx + dy * dy + dz * dz;
+      if (rsq < cutsq && rsq > 0.0) fn(i, j);
+    }
+  }
 }
 
 }    // namespace
@@ -68,11 +89,14 @@ void PairMLIP::allocate()
     for (int j = 0; j < n; j++) setflag[i][j] = 0;
 }
 
-/* pair_style mlip <model.pt> */
+/* pair_style mlip <model.pt> [chunk N] */
 
 void PairMLIP::settings(int narg, char **arg)
 {
-  if (narg != 1) error->all(FLERR, "Illegal pair_style mlip command: expected 'pair_style mlip <model.pt>'");
+  if (narg != 1 && !(narg == 3 && strcmp(arg[1], "chunk") == 0))
+    error->all(FLERR, "Illegal pair_style mlip command: expected 'pair_style mlip <model.pt> [chunk N]'");
+  chunk_ = narg == 3 ? utils::inumeric(FLERR, arg[2], false, lmp) : DEFAULT_CHUNK;
+  if (chunk_ < 0) error->all(FLERR, "pair_style mlip: chunk must be >= 0 (0 = all local atoms at once)");
   if (strcmp(update->unit_style, "metal") != 0)
     error->all(FLERR,
                "pair_style mlip requires 'units metal' (models use eV and Angstrom); "
@@ -95,7 +119,7 @@ void PairMLIP::load_model(const std::string &path)
     model_ = torch::jit::load(path, torch::kCPU, extra);
   } catch (const std::exception &e) {
     error->all(FLERR, "pair_style mlip: '{}' is not a valid TorchScript model file: {}", path,
-               first_line(e.what()));
+               short_message(e.what()));
   }
   model_.eval();
   model_path_ = path;
@@ -175,51 +199,71 @@ void PairMLIP::compute(int eflag, int vflag)
     error->warning(FLERR, "pair_style mlip does not compute per-atom virials; they are zero");
     warned_vatom_ = true;
   }
-  ModelInput in;
   if (long_range_)
-    compute_gathered(atom->nlocal, in);
+    compute_gathered(atom->nlocal);
   else
-    compute_short_range(atom->nlocal, atom->nlocal + atom->nghost, in);
+    compute_short_range(atom->nlocal, atom->nlocal + atom->nghost);
 }
 
-/* Short-range model: local atoms and ghosts of this rank, edges from the full list. */
+/* Short-range model: local atoms and ghosts of this rank, edges from the full list, edge
+   shifts zero (ghosts are explicit). The local atoms are evaluated in chunks of at most chunk_
+   centres: the model's intermediates scale with the edges of a call, and smaller calls run
+   faster per atom once they no longer fit in the CPU caches (about 2x at 4000 atoms).
+   A chunk [start, end) is passed first, then the other atoms, local and ghost. */
 
-void PairMLIP::compute_short_range(int nlocal, int nall, ModelInput &in)
+void PairMLIP::compute_short_range(int nlocal, int nall)
 {
   double **x = atom->x;
-  in.n_atoms = nall;
-  in.n_local = nlocal;
-  in.positions.assign(x[0], x[0] + 3 * nall);
-  in.species.resize(nall);
-  for (int i = 0; i < nall; i++) in.species[i] = type_to_species_[atom->type[i]];
-  collect_edges(in, 0, {}, {});
+  int chunk = chunk_ > 0 ? chunk_ : std::max(nlocal, 1);
+  fbuf_.assign(3 * (size_t) nall, 0.0);
+  for (int start = 0; start < nlocal; start += chunk) {
+    int end = std::min(nlocal, start + chunk), m = end - start;
+    auto position_of = [=](int k) { return k < start ? k + m : (k < end ? k - start : k); };
+    ModelInput in;
+    in.n_atoms = nall;
+    in.n_local = m;
+    in.positions.resize(3 * (size_t) nall);
+    in.species.resize(nall);
+    for (int k = 0; k < nall; k++) {
+      int q = position_of(k);
+      for (int d = 0; d < 3; d++) in.positions[3 * q + d] = x[k][d];
+      in.species[q] = type_to_species_[atom->type[k]];
+    }
+    for_each_edge(list, x, cutoff_, start, end, [&](int i, int j) {
+      in.edges_i.push_back(position_of(i));
+      in.edges_j.push_back(position_of(j));
+    });
+    in.shifts.assign(3 * in.edges_i.size(), 0.0);
 
-  ModelOutput out;
-  evaluate(in, out);
+    ModelOutput out;
+    evaluate(in, out);
+    for (int k = 0; k < nall; k++)
+      for (int d = 0; d < 3; d++) fbuf_[3 * k + d] += out.forces[3 * position_of(k) + d];
+    if (eflag_global) eng_vdwl += out.energy;
+    if (eflag_atom)
+      for (int q = 0; q < m; q++) eatom[start + q] += out.atomic_energies[q];
+    if (vflag_global) tally_virial(out.virial, 1.0);
+  }
 
   double **f = atom->f;
   if (force->newton_pair) {
     for (int i = 0; i < nall; i++)
-      for (int k = 0; k < 3; k++) f[i][k] += out.forces[3 * i + k];
+      for (int d = 0; d < 3; d++) f[i][d] += fbuf_[3 * i + d];
   } else {
     // LAMMPS neither clears nor reverse-communicates ghost forces with newton_pair off:
-    // send ghost contributions to their owners through a private buffer.
-    fbuf_ = std::move(out.forces);
+    // send ghost contributions to their owners through the private buffer.
     comm->reverse_comm(this);
     for (int i = 0; i < nlocal; i++)
-      for (int k = 0; k < 3; k++) f[i][k] += fbuf_[3 * i + k];
+      for (int d = 0; d < 3; d++) f[i][d] += fbuf_[3 * i + d];
   }
-  if (eflag_global) eng_vdwl += out.energy;
-  if (eflag_atom)
-    for (int i = 0; i < nlocal; i++) eatom[i] += out.atomic_energies[i];
-  if (vflag_global) tally_virial(out.virial, 1.0);
 }
 
 /* Long-range model: every rank gathers all atoms and edges, evaluates the full system,
    and keeps its own atoms' forces and energies plus 1/nprocs of the virial. */
 
-void PairMLIP::compute_gathered(int nlocal, ModelInput &in)
+void PairMLIP::compute_gathered(int nlocal)
 {
+  ModelInput in;
   int nprocs = comm->nprocs, me = comm->me;
   std::vector<int> counts(nprocs), displs(nprocs, 0);
   MPI_Allgather(&nlocal, 1, MPI_INT, counts.data(), 1, MPI_INT, world);
@@ -245,8 +289,19 @@ void PairMLIP::compute_gathered(int nlocal, ModelInput &in)
   std::vector<int> global_of_tag(maxtag + 1, -1);
   for (int g = 0; g < ntotal; g++) global_of_tag[gtag[g]] = g;
 
+  // An edge to a ghost becomes an edge to the atom it is an image of, with the image shift
+  // x_ghost - x_owner, so that positions[j] - positions[i] + shift = x_j - x_i.
   ModelInput mine;
-  collect_edges(mine, displs[me], global_of_tag, gpos);
+  double **x = atom->x;
+  tagint *tag = atom->tag;
+  int offset = displs[me];
+  for_each_edge(list, x, cutoff_, 0, nlocal, [&](int i, int j) {
+    int gj = tag[j] < (tagint) global_of_tag.size() ? global_of_tag[tag[j]] : -1;
+    if (gj < 0) error->one(FLERR, "pair_style mlip: neighbour atom ID {} not found among gathered atoms", tag[j]);
+    mine.edges_i.push_back(offset + i);
+    mine.edges_j.push_back(gj);
+    for (int d = 0; d < 3; d++) mine.shifts.push_back(x[j][d] - gpos[3 * gj + d]);
+  });
 
   int nedge = mine.edges_i.size();
   std::vector<int> ecounts(nprocs), edispls(nprocs, 0);
@@ -277,7 +332,6 @@ void PairMLIP::compute_gathered(int nlocal, ModelInput &in)
   ModelOutput out;
   evaluate(in, out);
 
-  int offset = displs[me];
   double **f = atom->f;
   for (int i = 0; i < nlocal; i++)
     for (int k = 0; k < 3; k++) f[i][k] += out.forces[3 * (offset + i) + k];
@@ -291,42 +345,6 @@ void PairMLIP::compute_gathered(int nlocal, ModelInput &in)
   if (eflag_atom)
     for (int i = 0; i < nlocal; i++) eatom[i] += out.atomic_energies[offset + i] + remainder / ntotal;
   if (vflag_global) tally_virial(out.virial, 1.0 / nprocs);
-}
-
-/* Edges (i local, j local or ghost, 0 < r < cutoff) from the full neighbour list.
-   Short-range: indices are LAMMPS local/ghost indices, shifts are zero (ghosts explicit).
-   Gathered (global_of_tag given): indices are positions in the gathered arrays, where this
-   rank's atoms start at offset; j is mapped to the atom it is an image of, and the shift is
-   x_ghost - x_owner, so that positions[j] - positions[i] + shift = x_j - x_i. */
-
-void PairMLIP::collect_edges(ModelInput &in, int offset, const std::vector<int> &global_of_tag,
-                             const std::vector<double> &gpos)
-{
-  bool gathered = !global_of_tag.empty();
-  double **x = atom->x;
-  tagint *tag = atom->tag;
-  double cutsq_model = cutoff_ * cutoff_;
-  for (int ii = 0; ii < list->inum; ii++) {
-    int i = list->ilist[ii];
-    int *jlist = list->firstneigh[i];
-    for (int jj = 0; jj < list->numneigh[i]; jj++) {
-      int j = jlist[jj] & NEIGHMASK;
-      double d[3] = {x[j][0] - x[i][0], x[j][1] - x[i][1], x[j][2] - x[i][2]};
-      double rsq = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
-      if (rsq >= cutsq_model || rsq == 0.0) continue;
-      if (!gathered) {
-        in.edges_i.push_back(i);
-        in.edges_j.push_back(j);
-        continue;
-      }
-      int gj = tag[j] < (tagint) global_of_tag.size() ? global_of_tag[tag[j]] : -1;
-      if (gj < 0) error->one(FLERR, "pair_style mlip: neighbour atom ID {} not found among gathered atoms", tag[j]);
-      in.edges_i.push_back(offset + i);
-      in.edges_j.push_back(gj);
-      for (int k = 0; k < 3; k++) in.shifts.push_back(x[j][k] - gpos[3 * gj + k]);
-    }
-  }
-  if (!gathered) in.shifts.assign(3 * in.edges_i.size(), 0.0);
 }
 
 void PairMLIP::evaluate(const ModelInput &in, ModelOutput &out)
@@ -347,20 +365,21 @@ void PairMLIP::evaluate(const ModelInput &in, ModelOutput &out)
   torch::Tensor pbc = torch::tensor({(bool) domain->xperiodic, (bool) domain->yperiodic,
                                      (bool) domain->zperiodic});
 
+  std::vector<double> w;
   try {
     auto result = model_.forward({pos, species, edge_index, shifts, cell, pbc, in.n_local}).toGenericDict();
     out.energy = result.at("energy").toTensor().to(torch::kFloat64).item<double>();
     out.atomic_energies = to_doubles(result.at("atomic_energies").toTensor());
     out.forces = to_doubles(result.at("forces").toTensor());
-    std::vector<double> w = to_doubles(result.at("virial").toTensor());
-    if ((int64_t) out.atomic_energies.size() != in.n_local || (int64_t) out.forces.size() != 3 * n ||
-        w.size() != 9)
-      error->one(FLERR, "pair_style mlip: model returned atomic_energies/forces/virial of the wrong shape");
-    for (int a = 0; a < 3; a++)
-      for (int b = 0; b < 3; b++) out.virial[a][b] = w[3 * a + b];
+    w = to_doubles(result.at("virial").toTensor());
   } catch (const std::exception &e) {
-    error->one(FLERR, "pair_style mlip: evaluating model '{}' failed: {}", model_path_, first_line(e.what()));
+    error->one(FLERR, "pair_style mlip: evaluating model '{}' failed: {}", model_path_, short_message(e.what()));
   }
+  if ((int64_t) out.atomic_energies.size() != in.n_local || (int64_t) out.forces.size() != 3 * n || w.size() != 9)
+    error->one(FLERR, "pair_style mlip: model '{}' returned atomic_energies, forces or virial of a wrong shape",
+               model_path_);
+  for (int a = 0; a < 3; a++)
+    for (int b = 0; b < 3; b++) out.virial[a][b] = w[3 * a + b];
 }
 
 /* LAMMPS' virial (xx, yy, zz, xy, xz, yz) is sum_i x_i f_i, which equals the model's

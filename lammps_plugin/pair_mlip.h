@@ -50,10 +50,8 @@ class PairMLIP : public Pair {
 
   void load_model(const std::string &path);
   void allocate();
-  void compute_short_range(int nlocal, int nall, ModelInput &in);
-  void compute_gathered(int nlocal, ModelInput &in);
-  void collect_edges(ModelInput &in, int offset, const std::vector<int> &global_of_tag,
-                     const std::vector<double> &gpos);
+  void compute_short_range(int nlocal, int nall);
+  void compute_gathered(int nlocal);
   void evaluate(const ModelInput &in, ModelOutput &out);
   void tally_virial(const double w[3][3], double scale);
 
@@ -65,9 +63,11 @@ class PairMLIP : public Pair {
   bool long_range_ = false;
   bool model_loaded_ = false;
   bool warned_vatom_ = false;
+  static constexpr int DEFAULT_CHUNK = 1000;
+  int chunk_ = DEFAULT_CHUNK;    // local atoms per model call (short-range), 0 = all
 
   std::vector<int64_t> type_to_species_;    // (ntypes + 1), -1 when unmapped
-  std::vector<double> fbuf_;                // (nall, 3) forces for newton_pair off
+  std::vector<double> fbuf_;                // (nall, 3) forces of this step (local + ghost)
 };
 
 }    // namespace LAMMPS_NS

@@ -113,6 +113,31 @@ class ToyLongRange(ToyEAM):
         return self.k_scale / volume * (weight * (c * c + s * s)).sum()
 
 
+class BrokenModel(torch.nn.Module):
+    """Violates the contract at run time, for error tests: raises (``raises``) or returns
+    atomic energies and forces of wrong shapes."""
+
+    def __init__(self, raises: bool):
+        super().__init__()
+        self.raises = raises
+
+    def forward(
+        self,
+        positions: Tensor,
+        species: Tensor,
+        edge_index: Tensor,
+        edge_shift: Tensor,
+        cell: Tensor,
+        pbc: Tensor,
+        n_local: int,
+    ) -> Dict[str, Tensor]:
+        if self.raises:
+            raise RuntimeError("toy model failure")
+        zero = torch.zeros((), dtype=positions.dtype)
+        return {"energy": zero, "atomic_energies": positions[:1, 0], "forces": positions[:1],
+                "virial": torch.zeros((3, 3), dtype=positions.dtype)}
+
+
 def save_model(
     path: Path,
     elements: Sequence[str],
@@ -120,10 +145,14 @@ def save_model(
     long_range: bool = False,
     dtype: str = "float64",
     units: str = "metal",
+    broken: str = "",
 ) -> Path:
-    """Script a toy model for ``elements`` (sorted by Z by the caller) and save it with metadata."""
-    model = (ToyLongRange if long_range else ToyEAM)(len(elements), cutoff)
-    model = model.to(getattr(torch, dtype))
+    """Script a toy model for ``elements`` (sorted by Z by the caller) and save it with metadata.
+    ``broken``: "" (a working model), "raises" or "shapes" (:class:`BrokenModel`)."""
+    if broken:
+        model = BrokenModel(raises=broken == "raises")
+    else:
+        model = (ToyLongRange if long_range else ToyEAM)(len(elements), cutoff).to(getattr(torch, dtype))
     meta = {
         "elements": list(elements),
         "cutoff": cutoff,

@@ -56,19 +56,26 @@ class Case:
     structure: str  # "ortho_cu" or "tri_cuni"
     model: str  # "toy_short", "toy_long", "real_short" (mlip Potential + ZBL), "real_ewald" (charges + Ewald)
     newton: bool
+    chunk: int = 0  # pair_style mlip ... chunk N (local atoms per model call); 0: the default
 
     @property
     def name(self) -> str:
-        return f"{self.structure}_{self.model}_newton{'on' if self.newton else 'off'}"
+        return f"{self.structure}_{self.model}_newton{'on' if self.newton else 'off'}" + (
+            f"_chunk{self.chunk}" if self.chunk else "")
+
+    def pair_style(self, workdir: Path) -> str:
+        return f"pair_style mlip {self.model_file(workdir)}" + (f" chunk {self.chunk}" if self.chunk else "")
 
     def model_file(self, workdir: Path) -> Path:
         return workdir / f"{self.structure}_{self.model}.pt"
 
 
 TOY_MODELS = ("toy_short", "toy_long")
-CASES = [Case(s, m, nw) for s in ("ortho_cu", "tri_cuni") for m in TOY_MODELS for nw in (True, False)]
-CASES += [Case("tri_cuni", "real_short", True), Case("tri_cuni", "real_ewald", False)]
-NVE_CASES = [Case("tri_cuni", "toy_long", True), Case("ortho_cu", "toy_short", False)]
+# short-range models with newton off also run in chunks of 20 local atoms (several per rank)
+CASES = [Case(s, m, nw, 20 if (m, nw) == ("toy_short", False) else 0)
+         for s in ("ortho_cu", "tri_cuni") for m in TOY_MODELS for nw in (True, False)]
+CASES += [Case("tri_cuni", "real_short", True, 16), Case("tri_cuni", "real_ewald", False)]
+NVE_CASES = [Case("tri_cuni", "toy_long", True), Case("ortho_cu", "toy_short", False, 20)]
 STRUCTURES = {"ortho_cu": ortho_cu, "tri_cuni": triclinic_cuni}
 
 
@@ -137,7 +144,7 @@ def write_data(path: Path, atoms: Atoms) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def case_input(case: Case, workdir: Path, outdir: Path, model: Path) -> str:
+def case_input(case: Case, workdir: Path, outdir: Path) -> str:
     """LAMMPS commands for one case: run 0, dump forces and pe/atom, print energy, pressure, volume."""
     ntypes = len(set(STRUCTURES[case.structure]().get_chemical_symbols()))
     out = outdir / case.name
@@ -148,7 +155,7 @@ atom_style atomic
 boundary p p p
 newton {'on' if case.newton else 'off'}
 read_data {workdir / case.structure}.data
-pair_style mlip {model}
+{case.pair_style(workdir)}
 pair_coeff * * {' '.join(TYPE_ELEMENTS[:ntypes])}
 compute pe all pe/atom
 compute p all pressure NULL virial
@@ -161,7 +168,7 @@ $(c_p[4]:%.17g) $(c_p[5]:%.17g) $(c_p[6]:%.17g)" file {out}.txt screen no
 """
 
 
-def nve_input(case: Case, workdir: Path, outdir: Path, model: Path, steps: int) -> str:
+def nve_input(case: Case, workdir: Path, outdir: Path, steps: int) -> str:
     """An NVE run from 600 K (1 fs steps) printing step, pe and etotal every 5 steps."""
     ntypes = len(set(STRUCTURES[case.structure]().get_chemical_symbols()))
     return f"""
@@ -170,7 +177,7 @@ units metal
 atom_style atomic
 newton {'on' if case.newton else 'off'}
 read_data {workdir / case.structure}.data
-pair_style mlip {model}
+{case.pair_style(workdir)}
 pair_coeff * * {' '.join(TYPE_ELEMENTS[:ntypes])}
 velocity all create 600 4928459 mom yes rot yes dist gaussian
 timestep 0.001
@@ -238,7 +245,7 @@ def one_rank(workdir, plugin) -> Path:
     out.mkdir()
     lmp.command(f"plugin load {plugin}")
     for case in CASES:
-        lmp.commands_string(case_input(case, workdir, out, case.model_file(workdir)))
+        lmp.commands_string(case_input(case, workdir, out))
     lmp.close()
     torch.set_num_threads(threads)
     return out
@@ -249,8 +256,8 @@ def two_ranks(workdir, plugin) -> Path:
     """All cases plus two NVE runs in one ``mpirun -np 2 lmp`` (plugin autoloaded)."""
     out = workdir / "np2"
     out.mkdir()
-    script = "".join(case_input(c, workdir, out, c.model_file(workdir)) for c in CASES)
-    script += "".join(nve_input(c, workdir, out, c.model_file(workdir), 200) for c in NVE_CASES)
+    script = "".join(case_input(c, workdir, out) for c in CASES)
+    script += "".join(nve_input(c, workdir, out, 200) for c in NVE_CASES)
     (out / "in.all").write_text(script)
     env = dict(os.environ, LAMMPS_PLUGIN_PATH=str(plugin.parent), OMP_NUM_THREADS="1")
     cmd = [str(BIN / "mpirun"), "-np", "2", str(BIN / "lmp"), "-in", "in.all", "-log", "log.lammps"]

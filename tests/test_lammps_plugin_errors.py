@@ -35,6 +35,8 @@ def models(tmp_path_factory, plugin) -> Path:
     save_model(path / "cu.pt", ["Cu"])
     save_model(path / "cu32.pt", ["Cu"], dtype="float32")
     save_model(path / "half.pt", ["Cu"], dtype="float64")
+    save_model(path / "raises.pt", ["Cu"], broken="raises")
+    save_model(path / "shapes.pt", ["Cu"], broken="shapes")
     extra = {"metadata.json": ""}
     model = torch.jit.load(str(path / "half.pt"), _extra_files=extra)
     meta = json.loads(extra["metadata.json"])
@@ -85,11 +87,14 @@ def lammps_error(commands: str) -> str:
         ("half.pt", {}, "has dtype 'float16'; supported: float64, float32"),
         ("nometa.pt", {}, "has no metadata.json"),
         ("cu.pt", {"elements": "Cu Cu"}, "one element for each of the 1 atom types"),
+        ("raises.pt", {}, "failed: The following operation failed in the TorchScript interpreter. "
+                         "... builtins.RuntimeError: toy model failure"),
+        ("shapes.pt", {}, "returned atomic_energies, forces or virial of a wrong shape"),
     ],
 )
 def test_user_errors_are_lammps_errors(name, kwargs, message, models, plugin):
     text = lammps_error(script(models / name, plugin, **kwargs))
-    assert text.startswith("ERROR: ") and message in text, text
+    assert text.startswith("ERROR") and message in text, text  # "ERROR on proc 0: " from error->one
 
 
 def test_new_model_needs_new_pair_coeff(models, plugin):
