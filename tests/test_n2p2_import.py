@@ -294,6 +294,9 @@ def test_incomplete_weights_and_scaling_fail_clearly(synthetic, tmp_path):
     (tmp_path / "scaling.data").write_text("\n".join(scaling[:-1]) + "\n")
     with pytest.raises(UserError, match=r"no statistics for element 2 \(Cu\) symmetry function\(s\) \[4\]"):
         n2p2.load(tmp_path)
+    (tmp_path / "scaling.data").write_text("\n".join(scaling + ["2 9 0.0 1.0 0.5 0.1"]) + "\n")
+    with pytest.raises(UserError, match=r"the settings do not define: \[\(2, 9\)\]"):
+        n2p2.load(tmp_path)
 
 
 def test_imported_model_runs_in_lammps(shared_data, tmp_path):

@@ -187,6 +187,8 @@ def read_settings(path: str | Path) -> Settings:
         elements = sorted(words, key=atomic_number)
     except ValueError as exc:
         raise _error(path, line, f"elements: {exc}") from None
+    if not elements:
+        raise _error(path, line, "elements: no element given")
     entry = get("number_of_elements")
     if entry is not None and _number(path, entry[0], entry[1][0], "number_of_elements", int) != len(elements):
         raise _error(path, entry[0], f"number_of_elements does not match the {len(elements)} elements")
@@ -273,8 +275,8 @@ def read_scaling(path: str | Path, settings: Settings) -> dict[str, torch.Tensor
         if missing:
             raise UserError(f"{path}: no statistics for element {e} ({el}) symmetry function(s) {missing}")
         out[el] = torch.tensor([rows[(e, s)] for s in range(1, n_sf + 1)], dtype=torch.float64)
-    extra = sorted(k for k in rows if k[0] > len(settings.elements)
-                   or k[1] > len(settings.functions[settings.elements[k[0] - 1]]))
+    extra = sorted(set(rows) - {(e, s) for e, el in enumerate(settings.elements, start=1)
+                                for s in range(1, len(settings.functions[el]) + 1)})
     if extra:
         raise UserError(f"{path}: statistics for symmetry functions the settings do not define: {extra[:5]}")
     return out
@@ -390,6 +392,8 @@ def load(directory: str | Path, epoch: int | None = None, length_unit: float = B
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"n2p2 model directory not found: {directory}")
+    if not (length_unit > 0 and energy_unit > 0):
+        raise UserError(f"length_unit and energy_unit must be > 0, got {length_unit} Å and {energy_unit} eV")
     settings = read_settings(directory / "input.nn")
     stats = read_scaling(directory / "scaling.data", settings)
     files = weight_files(directory, settings.elements, epoch)
