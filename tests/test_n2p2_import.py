@@ -266,6 +266,7 @@ def test_weight_files_by_epoch(tmp_path):
     ("global_activation_short t g l", r"global_activation_short: activation 'g' is not supported"),
     ("symfunction_short Ni 12 Ni 0.1 0.2 7.0", r"input.nn:\d+: symmetry function type 12 is not supported"),
     ("symfunction_short Ni 2 Fe 0.1 0.2 7.0", r"element 'Fe' is not one of the elements"),
+    ("symfunction_short Ni 3 Cu Xx 0.1 1 1 7.0", r"input.nn:\d+: element 'Xx' is not one of the elements"),
 ])
 def test_unsupported_settings_name_the_keyword(synthetic, tmp_path, line, message):
     directory, _, _ = synthetic

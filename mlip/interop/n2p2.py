@@ -30,7 +30,7 @@ What is read, and how it maps onto mlip:
   carry this times ``energy_unit`` (eV per file unit).
 - Lengths: SF parameters are in the file's length unit and become Å with ``length_unit``
   (rc, rs times it, eta divided by its square). ``conv_length`` scales positions and SF
-  parameters alike, so symmetry-function values do not depend on it; it is read and not needed.
+  parameters alike, so symmetry-function values do not depend on it and it is not read.
 
 Units: ``length_unit`` (Å per file length unit) and ``energy_unit`` (eV per file energy unit)
 default to Bohr and Hartree of CODATA 2014 (0.52917721067 Å, 27.21138602 eV), the values the
@@ -89,7 +89,6 @@ class SymmetryFunction:
     rc: float
     zeta: float = 0.0
     lam: float = 0.0
-    line: int = 0
 
     def sort_key(self) -> tuple:
         """n2p2's order within one centre element (``SymFnc*::operator<``)."""
@@ -112,7 +111,6 @@ class Settings:
     scale_max: float = 1.0
     mean_energy: float = 0.0
     conv_energy: float = 1.0
-    conv_length: float = 1.0
     atom_energy: dict[str, float] = field(default_factory=dict)
 
 
@@ -127,25 +125,29 @@ def _number(path: Path, line: int, word: str, what: str, kind: type = float) -> 
         raise _error(path, line, f"{what}: expected a number, got {word!r}") from None
 
 
-def _parse_symmetry_function(path: Path, line: int, words: list[str]) -> SymmetryFunction:
+def _parse_symmetry_function(path: Path, line: int, words: list[str],
+                             elements: list[str]) -> SymmetryFunction:
     """``symfunction_short EC 2 E1 eta rs rc`` or ``EC 3|9 E1 E2 eta lambda zeta rc [rs]``."""
-    if len(words) < 3:
-        raise _error(path, line, "symfunction_short needs a centre element and a type")
+    if len(words) < 4:
+        raise _error(path, line, "symfunction_short needs a centre element, a type and neighbour elements")
     kind = int(_number(path, line, words[2], "symmetry function type", int))
+    if kind not in (2, 3, 9):
+        raise _error(path, line, f"symmetry function type {kind} is not supported (types 2, 3 and 9 are)")
+    for el in words[1:2] + words[3:4 if kind == 2 else 5]:
+        if el not in elements:
+            raise _error(path, line, f"element {el!r} is not one of the elements {elements}")
     if kind == 2:
         if len(words) != 7:
             raise _error(path, line, "type 2 symmetry function needs: EC 2 E1 eta rs rc")
         eta, rs, rc = (_number(path, line, w, "type 2 parameter") for w in words[4:7])
-        return SymmetryFunction(words[1], 2, [words[3]], eta, rs, rc, line=line)
-    if kind in (3, 9):
-        if len(words) not in (9, 10):
-            raise _error(path, line, f"type {kind} symmetry function needs: EC {kind} E1 E2 eta lambda "
-                                     "zeta rc [rs]")
-        eta, lam, zeta, rc = (_number(path, line, w, f"type {kind} parameter") for w in words[5:9])
-        rs = _number(path, line, words[9], "rs") if len(words) == 10 else 0.0
-        neighbors = sorted(words[3:5], key=atomic_number)
-        return SymmetryFunction(words[1], kind, neighbors, eta, rs, rc, zeta=zeta, lam=lam, line=line)
-    raise _error(path, line, f"symmetry function type {kind} is not supported (types 2, 3 and 9 are)")
+        return SymmetryFunction(words[1], 2, [words[3]], eta, rs, rc)
+    if len(words) not in (9, 10):
+        raise _error(path, line, f"type {kind} symmetry function needs: EC {kind} E1 E2 eta lambda "
+                                 "zeta rc [rs]")
+    eta, lam, zeta, rc = (_number(path, line, w, f"type {kind} parameter") for w in words[5:9])
+    rs = _number(path, line, words[9], "rs") if len(words) == 10 else 0.0
+    neighbors = sorted(words[3:5], key=atomic_number)
+    return SymmetryFunction(words[1], kind, neighbors, eta, rs, rc, zeta=zeta, lam=lam)
 
 
 def read_settings(path: str | Path) -> Settings:
@@ -225,11 +227,10 @@ def read_settings(path: str | Path) -> Settings:
     elif scale or center:
         settings.scaling = "scalecenter" if scale and center else "scale" if scale else "center"
     for key, attr in (("scale_min_short", "scale_min"), ("scale_max_short", "scale_max"),
-                      ("mean_energy", "mean_energy"), ("conv_energy", "conv_energy"),
-                      ("conv_length", "conv_length")):
+                      ("mean_energy", "mean_energy"), ("conv_energy", "conv_energy")):
         entry = get(key)
         if entry is not None:
-            if attr in ("mean_energy", "conv_energy", "conv_length") and "normalize" not in keywords:
+            if attr in ("mean_energy", "conv_energy") and "normalize" not in keywords:
                 continue  # n2p2 uses them only with ``normalize``
             setattr(settings, attr, _number(path, entry[0], entry[1][0], key))
     for el, value in atom_energy.items():
@@ -238,10 +239,7 @@ def read_settings(path: str | Path) -> Settings:
         settings.atom_energy[el] = value
 
     for line, words in sf_lines:
-        sf = _parse_symmetry_function(path, line, words)
-        for el in [sf.center] + sf.neighbors:
-            if el not in elements:
-                raise _error(path, line, f"element {el!r} is not one of the elements {elements}")
+        sf = _parse_symmetry_function(path, line, words, elements)
         settings.functions[sf.center].append(sf)
     for el in elements:
         if not settings.functions[el]:
