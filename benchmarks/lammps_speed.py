@@ -5,13 +5,13 @@ pair_style mlip (the plugin, a model of the default training config; also with a
 atoms in one model call, "mlip_one_call", instead of the default chunks), linear SNAP and
 quadratic SNAP of Zuo et al. (Cu_Zuo_JPCA2020*.snap) and EAM (Cu_u3.eam), all in the same
 LAMMPS run, on 1 rank and on 2 ranks (mpirun of the mpich wheel). Cost = LAMMPS loop
-time / (atoms x steps) of the fastest of several interleaved rounds, after warm-up steps.
-"Pair" is the share of the loop that LAMMPS spends in the pair style. A profile of the
-mlip model alone (Python, same structure) splits its time into descriptors, networks and
-the backward pass.
+time / (atoms x steps) of the fastest of several rounds (1-rank and 2-rank runs alternate),
+after warm-up steps. "Pair" is the share of the loop that LAMMPS spends in the pair style.
+A profile of the mlip model alone (Python, an 864-atom box, about the plugin's chunk size)
+splits its time into descriptors, networks and forces + virial (autograd).
 
 Usage:
-    .venv/bin/python benchmarks/lammps_speed.py [--steps 5] [--cells 10] [--repeats 3]
+    .venv/bin/python benchmarks/lammps_speed.py [--steps 5] [--cells 10] [--rounds 3]
 
 The mlip model is an untrained Cu model of the default config (mlip.train.config.DEFAULTS),
 exported with mlip.export: the cost depends on the architecture, not on the weights.
@@ -57,10 +57,9 @@ def default_model(path: Path) -> torch.jit.ScriptModule:
     return scripted
 
 
-def lammps_input(model: Path, cells: int, steps: int, warmup: int, repeats: int) -> tuple[str, list[str]]:
-    """One input running every potential on the same box, ``repeats`` rounds of all potentials
-    (interleaved, so that load changes on a shared machine hit all of them alike), each a
-    fresh set-up, ``warmup`` untimed steps and ``steps`` timed steps. Returns (script, names)."""
+def lammps_input(model: Path, cells: int, steps: int, warmup: int) -> tuple[str, list[str]]:
+    """One input running every potential in turn on the same box, each a fresh set-up,
+    ``warmup`` untimed steps and ``steps`` timed steps. Returns (script, potential names)."""
     pots = potentials_dir()
     styles = {
         "mlip": f"pair_style mlip {model}\npair_coeff * * Cu",
@@ -70,9 +69,8 @@ def lammps_input(model: Path, cells: int, steps: int, warmup: int, repeats: int)
         "eam": f"pair_style eam\npair_coeff 1 1 {pots / 'Cu_u3.eam'}",
     }
     script = ""
-    for _ in range(repeats):
-        for name, pair in styles.items():
-            script += f"""
+    for name, pair in styles.items():
+        script += f"""
 clear
 print "BENCH {name}"
 units metal
@@ -105,29 +103,36 @@ def run_lammps(script: Path, nprocs: int, plugin: Path) -> str:
     return proc.stdout
 
 
-def parse_costs(output: str, names: list[str], n_atoms: int, steps: int) -> dict[str, dict[str, float]]:
-    """µs per atom-step of each potential's fastest timed run, and LAMMPS' Pair share of it."""
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+def parse_loop_times(output: str) -> dict[str, tuple[float, float]]:
+    """Loop time (s) of each potential's timed run and LAMMPS' Pair share of it (%)."""
+    times = {}
     for block in output.split("BENCH ")[1:]:
         name = block.split()[0]
-        loops = re.findall(r"Loop time of ([0-9.eE+-]+) on \d+ procs for (\d+) steps", block)
+        loops = re.findall(r"Loop time of ([0-9.eE+-]+) on \d+ procs for \d+ steps", block)
         pair = re.findall(r"^Pair\s*\|[^|]*\|[^|]*\|[^|]*\|[^|]*\|\s*([0-9.]+)", block, re.M)
-        assert len(loops) == 2 and int(loops[1][1]) == steps, block[-2000:]
-        runs[name].append((float(loops[1][0]), float(pair[1])))
+        assert len(loops) == 2 and len(pair) == 2, block[-2000:]
+        times[name] = (float(loops[1]), float(pair[1]))
+    return times
+
+
+def summarise(rounds: list[dict[str, tuple[float, float]]], n_atoms: int, steps: int) -> dict[str, dict]:
+    """µs per atom-step of each potential's fastest round, all rounds, and the Pair share."""
     results = {}
-    for name, timed in runs.items():
-        loop_time, pair_percent = min(timed)
+    for name in rounds[0]:
+        runs = [r[name] for r in rounds]
+        loop_time, pair_percent = min(runs)
         results[name] = {
-            "us_per_atom_step": loop_time / (n_atoms * steps) * 1e6,
-            "us_per_atom_step_all": [round(t / (n_atoms * steps) * 1e6, 2) for t, _ in timed],
+            "us_per_atom_step": round(loop_time / (n_atoms * steps) * 1e6, 2),
+            "us_per_atom_step_all": [round(t / (n_atoms * steps) * 1e6, 2) for t, _ in runs],
             "pair_percent": pair_percent,
         }
     return results
 
 
 def profile_model(model: torch.jit.ScriptModule, cells: int, repeats: int = 5) -> dict[str, float]:
-    """Seconds per evaluation of the (scripted, unfrozen) model alone, 1 thread, on the whole
-    periodic box with image shifts: descriptors only, energy only, energy + forces + virial."""
+    """µs per atom of the (scripted, unfrozen) model alone, 1 thread, on a periodic box of about
+    the plugin's chunk size (image shifts, no ghosts): descriptors only, descriptors + networks
+    (energy, no autograd), and energy + forces + virial."""
     from ase.build import bulk
 
     from fingerprints.neighbors import neighbor_list
@@ -169,11 +174,15 @@ def profile_model(model: torch.jit.ScriptModule, cells: int, repeats: int = 5) -
     def full():
         model(pos, species, edge_index, edge_shift, cell, pbc, n)
 
+    t_desc, t_energy, t_full = timed(descriptors), timed(energy_only), timed(full)
     return {
+        "n_atoms": n,
         "n_edges": int(edge_index.shape[1]),
-        "descriptors_s": timed(descriptors),
-        "energy_s": timed(energy_only),
-        "energy_forces_virial_s": timed(full),
+        "us_per_atom": round(t_full / n * 1e6, 1),
+        "descriptors_percent": round(100 * t_desc / t_full, 1),
+        "networks_percent": round(100 * (t_energy - t_desc) / t_full, 1),
+        # forces and virial: recording the graph in the forward pass plus the backward pass
+        "forces_virial_percent": round(100 * (t_full - t_energy) / t_full, 1),
     }
 
 
@@ -182,36 +191,39 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=10, help="fcc cells per side (4 cells^3 atoms)")
     parser.add_argument("--steps", type=int, default=5, help="timed MD steps per potential")
     parser.add_argument("--warmup", type=int, default=3, help="untimed MD steps first")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per potential (fastest counts)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of 1- and 2-rank runs")
+    parser.add_argument("--profile-cells", type=int, default=6, help="box of the model-only profile")
     args = parser.parse_args()
 
     WORK.mkdir(parents=True, exist_ok=True)
     model_file = WORK / "cu_default.pt"
     model = default_model(model_file)
     plugin = ensure_built(echo=lambda msg: print(msg, file=sys.stderr))
-    script, names = lammps_input(model_file, args.cells, args.steps, args.warmup, args.repeats)
+    script, names = lammps_input(model_file, args.cells, args.steps, args.warmup)
     (WORK / "in.speed").write_text(script)
     n_atoms = 4 * args.cells**3
 
+    # 1-rank and 2-rank runs alternate, so that load changes on a shared machine hit both alike
+    rounds: dict[int, list] = {1: [], 2: []}
+    for _ in range(args.rounds):
+        for nprocs in rounds:
+            rounds[nprocs].append(parse_loop_times(run_lammps(WORK / "in.speed", nprocs, plugin)))
     results: dict[str, object] = {"n_atoms": n_atoms, "steps": args.steps, "model": "default config, Cu"}
-    for nprocs in (1, 2):
-        out = run_lammps(WORK / "in.speed", nprocs, plugin)
-        costs = parse_costs(out, names, n_atoms, args.steps)
-        results[f"np{nprocs}"] = costs
-        for name, c in costs.items():
+    for nprocs, runs in rounds.items():
+        results[f"np{nprocs}"] = summarise(runs, n_atoms, args.steps)
+        for name, c in results[f"np{nprocs}"].items():
             cost = c["us_per_atom_step"]
             print(f"{nprocs} rank(s) {name:15s} {cost:9.2f} us/atom-step  (pair {c['pair_percent']}%)")
-    profile = profile_model(model, args.cells)
+    cost = {n: {name: c["us_per_atom_step"] for name, c in results[f"np{n}"].items()} for n in rounds}
+    results["cost_ratio_vs_snap"] = round(cost[1]["mlip"] / cost[1]["snap_linear"], 3)
+    results["cost_ratio_vs_qsnap"] = round(cost[1]["mlip"] / cost[1]["snap_quadratic"], 3)
+    results["cost_ratio_vs_eam"] = round(cost[1]["mlip"] / cost[1]["eam"], 1)
+    results["cost_ratio_vs_snap_2ranks"] = round(cost[2]["mlip"] / cost[2]["snap_linear"], 3)
+    profile = profile_model(model, args.profile_cells)
     results["model_profile_1thread"] = profile
-    cost = {name: c["us_per_atom_step"] for name, c in results["np1"].items()}
-    results["cost_ratio_vs_snap"] = cost["mlip"] / cost["snap_linear"]
-    results["cost_ratio_vs_qsnap"] = cost["mlip"] / cost["snap_quadratic"]
-    results["cost_ratio_vs_eam"] = cost["mlip"] / cost["eam"]
-    results["cost_ratio_vs_snap_2ranks"] = results["np2"]["mlip"]["us_per_atom_step"] / \
-        results["np2"]["snap_linear"]["us_per_atom_step"]
-    # the model alone (Python, whole box) against the plugin's whole MD step: the rest is glue,
-    # neighbour lists, integration and the ghost atoms' extra edges
-    results["model_share_of_mlip_step"] = profile["energy_forces_virial_s"] / (cost["mlip"] * 1e-6 * n_atoms)
+    # the model alone against the plugin's whole MD step (the rest: LAMMPS neighbour lists,
+    # integration, the plugin's copies and index maps)
+    results["model_share_of_mlip_step"] = round(profile["us_per_atom"] / cost[1]["mlip"], 3)
     results["torch"] = torch.__version__
     results["numpy"] = np.__version__
     print(json.dumps(results))
