@@ -38,11 +38,13 @@ class MLIPCalculator(Calculator):
 
     Args:
         model: path of a ``model.pt``, a run directory holding one, or a
-            :class:`mlip.model.Potential` (used as given when ``jit=False``, else scripted).
+            :class:`mlip.model.Potential` (used as given, or scripted when ``jit=True``).
         device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
         dtype: ``"float64"``/``"float32"`` (or a torch dtype); default the model's own dtype.
             Only an in-memory Potential or a non-frozen model file can be converted.
-        jit: script an in-memory Potential with ``torch.jit.script`` (same numbers, faster).
+        jit: script an in-memory Potential with ``torch.jit.script`` (same numbers). Off by
+            default: on CPU eager autograd is as fast, and TorchScript's profiling executor spends
+            about ten slow calls specialising before it reaches full speed.
 
     Results (ASE units): ``energy``/``free_energy`` eV, ``energies`` (n,) eV per atom,
     ``forces`` (n, 3) eV/Å, ``stress`` (6,) eV/Å³ in Voigt order xx yy zz yz xz xy with ASE's
@@ -57,7 +59,7 @@ class MLIPCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, model: str | Path | torch.nn.Module, device: str = "cpu",
-                 dtype: str | torch.dtype | None = None, jit: bool = True, **kwargs: Any) -> None:
+                 dtype: str | torch.dtype | None = None, jit: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.device = torch.device(device)
         self.module, self.metadata = _load(model, self.device, dtype, jit)
