@@ -1,6 +1,7 @@
 """ASE molecular dynamics speed: ms per VelocityVerlet step of mlip.MLIPCalculator vs TorchANI's calculator.
 
-mlip: the default Cu model (``model.descriptors: default``, hidden [64, 64], SiLU), untrained
+mlip: the default Cu model (``model.descriptors: default``, hidden [64, 64], SiLU; or with
+``--descriptors rann`` the RANN radial + bond set of :data:`RANN_CONFIG`), untrained
 (cost does not depend on the weights), exported to ``model.pt`` (TorchScript, the deployed path;
 headline) and also run eagerly from the in-memory Potential. Fcc Cu at a = 3.615 Å, rattled
 0.05 Å, 300 K velocities, 1 fs steps. Each step's time is split into the neighbour list (vesin,
@@ -90,17 +91,26 @@ def time_md(atoms, calc, warmup: int, steps: int) -> dict[str, float]:
     return out
 
 
-def mlip_calculators(dtype: str, folder: str):
-    """The default Cu model as ``model.pt`` (TorchScript, the deployed path) and eagerly."""
+#: ``--descriptors rann``: RANN radial (8) + bond (16) features at the default's 5.1 Å cutoff.
+RANN_CONFIG = [{"type": "rann_radial", "re": 2.55, "rc": 5.1, "dr": 2.0, "alpha": [4.5] * 8, "o": -1, "n": 6},
+               {"type": "rann_bond", "re": 2.55, "rc": 5.1, "dr": 2.0, "alphak": [1, 2, 4, 7], "m": 4}]
+
+
+def mlip_calculators(dtype: str, descriptors: str, folder: str):
+    """The Cu model as ``model.pt`` (TorchScript, the deployed path) and eagerly."""
     from mlip import MLIPCalculator
     from mlip.export import export_model, model_metadata
     from mlip.train.config import DEFAULTS
     from mlip.train.model_builder import build_potential
 
     torch.manual_seed(0)
-    model = build_potential({**DEFAULTS["model"], "dtype": dtype}, ["Cu"])
+    config = {**DEFAULTS["model"], "dtype": dtype}
+    if descriptors == "rann":
+        config["descriptors"] = RANN_CONFIG
+    model = build_potential(config, ["Cu"])
     path = export_model(model, os.path.join(folder, "model.pt"), model_metadata(model))
-    info = {"features": int(model.descriptors.n_features), "hidden": list(DEFAULTS["model"]["hidden"]),
+    info = {"descriptors": descriptors, "features": int(model.descriptors.n_features),
+            "hidden": list(DEFAULTS["model"]["hidden"]),
             "network_parameters": sum(p.numel() for p in model.networks.parameters()),
             "cutoff": model.cutoff}
     return {"mlip_model_pt": MLIPCalculator(path), "mlip_eager": MLIPCalculator(model)}, info
@@ -145,12 +155,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=12)
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--descriptors", choices=["default", "rann"], default="default",
+                        help="mlip descriptors: the default config, or RANN radial + bond (RANN_CONFIG)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import torchani
 
     with tempfile.TemporaryDirectory() as folder:
-        mlip, mlip_info = mlip_calculators(args.dtype, folder)
+        mlip, mlip_info = mlip_calculators(args.dtype, args.descriptors, folder)
         ani = {f"torchani_{kind}": torchani_calculator(kind, args.dtype) for kind in ("matched", "ani1x")}
         results = []
         for n in args.sizes:

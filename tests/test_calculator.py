@@ -195,3 +195,12 @@ def test_float32_calculator_close_to_float64(model):
     atoms.calc = MLIPCalculator(model, dtype="float32")
     np.testing.assert_allclose(atoms.get_forces(), ref, atol=1e-4)
     assert next(model.parameters()).dtype == torch.float64  # the caller's model is untouched
+
+
+def test_model_file_errors(model_file, tmp_path):
+    with pytest.raises(UserError, match="model file not found"):
+        MLIPCalculator(tmp_path / "missing.pt")
+    with pytest.raises(UserError, match="frozen.*export it as float32"):
+        MLIPCalculator(model_file, dtype="float32")
+    with pytest.raises(UserError, match="dtype must be float64 or float32"):
+        MLIPCalculator(model_file, dtype="float16")
