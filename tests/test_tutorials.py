@@ -17,6 +17,9 @@ import pytest
 from nbclient import NotebookClient
 
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
+# notebook -> figures it draws (inline PNG outputs)
+FIGURES = {"01_fingerprints.ipynb": 4, "02_train_from_lammps_dumps.ipynb": 3, "03_md_with_ase.ipynb": 2,
+           "04_lammps_pair_style.ipynb": 1, "05_long_range.ipynb": 2}
 # notebook -> text its outputs must contain
 EXPECTED = {
     "01_fingerprints.ipynb": ["neighbour list == brute force over images: 54 distances",
@@ -57,6 +60,8 @@ def test_tutorial_runs(name: str, tmp_path: Path) -> None:
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code)
     assert not any(o.output_type == "error" for c in code for o in c.outputs)
+    pngs = sum("image/png" in o.get("data", {}) for c in code for o in c.outputs)
+    assert pngs == FIGURES[name], f"{name}: {pngs} figures shown"  # training must not hide figures
     text = _text(nb)
     for expected in EXPECTED[name]:
         assert expected in text, f"{name}: {expected!r} not in the outputs"
