@@ -1,4 +1,4 @@
-"""The tutorial notebooks run top to bottom (nbclient, kernel ``python3`` = this interpreter).
+"""The tutorial notebooks run top to bottom (nbclient, a kernel running this interpreter).
 
 Each notebook runs in its own temporary working directory, so the files it writes (dumps,
 runs, models) never land in the repository. The notebooks check physics themselves with
@@ -9,7 +9,10 @@ also check what they print.
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -32,6 +35,21 @@ EXPECTED = {
 }
 
 
+@pytest.fixture(scope="module")
+def kernel_name(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A kernelspec for this interpreter, first on JUPYTER_PATH: a user's own ``python3``
+    kernelspec (pointing at another Python) cannot be picked up instead."""
+    name = "mlip-tests-python"
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / name
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name, "language": "python"}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUPYTER_PATH", str(root))
+        yield name
+
+
 def _text(nb: nbformat.NotebookNode) -> str:
     parts = []
     for cell in nb.cells:
@@ -51,10 +69,11 @@ def test_every_tutorial_is_tested_and_committed_without_outputs() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_tutorial_runs(name: str, tmp_path: Path) -> None:
+def test_tutorial_runs(name: str, tmp_path: Path, kernel_name: str) -> None:
     nb = nbformat.read(TUTORIALS / name, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("import sys; print('kernel python:', sys.executable)"))
     start = time.perf_counter()
-    NotebookClient(nb, kernel_name="python3", timeout=300,
+    NotebookClient(nb, kernel_name=kernel_name, timeout=300,
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     seconds = time.perf_counter() - start
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -63,6 +82,7 @@ def test_tutorial_runs(name: str, tmp_path: Path) -> None:
     pngs = sum("image/png" in o.get("data", {}) for c in code for o in c.outputs)
     assert pngs == FIGURES[name], f"{name}: {pngs} figures shown"  # training must not hide figures
     text = _text(nb)
+    assert f"kernel python: {sys.executable}" in text
     for expected in EXPECTED[name]:
         assert expected in text, f"{name}: {expected!r} not in the outputs"
     print(f"{name}: {seconds:.1f} s")
