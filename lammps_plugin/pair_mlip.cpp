@@ -17,7 +17,10 @@
 
 #include <ATen/Parallel.h>
 
+#include <malloc.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 
@@ -69,6 +72,13 @@ PairMLIP::PairMLIP(LAMMPS *lmp) : Pair(lmp)
   manybody_flag = 1;
   no_virial_fdotr_compute = 1;
   comm_reverse_off = 3;    // private ghost-force buffer with newton_pair off
+
+  // libtorch allocates and frees the model's intermediate tensors on every call. With glibc's
+  // defaults the freed heap top goes back to the kernel and is faulted in again on the next
+  // call: on a 2-core VM that cost more system time than the model's own arithmetic. Keeping
+  // 1 GiB of padding at the heap top avoids it (the resident memory stays at the peak).
+  // A user's MALLOC_TOP_PAD_ takes precedence.
+  if (!std::getenv("MALLOC_TOP_PAD_")) mallopt(M_TOP_PAD, 1 << 30);
 }
 
 PairMLIP::~PairMLIP()
