@@ -231,7 +231,7 @@ class Trainer:
         losses, e_err, f_err = [], [], []
         for k in range(0, len(idx), bs):
             loss, err = batch_loss(model, self._collate(idx[k:k + bs]), self.weights, create_graph=False)
-            losses.append(float(loss) * len(idx[k:k + bs]))
+            losses.append(float(loss.detach()) * len(idx[k:k + bs]))
             e_err.append(err["e"].cpu().numpy())
             if "f" in err:
                 f_err.append(err["f"].cpu().numpy())
@@ -272,7 +272,7 @@ class Trainer:
             loss, err = batch_loss(self.model, self._collate(idx), self.weights, create_graph=True)
             if not torch.isfinite(loss):
                 raise UserError(
-                    f"loss is {float(loss)} at epoch {self.state.epoch}, batch {self.state.step} "
+                    f"loss is {float(loss.detach())} at epoch {self.state.epoch}, batch {self.state.step} "
                     f"(frames {', '.join(f'{self.sources[i]}#{i}' for i in idx[:4])}); "
                     f"stopped; the last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'}")
             self.opt.zero_grad(set_to_none=True)
