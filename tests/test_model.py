@@ -236,3 +236,24 @@ def test_potnet_lattice_channels_are_differentiable_and_scriptable():
     np.testing.assert_allclose(out["virial"], finite_difference_virial(m, pos, sp, cell, (True,) * 3),
                                rtol=1e-6, atol=1e-7)
     assert single(torch.jit.script(m), pos, sp, cell)["energy"] == pytest.approx(out["energy"], abs=1e-10)
+
+
+def test_ionic_systems_start_from_formal_charges():
+    from mlip.physics.charges import initial_charges
+
+    assert initial_charges(["Na", "Cl"]) == [1.0, -1.0]
+    assert initial_charges(["Mg", "O"]) == [2.0, -2.0]
+    assert initial_charges(["H", "C"]) == [0.0, 0.0]  # covalent: electronegativity gap < 1
+    assert initial_charges(["Cu"]) == [0.0]
+    torch.manual_seed(3)
+    cfg = {"descriptors": [{"type": "rann_radial", "re": 2.8, "rc": 5.0, "dr": 1.5, "alpha": [3.0], "o": 0,
+                            "n": 0}], "hidden": [8], "activation": "tanh", "physics": ["ewald"],
+           "charges": "network", "dtype": "float64"}
+    model = build_potential(cfg, ["Na", "Cl"])
+    a = 5.64
+    pos = np.array([[0, 0, 0], [a / 2, 0, 0], [0, a / 2, 0], [a / 2, a / 2, 0], [0, 0, a / 2],
+                    [a / 2, 0, a / 2], [0, a / 2, a / 2], [a / 2, a / 2, a / 2]], dtype=float)
+    species = np.array([0, 1, 1, 0, 1, 0, 0, 1])
+    q = single(model, pos + 0.05 * np.random.default_rng(0).standard_normal(pos.shape), species,
+               np.eye(3) * a)["charges"]
+    np.testing.assert_allclose(np.where(species == 0, 1.0, -1.0), q, atol=0.3)

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from mlip.model.networks import ElementNetworks
 from mlip.physics.base import PhysicsTerm
-from mlip.physics.charges import FixedCharges, enforce_total_charge
+from mlip.physics.charges import FixedCharges, enforce_total_charge, initial_charges
 from mlip.physics.potnet import PotNetFeatures
 
 
@@ -74,6 +74,12 @@ class Potential(torch.nn.Module):
         self.register_buffer("lattice_std", torch.ones(n_lattice, dtype=torch.float64))
         self.networks = ElementNetworks(n_species, int(descriptors.n_features) + n_lattice, list(hidden),
                                         activation, n_out=2 if self.network_charges else 1)
+        if self.network_charges:  # the charge output starts at initial_charges, nearly flat
+            with torch.no_grad():
+                for net, q0 in zip(self.networks.nets, initial_charges(self.elements), strict=True):
+                    last = net[-1]
+                    last.weight[1].mul_(0.1)
+                    last.bias[1].fill_(q0)
         self.fixed_charges = torch.nn.ModuleList([FixedCharges(self.elements)] if charges == "fixed" else [])
         self.physics = torch.nn.ModuleList(physics)
         short = [t.cutoff for t in physics if not t.long_range]

@@ -168,11 +168,9 @@ class Trainer:
 
     # -- set-up -----------------------------------------------------------------------------
     def _fit_constants(self) -> None:
+        """Descriptor (and lattice-sum) normalisation, then per-element reference energies fitted
+        to what the physics terms leave over, E − E_physics, at the initial charges."""
         train = [self.graphs[i] for i in self.train_idx]
-        shift, scale = fit_energy_reference(
-            [g["species"] for g in train], np.array([g["energy"] for g in train]),
-            len(self.elements), [g["forces"] for g in train])
-        self.model.set_energy_reference(torch.as_tensor(shift), scale)
         batches = [collate(train[k:k + 16], self.dtype) for k in range(0, len(train), 16)]
         if self.model.lattice_mean.shape[0] > 0:
             with torch.no_grad():
@@ -183,6 +181,22 @@ class Trainer:
             [(b["species"], b["edge_index"],
               b["positions"][b["edge_index"][1]] - b["positions"][b["edge_index"][0]] + b["edge_shift"])
              for b in batches])
+        energies = np.array([g["energy"] for g in train])
+        if len(self.model.physics):
+            energies = energies - np.concatenate([self._physics_energy(b) for b in batches])
+        shift, scale = fit_energy_reference([g["species"] for g in train], energies, len(self.elements),
+                                            [g["forces"] for g in train])
+        self.model.set_energy_reference(torch.as_tensor(shift), scale)
+
+    def _physics_energy(self, b: dict[str, torch.Tensor]) -> np.ndarray:
+        """Per-frame energy (eV) of the physics terms alone: the networks' energy switched off."""
+        model = self.model
+        model.set_energy_reference(torch.zeros(len(self.elements)), 0.0)
+        with torch.no_grad():
+            res = model.compute(b["positions"], b["species"], b["edge_index"], b["edge_shift"], b["cell"],
+                                b["pbc"], b["batch"], b["total_charge"], int(b["species"].shape[0]),
+                                compute_forces=False, compute_virial=False)
+        return res["energy"].double().numpy()
 
     # -- checkpoints ------------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:
