@@ -73,21 +73,16 @@ def time_md(atoms, calc, warmup: int, steps: int) -> dict[str, float]:
     atoms.calc = calc
     dyn = VelocityVerlet(atoms, timestep=1.0 * units.fs)
     dyn.run(warmup)
-    split = {"neighbors": 0.0, "model": 0.0}
-
-    def record():
-        for key in split:
-            split[key] += getattr(calc, "timings", {}).get(key, float("nan"))
-
-    dyn.attach(record, interval=1)
+    samples: list[dict[str, float]] = []
+    dyn.attach(lambda: samples.append(dict(getattr(calc, "timings", {}))), interval=1)
     start = time.perf_counter()
     dyn.run(steps)
     total = (time.perf_counter() - start) / steps
     out = {"ms_per_step": 1e3 * total}
-    if hasattr(calc, "timings"):
-        # record() runs once more at attach time's first call (step 0 of this run): steps + 1 samples
-        out["neighbor_ms"] = 1e3 * split["neighbors"] / (steps + 1)
-        out["model_ms"] = 1e3 * split["model"] / (steps + 1)
+    timed = samples[1:]  # observers also run before the first step (that sample is a warm-up step's)
+    if timed and timed[0]:
+        out["neighbor_ms"] = 1e3 * float(np.mean([t["neighbors"] for t in timed]))
+        out["model_ms"] = 1e3 * float(np.mean([t["model"] for t in timed]))
     return out
 
 
