@@ -204,8 +204,8 @@ def test_normalisation_per_element():
 def test_default_config_and_errors():
     config = default_config(["Cu"])
     ds = DescriptorSet.from_config(config, ["Cu"])
-    assert 5.0 <= ds.cutoff <= 6.0 and ds.n_features == 24
-    assert DescriptorSet.from_config(default_config(["Ni", "Cu"]), ["Ni", "Cu"]).n_features == 2 * 8 + 3 * 16
+    assert 5.0 <= ds.cutoff <= 6.0 and ds.n_features == 21 * 5
+    assert DescriptorSet.from_config(default_config(["Ni", "Cu"]), ["Ni", "Cu"]).n_features == 78 * 5
     with pytest.raises(ValueError, match="unknown descriptor type"):
         DescriptorSet.from_config([{"type": "soap"}], ["Cu"])
     with pytest.raises(ValueError, match="missing"):

@@ -35,18 +35,18 @@ DEFAULTS: dict[str, Any] = {
         "dtype": "float64",
     },
     "train": {
-        "epochs": 200,
+        "epochs": 120,
         "batch_size": 4,
-        "lr": 3.0e-3,
+        "lr": 5.0e-3,
         "min_lr": 1.0e-5,
         "weight_decay": 0.0,
-        "scheduler": "plateau",  # or "cosine"
+        "scheduler": "cosine",  # or "plateau"
         "plateau_patience": 10,
         "plateau_factor": 0.5,
         "early_stopping": 40,  # epochs without validation improvement
         "ema_decay": 0.99,
         "grad_clip": 10.0,
-        "energy_weight": 1.0,  # loss weight of MSE(E/N), (eV/atom)^-2
+        "energy_weight": 1000.0,  # loss weight of MSE(E/N), (eV/atom)^-2
         "force_weight": 1.0,  # loss weight of MSE(F), (eV/Å)^-2
         "stress_weight": 0.0,  # loss weight of MSE(stress), (eV/Å^3)^-2
         "charge_weight": 0.0,  # loss weight of MSE(q) when reference charges exist, e^-2
