@@ -6,10 +6,12 @@
    random separations and charged vacancies (total charge ∓1 e, neutralising background). Training
    and held-out test configurations come from separate MD runs (different seeds, vacancy sites and
    strains). Every variant is trained with the same descriptors (5.0 Å cutoff), network, epochs and
-   seed; only ``model.physics`` differs: none / zbl / ewald / d3 / all. The ewald variants learn
-   environment-dependent charges (second network output, total charge enforced) from energies and
-   forces alone; ewald_q and ewald_fixed_q (network or per-element charges) also fit the LAMMPS
-   charges. Errors are MAEs on the held-out frames.
+   seed; only ``model.physics`` differs: none / zbl / ewald / d3 / all. ewald_fixed learns one
+   charge per element (starting from the formal charges ±1, total charge enforced) from energies and
+   forces alone: its ratios to the short-range model are the headline ``energy_mae_ratio`` /
+   ``force_mae_ratio``. ewald and all learn environment-dependent charges (second network output)
+   from energies and forces alone; ewald_q and ewald_fixed_q (network or per-element charges) also
+   fit the LAMMPS charges. Errors are MAEs on the held-out frames.
 2. Real DFT with charges: Ko et al.'s Carbon_chain_4G subset (neutral C10H2 and charged C10H3⁺,
    non-periodic; ``../shared/data/longrange_4g``), short-range vs ewald with network charges
    supervised by the reference (Hirshfeld) charges; RMSEs on a held-out 20 % against the published
@@ -57,6 +59,7 @@ VARIANTS: dict[str, list[Any]] = {
     "none": [],
     "zbl": ["zbl"],
     "ewald": [EWALD],
+    "ewald_fixed": [EWALD],
     "d3": [D3_MODEST],
     "all": ["zbl", EWALD, D3_MODEST],
     "ewald_q": [EWALD],
@@ -64,6 +67,8 @@ VARIANTS: dict[str, list[Any]] = {
 }
 # charge source of the charge-supervised variants: network head, or one learnable charge per element
 SUPERVISED = {"ewald_q": "network", "ewald_fixed_q": "fixed"}
+# unsupervised variant with one learnable charge per element (starting from formal charges)
+FIXED = {"ewald_fixed": {"model.charges": "fixed"}}
 # Ko et al., Nat. Commun. 12, 398 (2021), Table 1, carbon chain (full data set), test RMSEs
 KO_2G = {"energy_rmse_meV_atom": 1.619, "force_rmse_meV_A": 129.5}
 KO_4G = {"energy_rmse_meV_atom": 1.194, "force_rmse_meV_A": 78.0}
@@ -163,7 +168,7 @@ def nacl_tasks(work: Path, args: argparse.Namespace) -> tuple[dict[str, Any], di
           f"({gen_s:.0f} s of LAMMPS)", file=sys.stderr)
     tasks = {f"nacl/{name}": (data, work / f"nacl_{name}", ["Na", "Cl"], VARIANTS[name], args,
                               {"train.charge_weight": args.charge_weight, "model.charges": SUPERVISED[name]}
-                              if name in SUPERVISED else {},
+                              if name in SUPERVISED else FIXED.get(name, {}),
                               test_frames)
              for name in args.variants}
     return {"train_frames": len(train_frames), "test_frames": len(test_frames),
@@ -240,8 +245,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     result = {
         "benchmark": "long_range",
-        "energy_mae_ratio": ratio("energy_mae_meV_atom"),
-        "force_mae_ratio": ratio("force_mae_meV_A"),
+        "energy_mae_ratio": ratio("energy_mae_meV_atom", "ewald_fixed"),
+        "force_mae_ratio": ratio("force_mae_meV_A", "ewald_fixed"),
+        "energy_mae_ratio_network_charges": ratio("energy_mae_meV_atom"),
+        "force_mae_ratio_network_charges": ratio("force_mae_meV_A"),
         "energy_mae_ratio_charge_supervised": ratio("energy_mae_meV_atom", "ewald_q"),
         "force_mae_ratio_charge_supervised": ratio("force_mae_meV_A", "ewald_q"),
         "energy_mae_ratio_fixed_charges": ratio("energy_mae_meV_atom", "ewald_fixed_q"),
