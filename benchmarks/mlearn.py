@@ -164,6 +164,7 @@ def run_element(element: str, args: argparse.Namespace, overrides: dict[str, Any
         row.update({f"{key}_E_mae": round(e, 3), f"{key}_F_mae": round(f, 4)})
     for name, (e, f) in extra_rows(element, test).items():
         row.update({f"{name}_E_mae": round(e, 3), f"{name}_F_mae": round(f, 4)})
+    row["epochs"] = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())["train"]["epochs"]
     row["run_dir"] = str(run_dir)
     row["test_structures"] = len(test)
     if overrides:
@@ -178,16 +179,17 @@ def results_table(results: dict[str, dict[str, Any]]) -> str:
     ref = json.loads((DATA / "reference" / "mlearn_published_and_recomputed.json").read_text())
     pub = ref["published_Zuo2020_via_ACEsuit_ACEworkflows_script"]
     rec = ref["recomputed_here_from_published_mvl_models_on_mlearn_test"]
-    lines = ["| element | mlip E | mlip F | train min wall / CPU (threads) | qSNAP E | qSNAP F | SNAP E "
-             "| SNAP F | imported NNP E / F | recomputed qSNAP E / F | recomputed SNAP E / F "
+    lines = ["| element | mlip E | mlip F | train min wall / CPU (threads) | epochs | qSNAP E | qSNAP F "
+             "| SNAP E | SNAP F | imported NNP E / F | recomputed qSNAP E / F | recomputed SNAP E / F "
              "| recomputed NNP E / F | GAP E / F | MTP E / F | mlip < qSNAP? |",
-             "|---" * 15 + "|"]
+             "|---" * 16 + "|"]
     for el in sorted(results):
         r = results[el]
         beat = r["E_mae"] < r["qsnap_E_mae"] and r["F_mae"] < r["qsnap_F_mae"]
-        minutes = (f"{r['train_minutes']:.1f} / {r['train_cpu_minutes']:.1f} ({r['threads']})"
+        cpu = f"{r['train_cpu_minutes']:.1f}" if r.get("train_cpu_minutes") is not None else "-"
+        minutes = (f"{r['train_minutes']:.1f} / {cpu} ({r['threads']})"
                    if r.get("train_minutes") is not None else "-")
-        ours = [f"{r['E_mae']:.2f}", f"{r['F_mae']:.4f}", minutes]
+        ours = [f"{r['E_mae']:.2f}", f"{r['F_mae']:.4f}", minutes, str(r.get("epochs", "-"))]
         measured = [f"{r[k]:.2f}" if k.endswith("E_mae") else f"{r[k]:.4f}"
                     for k in ("qsnap_E_mae", "qsnap_F_mae", "snap_E_mae", "snap_F_mae")]
         measured.append(f"{r['nnp_E_mae']:.2f} / {r['nnp_F_mae']:.4f}" if "nnp_E_mae" in r else "-")
