@@ -9,22 +9,12 @@ So W = P · V / nktv2p, ``nktv2p`` read from LAMMPS itself (1602176.5 in metal u
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterator, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
-import pytest
 import torch
 
 from mlip.lammps import load_lammps
-
-
-@pytest.fixture
-def single_thread() -> Iterator[None]:
-    """Run a test on one torch thread: these small systems run many times slower on two busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def lower_triangular_cell(rng: np.random.Generator, lengths: Sequence[float], tilt: float) -> np.ndarray:

@@ -23,15 +23,6 @@ from mlip.export import export_model, model_metadata
 from mlip.model import Potential
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small systems: one torch thread is faster than two on the shared, busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model() -> Potential:
     return plain_model()

@@ -3,7 +3,6 @@ conservation, cell relaxation to zero stress, and the other ASE drivers."""
 
 import numpy as np
 import pytest
-import torch
 from ase import units
 from ase.build import bulk
 from ase.filters import FrechetCellFilter
@@ -21,15 +20,6 @@ from mlip.train.trainer import train
 FRAMES = 40
 EVERY = 20  # MD steps of 2 fs between frames
 SCALES = (1.0, 0.98, 1.02, 1.04)  # lattice scale of each block of 10 frames
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small systems: one torch thread is faster than two on the shared, busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _change_volume(lmp, step: int) -> None:

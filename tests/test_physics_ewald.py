@@ -8,18 +8,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from physics_reference import (  # noqa: F401 (single_thread is a fixture)
+from physics_reference import (
     energy_forces_virial,
     lammps_reference,
     lower_triangular_cell,
     random_positions,
-    single_thread,
 )
 
 from mlip.physics import Ewald, FixedCharges, enforce_total_charge
 from mlip.physics.ewald import ewald_parameters
-
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 KE = 14.399645
 

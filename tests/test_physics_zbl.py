@@ -6,19 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from physics_reference import (  # noqa: F401 (single_thread is a fixture)
+from physics_reference import (
     energy_forces_virial,
     lammps_reference,
     lower_triangular_cell,
     random_positions,
-    single_thread,
 )
 
 from fingerprints.neighbors import neighbor_list
 from mlip.errors import UserError
 from mlip.physics import ZBL
-
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 MODEL_CUTOFF = 4.0  # the model's edges reach beyond the ZBL cutoff; the term masks the rest
 
