@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from mlip.data.build import read_options
+
 
 def parse_types(values: str | tuple[str, ...] | list[str]) -> dict[int, str]:
     """Parse LAMMPS type → element maps: ``"1=Y,2=Ni"``, or several such strings
@@ -61,17 +63,6 @@ def _format_callback(ctx: click.Context, param: click.Parameter, value: str | No
         return normalise_format(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-
-
-def read_options(
-    types: dict[int, str] | None = None,
-    energy_column: str | None = None,
-    log: str | None = None,
-    format: str | None = None,
-) -> dict[str, Any]:
-    """The keyword arguments for ``parsers.read``, leaving out the ones not given."""
-    options = {"types": types or None, "energy_column": energy_column, "log": log, "format": format}
-    return {k: v for k, v in options.items() if v is not None}
 
 
 _DATA_OPTIONS = [

@@ -10,6 +10,17 @@ from mlip.data.store import write_dataset
 from parsers.frame import Frame
 
 
+def read_options(
+    types: dict[int, str] | None = None,
+    energy_column: str | None = None,
+    log: str | None = None,
+    format: str | None = None,
+) -> dict[str, Any]:
+    """The keyword arguments for ``parsers.read``, leaving out the ones not given."""
+    options = {"types": types or None, "energy_column": energy_column, "log": log, "format": format}
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def read_sources(sources: Sequence[str | os.PathLike], **read_options: Any) -> Iterator[Frame]:
     """Frames of every source (file or folder) in order, read by :func:`parsers.read`
     with ``read_options`` (``format``, ``types``, ``energy_column``, ``log``)."""

@@ -11,8 +11,8 @@ import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
 from mlip.batching import frame_to_graph
-from mlip.cli.options import read_options as cli_read_options
 from mlip.data import Dataset, build_dataset
+from mlip.data.build import read_options as options_from
 from mlip.errors import UserError
 from parsers import Frame
 
@@ -20,8 +20,8 @@ from parsers import Frame
 def read_options(data_cfg: dict[str, Any]) -> dict[str, Any]:
     """Keyword options for :func:`parsers.read` from the ``data`` config section."""
     types = {int(k): str(v) for k, v in (data_cfg.get("types") or {}).items()}
-    return cli_read_options(types=types, energy_column=data_cfg.get("energy_column"),
-                            log=data_cfg.get("log"), format=data_cfg.get("format"))
+    return options_from(types=types, energy_column=data_cfg.get("energy_column"),
+                        log=data_cfg.get("log"), format=data_cfg.get("format"))
 
 
 def open_dataset(data_cfg: dict[str, Any], run_dir: Path, build: bool = True) -> Dataset:
@@ -41,9 +41,7 @@ def open_dataset(data_cfg: dict[str, Any], run_dir: Path, build: bool = True) ->
     path = run_dir / "data.h5"
     if build and not path.exists():
         run_dir.mkdir(parents=True, exist_ok=True)
-        if build_dataset(sources, path, **read_options(data_cfg)) == 0:
-            path.unlink(missing_ok=True)
-            raise UserError(f"no frames found in {', '.join(map(str, sources))}")
+        build_dataset(sources, path, **read_options(data_cfg))  # raises UserError if no frames
     return Dataset(path)
 
 

@@ -183,19 +183,20 @@ class Trainer:
              for b in batches])
         energies = np.array([g["energy"] for g in train])
         if len(self.model.physics):
+            self.model.set_energy_reference(torch.zeros(len(self.elements)), 0.0)
             energies = energies - np.concatenate([self._physics_energy(b) for b in batches])
         shift, scale = fit_energy_reference([g["species"] for g in train], energies, len(self.elements),
                                             [g["forces"] for g in train])
         self.model.set_energy_reference(torch.as_tensor(shift), scale)
 
     def _physics_energy(self, b: dict[str, torch.Tensor]) -> np.ndarray:
-        """Per-frame energy (eV) of the physics terms alone: the networks' energy switched off."""
-        model = self.model
-        model.set_energy_reference(torch.zeros(len(self.elements)), 0.0)
+        """Per-frame energy (eV) of the batch; with the networks' energy switched off (zero
+        reference and scale) that is the physics terms' energy."""
         with torch.no_grad():
-            res = model.compute(b["positions"], b["species"], b["edge_index"], b["edge_shift"], b["cell"],
-                                b["pbc"], b["batch"], b["total_charge"], int(b["species"].shape[0]),
-                                compute_forces=False, compute_virial=False)
+            res = self.model.compute(b["positions"], b["species"], b["edge_index"], b["edge_shift"],
+                                     b["cell"], b["pbc"], b["batch"], b["total_charge"],
+                                     int(b["species"].shape[0]), compute_forces=False,
+                                     compute_virial=False)
         return res["energy"].double().numpy()
 
     # -- checkpoints ------------------------------------------------------------------------
