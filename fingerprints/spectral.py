@@ -1,11 +1,12 @@
-"""SNAP/SOAP-like spectral descriptors of the neighbour density, built on e3nn.
+"""SNAP/SOAP-like spectral descriptors of the neighbour density (e3nn's harmonic conventions).
 
 Every centre atom i gets, per neighbour element z, the density coefficients::
 
     c^z_{nlm}(i) = sum_{j in z, r_ij < rc} R_n(r_ij) Y_lm(r_ij / |r_ij|)
 
-with ``Y_lm`` e3nn's real spherical harmonics (``o3.SphericalHarmonics``,
-``normalization="norm"``, so that sum_m Y_lm(a) Y_lm(b) = P_l(a . b)) and radial
+with ``Y_lm`` the real spherical harmonics in e3nn's convention (equal to
+``o3.spherical_harmonics(..., normalization="norm")``, so that sum_m Y_lm(a) Y_lm(b) =
+P_l(a . b); evaluated as polynomials by :mod:`fingerprints.harmonics`) and radial
 functions ``R_n`` (n = 1 .. n_max) times the quintic cutoff of
 ``fingerprints.cutoffs.polynomial_cutoff`` (value and first two derivatives
 vanish at rc):
@@ -47,6 +48,7 @@ from e3nn import o3
 from torch import Tensor
 
 from fingerprints.cutoffs import polynomial_cutoff
+from fingerprints.harmonics import harmonic_coefficients, monomials
 
 RADIAL_BASES = ("bessel", "gaussian")
 
@@ -57,6 +59,14 @@ class DensityExpansion(torch.nn.Module):
     Args:
         n_species: number of elements; cutoff: rc, Å; n_max: radial functions;
         l_max: largest angular momentum; radial_basis: ``"bessel"`` or ``"gaussian"``.
+
+    The neighbours of each centre are laid out densely, (n_centers, width) with width the
+    largest neighbour count (padded with one far-away dummy neighbour whose radial functions
+    are exactly 0), so that the sum over neighbours is one batched matrix product of the
+    element-resolved radial functions (n_centers, S n_max, width) with the monomials of the
+    bond directions (n_centers, width, n_monomials); the harmonics follow from one small
+    matrix product (:mod:`fingerprints.harmonics`). No (edges, n_max, (l_max+1)^2) tensor is
+    ever formed, forward or backward.
     """
 
     cutoff: float
@@ -80,12 +90,14 @@ class DensityExpansion(torch.nn.Module):
         self.n_max = n_max
         self.l_max = l_max
         self.gaussian = radial_basis == "gaussian"
-        self.sh = o3.SphericalHarmonics(list(range(l_max + 1)), normalize=True, normalization="norm")
         n = torch.arange(1, n_max + 1, dtype=torch.float64)
         if self.gaussian:
             self.register_buffer("radial_parameter", torch.linspace(0.0, cutoff, n_max, dtype=torch.float64))
         else:
             self.register_buffer("radial_parameter", n * math.pi / cutoff)
+        # derived from l_max alone: kept out of state_dict so older checkpoints still load
+        self.register_buffer("harmonic_coefficients", harmonic_coefficients(l_max), persistent=False)
+        self.register_buffer("species_range", torch.arange(n_species), persistent=False)
 
     def radial(self, r: Tensor) -> Tensor:
         """Radial functions times the cutoff, (E,) Å -> (E, n_max)."""
@@ -99,19 +111,46 @@ class DensityExpansion(torch.nn.Module):
         return basis * polynomial_cutoff(r, self.cutoff)
 
     def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centers: int) -> Tensor:
-        """Coefficients (n_centers, n_species, n_max, (l_max+1)^2), m fastest within each l block."""
-        r = torch.linalg.norm(edge_vec, dim=1)
-        keep = torch.nonzero(r < self.cutoff).squeeze(1)
-        r = r.index_select(0, keep)
-        center = edge_index[0].index_select(0, keep)
-        neighbor_species = species.index_select(0, edge_index[1].index_select(0, keep))
-        harmonics = self.sh(edge_vec.index_select(0, keep))
-        n_m = harmonics.shape[1]
-        values = (self.radial(r).unsqueeze(2) * harmonics.unsqueeze(1)).reshape(r.shape[0], self.n_max * n_m)
-        out = torch.zeros(n_centers * self.n_species, self.n_max * n_m, dtype=edge_vec.dtype,
-                          device=edge_vec.device)
-        out.index_add_(0, center * self.n_species + neighbor_species, values)
-        return out.view(n_centers, self.n_species, self.n_max, n_m)
+        """Coefficients (n_centers, n_species, n_max, (l_max+1)^2), m fastest within each l block.
+
+        species: (N,) int64; edge_index: (2, E) int64 (centre, neighbour; any order);
+        edge_vec: (E, 3) Å, r_ij; centres are 0 .. n_centers - 1.
+        """
+        center = edge_index[0]
+        neighbor = edge_index[1]
+        outside = torch.linalg.norm(edge_vec, dim=1) >= self.cutoff
+        if bool(outside.any()):
+            keep = torch.nonzero(~outside).squeeze(1)
+            center = center.index_select(0, keep)
+            neighbor = neighbor.index_select(0, keep)
+            edge_vec = edge_vec.index_select(0, keep)
+        n_edges = center.shape[0]
+        if n_edges > 1 and bool((center[1:] < center[:-1]).any()):
+            center, order = torch.sort(center, stable=True)
+            neighbor = neighbor.index_select(0, order)
+            edge_vec = edge_vec.index_select(0, order)
+        counts = torch.bincount(center, minlength=n_centers)
+        width = int(counts.max()) if n_centers > 0 else 0
+        first = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(n_edges, device=center.device) - first.index_select(0, center)
+        dest = center * width + slot
+        # padding: a neighbour at 2 rc, beyond the cutoff (radial functions and their derivatives 0)
+        padded = torch.zeros(n_centers * width, 3, dtype=edge_vec.dtype, device=edge_vec.device)
+        padded[:, 0] = 2.0 * self.cutoff
+        padded = padded.index_copy(0, dest, edge_vec)
+        r = torch.linalg.norm(padded, dim=1)
+        radial = self.radial(r)
+        if self.n_species > 1:
+            z = torch.zeros(n_centers * width, dtype=species.dtype, device=species.device)
+            z = z.index_copy(0, dest, species.index_select(0, neighbor))
+            one_hot = (z.unsqueeze(1) == self.species_range).to(radial.dtype)
+            radial = (one_hot.unsqueeze(2) * radial.unsqueeze(1)).reshape(n_centers * width,
+                                                                          self.n_species * self.n_max)
+        directions = monomials(padded / r.unsqueeze(1), self.l_max)
+        moments = torch.bmm(radial.view(n_centers, width, radial.shape[1]).transpose(1, 2),
+                            directions.view(n_centers, width, directions.shape[1]))
+        c = torch.matmul(moments, self.harmonic_coefficients.to(moments.dtype))
+        return c.view(n_centers, self.n_species, self.n_max, c.shape[2])
 
 
 class PowerSpectrum(torch.nn.Module):

@@ -1,0 +1,130 @@
+"""Real spherical harmonics as polynomials in the unit vector (TorchScript-able evaluation).
+
+Convention: that of ``e3nn.o3.spherical_harmonics(l, u, normalize=True, normalization="norm")``,
+i.e. the usual real harmonics without Condon–Shortley phase with the polar axis along y:
+in the axes (X, Y, Z) = (z, x, y), for m = -l .. l (index l^2 + l + m)::
+
+    Y_l0 = Q_l^0,   Y_lm = N_lm Q_l^m C_m,   Y_l,-m = N_lm Q_l^m S_m   (m > 0),
+    N_lm = sqrt(2 (l - m)! / (l + m)!),
+
+with C_m + i S_m = (X + i Y)^m and Q_l^m the m-th derivative of the Legendre polynomial
+P_l written as a homogeneous polynomial of degree l - m (r^2 = x^2 + y^2 + z^2 = 1 on the
+unit sphere)::
+
+    Q_m^m = (2m - 1)!!,  Q_{m+1}^m = (2m + 1) Z Q_m^m,
+    (l - m) Q_l^m = (2l - 1) Z Q_{l-1}^m - (l + m - 1) r^2 Q_{l-2}^m.
+
+This scaling gives sum_m Y_lm(a) Y_lm(b) = P_l(a . b), so sum_m Y_lm(u)^2 = 1.
+
+Each Y_lm is a homogeneous polynomial of degree l in u, so the harmonics are one matrix
+product ``monomials(u, l_max) @ harmonic_coefficients(l_max)``: :func:`monomials` evaluates
+every x^a y^b z^c with a + b + c <= l_max (a few tensor ops for all l at once) and
+:func:`harmonic_coefficients` holds the expansion of every Y_lm on them, worked out once in
+exact rational arithmetic from the recurrences above (only N_lm is rounded).
+"""
+
+import math
+from fractions import Fraction
+from typing import Dict, List, Tuple
+
+import torch
+from torch import Tensor
+
+Exponents = Tuple[int, int, int]
+Polynomial = Dict[Exponents, Fraction]
+
+# (X, Y, Z) = (z, x, y) as exponent vectors of (x, y, z)
+_X, _Y, _Z = (0, 0, 1), (1, 0, 0), (0, 1, 0)
+
+
+def monomial_exponents(l_max: int) -> List[Exponents]:
+    """Exponents (a, b, c) of the columns of :func:`monomials`: by degree, then as built there.
+
+    Degree l: x times every degree-(l-1) monomial, then y times the last l of them (those
+    without x), then z times the last one (z^(l-1)). (l_max + 1)(l_max + 2)(l_max + 3) / 6 in all.
+    """
+    degree = [(0, 0, 0)]
+    out = list(degree)
+    for l in range(1, l_max + 1):
+        degree = ([(a + 1, b, c) for a, b, c in degree]
+                  + [(a, b + 1, c) for a, b, c in degree[-l:]]
+                  + [(a, b, c + 1) for a, b, c in degree[-1:]])
+        out += degree
+    return out
+
+
+def monomials(u: Tensor, l_max: int) -> Tensor:
+    """All monomials of degree 0 .. l_max of the rows of ``u`` (N, 3) -> (N, n_monomials).
+
+    Columns in the order of :func:`monomial_exponents`; ``u`` is usually a unit vector.
+    """
+    x = u[:, 0:1]
+    y = u[:, 1:2]
+    z = u[:, 2:3]
+    degree = torch.ones_like(x)
+    parts: List[Tensor] = [degree]
+    for l in range(1, l_max + 1):
+        n = degree.shape[1]
+        degree = torch.cat([degree * x, degree[:, n - l:] * y, degree[:, n - 1:] * z], dim=1)
+        parts.append(degree)
+    return torch.cat(parts, dim=1)
+
+
+def _shift(p: Polynomial, e: Exponents, factor: Fraction) -> Polynomial:
+    """factor * p * x^e[0] y^e[1] z^e[2]."""
+    return {(a + e[0], b + e[1], c + e[2]): factor * v for (a, b, c), v in p.items()}
+
+
+def _add(*terms: Polynomial) -> Polynomial:
+    out: Polynomial = {}
+    for p in terms:
+        for k, v in p.items():
+            out[k] = out.get(k, Fraction(0)) + v
+    return out
+
+
+def _product(p: Polynomial, q: Polynomial) -> Polynomial:
+    return _add(*[_shift(q, e, v) for e, v in p.items()])
+
+
+def _legendre_derivatives(l_max: int) -> Dict[Tuple[int, int], Polynomial]:
+    """Q_l^m (module docstring) for 0 <= m <= l <= l_max, keyed by (l, m)."""
+    one = Fraction(1)
+    q: Dict[Tuple[int, int], Polynomial] = {}
+    for m in range(l_max + 1):
+        q[(m, m)] = {(0, 0, 0): Fraction(math.prod(range(2 * m - 1, 0, -2)))}
+        if m + 1 <= l_max:
+            q[(m + 1, m)] = _shift(q[(m, m)], _Z, Fraction(2 * m + 1))
+        for l in range(m + 2, l_max + 1):
+            r2_term = _add(*[_shift(q[(l - 2, m)], (2 * i, 2 * j, 2 * k), one)
+                             for i, j, k in ((1, 0, 0), (0, 1, 0), (0, 0, 1))])
+            q[(l, m)] = _add(_shift(q[(l - 1, m)], _Z, Fraction(2 * l - 1, l - m)),
+                             _shift(r2_term, (0, 0, 0), Fraction(-(l + m - 1), l - m)))
+    return q
+
+
+def harmonic_coefficients(l_max: int) -> Tensor:
+    """Coefficients (n_monomials, (l_max + 1)^2) float64 of the harmonics on the monomials:
+
+    Y_lm(u) = sum_k monomials(u)[k] * coefficients[k, l^2 + l + m].
+    """
+    q = _legendre_derivatives(l_max)
+    cos_m: List[Polynomial] = [{(0, 0, 0): Fraction(1)}]
+    sin_m: List[Polynomial] = [{}]
+    for _ in range(l_max):  # C_m + i S_m = (X + i Y)(C_{m-1} + i S_{m-1})
+        c, s = cos_m[-1], sin_m[-1]
+        cos_m.append(_add(_shift(c, _X, Fraction(1)), _shift(s, _Y, Fraction(-1))))
+        sin_m.append(_add(_shift(c, _Y, Fraction(1)), _shift(s, _X, Fraction(1))))
+    row = {e: k for k, e in enumerate(monomial_exponents(l_max))}
+    out = torch.zeros(len(row), (l_max + 1) ** 2, dtype=torch.float64)
+    for l in range(l_max + 1):
+        for m in range(-l, l + 1):
+            a = abs(m)
+            if m == 0:
+                poly, scale = q[(l, 0)], 1.0
+            else:
+                poly = _product(q[(l, a)], cos_m[a] if m > 0 else sin_m[a])
+                scale = math.sqrt(2.0 * math.factorial(l - a) / math.factorial(l + a))
+            for e, v in poly.items():
+                out[row[e], l * l + l + m] = scale * float(v)
+    return out
