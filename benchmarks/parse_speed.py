@@ -37,8 +37,6 @@ def _child(reader: str, path: str) -> None:
     import numpy as np
 
     if reader == "mlip":
-        import pandas  # noqa: F401  (imported lazily by the dump reader; keep it out of the timing)
-
         import parsers
 
         def read():

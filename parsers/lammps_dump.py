@@ -2,8 +2,10 @@
 
 Each frame is ``[ITEM: UNITS] [ITEM: TIME] ITEM: TIMESTEP, ITEM: NUMBER OF
 ATOMS, ITEM: BOX BOUNDS, ITEM: ATOMS <columns>`` followed by one line per atom.
-The atom block is parsed in one call of pandas' C tokenizer (no Python loop
-over atoms); a slow line-by-line pass runs only to locate an error.
+The atom block is parsed straight from the read buffer into a float64 array by
+the compiled scanner (:mod:`parsers._dumpscan`, one call per block, numbers
+converted exactly as ``float()`` does); Python looks only at the line where it
+stopped, to say what is wrong there.
 
 - RANN variant: ``ITEM: TIMESTEP energy, energy_weight, force_weight, nsims``
   followed by ``step E_total w_E w_F nsims`` (6, 11 or 12 fields are accepted
@@ -24,7 +26,6 @@ over atoms); a slow line-by-line pass runs only to locate an error.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,7 +50,6 @@ _POSITION_SETS = (
 )
 _RANN_FIELDS = (5, 6, 11, 12)
 _STRING_COLUMNS = ("element",)
-_BULK_MIN_LINES = 256
 
 
 @dataclass
@@ -87,8 +87,7 @@ def read_lammps_dump(
     with LineReader(path) as reader:
         index = 0
         while (header := _read_header(reader, energy_column)) is not None:
-            block, got = reader.read_lines(header.n_atoms)
-            table = _AtomTable(reader.path, header, block, got)
+            table = _AtomTable(reader, header)
             frame = table.frame(type_map, energy_column, index)
             if log_energies is not None:
                 frame.energy = _log_energy(log_energies, header, reader.path, log)
@@ -216,20 +215,25 @@ def _read_header(reader: LineReader, energy_column: str | None) -> _Header | Non
 class _AtomTable:
     """The atom block of one frame, parsed in bulk and checked."""
 
-    def __init__(self, path: str, header: _Header, block: bytes, got: int) -> None:
-        self.path = path
+    def __init__(self, reader: LineReader, header: _Header) -> None:
+        self.path = reader.path
         self.header = header
         self.first_line = header.atoms_line + 1
-        n = header.n_atoms
-        item = block.find(b"ITEM:")
-        if item >= 0 and (item == 0 or block[item - 1] == 10):
-            k = block.count(b"\n", 0, item)
-            self._count_error(self.first_line + k, f"'ITEM:' after {k} atom lines")
-        if got < n:
-            self._count_error(self.first_line + got, f"end of file after {got} atom lines")
         self.columns = header.columns
         self.index = {name: j for j, name in enumerate(self.columns)}
-        self.numeric, self.strings = self._parse(block)
+        n = header.n_atoms
+        string_columns = [c for c in self.columns if c in _STRING_COLUMNS]
+        kinds = bytes(c in _STRING_COLUMNS for c in self.columns) if string_columns else None
+        words: list[str] = []
+        #: (n, n_columns) float64, file order; NaN in string columns
+        self.numeric = np.empty((n, len(self.columns)))
+        got = reader.read_table(self.numeric, kinds, words)
+        if got < n:
+            self._diagnose(reader, got)
+        self.strings: dict[str, np.ndarray] = {}
+        if string_columns:
+            table = np.array(words, dtype=str).reshape(n, len(string_columns))
+            self.strings = {c: table[:, k] for k, c in enumerate(string_columns)}
 
     def _count_error(self, line: int, found: str) -> NoReturn:
         h = self.header
@@ -237,76 +241,31 @@ class _AtomTable:
             self.path, line, f"{h.n_atoms} atom lines (NUMBER OF ATOMS at line {h.natoms_line})", found
         )
 
-    def _parse(self, block: bytes) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """(n, n_columns) float64 array (NaN in string columns) and the string
-        columns. Small blocks are split in one call; large ones go through
-        pandas' C tokenizer, which is faster per line but costs ~0.5 ms a call."""
-        n, ncol = self.header.n_atoms, len(self.columns)
-        numeric_idx = [j for j, c in enumerate(self.columns) if c not in _STRING_COLUMNS]
-        string_idx = {c: j for j, c in enumerate(self.columns) if c in _STRING_COLUMNS}
-        parsed = None
-        if n >= _BULK_MIN_LINES:
-            parsed = self._parse_bulk(block, numeric_idx, string_idx)
-        else:
-            words = block.split()
-            if len(words) == n * ncol:
-                table = np.array(words, dtype=bytes).reshape(n, ncol)
-                try:
-                    values = table[:, numeric_idx].astype(np.float64)
-                    parsed = values, {c: table[:, j].astype(str) for c, j in string_idx.items()}
-                except ValueError:
-                    parsed = None
-        if parsed is None or not np.isfinite(parsed[0]).all():
-            self._diagnose(block)
-        values, strings = parsed
-        if not string_idx:
-            return values, strings
-        numeric = np.full((n, ncol), np.nan)
-        numeric[:, numeric_idx] = values
-        return numeric, strings
-
-    def _parse_bulk(
-        self, block: bytes, numeric_idx: list[int], string_idx: dict[str, int]
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
-        """Parse with pandas: first as single-space separated (LAMMPS' own
-        output, ~2.5x faster), then as any whitespace; None if neither fits."""
-        import pandas as pd
-
-        shape = (self.header.n_atoms, len(self.columns))
-        for sep in (" ", r"\s+"):
-            try:
-                df = pd.read_csv(io.BytesIO(block), sep=sep, header=None, engine="c", na_filter=False,
-                                 index_col=False)
-                if df.shape != shape:
-                    continue
-                values = df.iloc[:, numeric_idx].to_numpy(dtype=np.float64) if string_idx else (
-                    df.to_numpy(dtype=np.float64))
-            except (ValueError, TypeError):  # pandas' ParserError is a ValueError
-                continue
-            if np.isfinite(values).all():
-                return values, {c: df[j].to_numpy(dtype=str) for c, j in string_idx.items()}
-        return None
-
-    def _diagnose(self, block: bytes) -> NoReturn:
-        """Find the first bad atom line (slow; runs only when bulk parsing failed)."""
+    def _diagnose(self, reader: LineReader, got: int) -> NoReturn:
+        """Say what is wrong with the line after the ``got`` good atom lines."""
+        line = self.first_line + got
+        raw = reader.readline()
+        if raw is None:
+            self._count_error(line, f"end of file after {got} atom lines")
+        if raw.startswith(b"ITEM:"):
+            self._count_error(line, f"'ITEM:' after {got} atom lines")
+        text = _text(raw)
+        words = text.split()
         ncol = len(self.columns)
-        for k, raw in enumerate(block.splitlines()):
-            line = self.first_line + k
-            words = raw.decode("utf-8", "replace").split()
-            if len(words) != ncol:
-                raise ParseError(
-                    self.path, line, f"{ncol} fields ({' '.join(self.columns)})", f"{len(words)} fields"
-                )
-            for name, word in zip(self.columns, words, strict=True):
-                if name in _STRING_COLUMNS:
-                    continue
-                try:
-                    value = float(word)
-                except ValueError:
-                    raise ParseError(self.path, line, f"a number in column {name!r}", _found(word)) from None
-                if not math.isfinite(value):
-                    raise ParseError(self.path, line, f"a finite number in column {name!r}", _found(word))
-        raise ParseError(self.path, self.first_line, "atom lines of numbers", "an unparseable block")
+        if len(words) != ncol:
+            expected = f"{ncol} fields ({' '.join(self.columns)})"
+            raise ParseError(self.path, line, expected, f"{len(words)} fields")
+        for name, word in zip(self.columns, words, strict=True):
+            if name in _STRING_COLUMNS:
+                continue
+            try:
+                value = float(word)
+            except ValueError:
+                raise ParseError(self.path, line, f"a number in column {name!r}", _found(word)) from None
+            if not math.isfinite(value):
+                raise ParseError(self.path, line, f"a finite number in column {name!r}", _found(word))
+        # float() takes a few spellings the scanner does not (e.g. '1_000'): plain decimals only.
+        raise ParseError(self.path, line, "plain decimal numbers", _found(text))
 
     def column(self, name: str) -> np.ndarray:
         return self.numeric[:, self.index[name]]

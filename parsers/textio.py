@@ -1,9 +1,10 @@
 """Binary line reading with transparent decompression and line numbers.
 
-:class:`LineReader` hands out single header lines and whole blocks of ``n``
-lines as one ``bytes`` object, so the atom block of a dump frame can be parsed
-in bulk. It keeps only the current chunk (and, for a block, the block) in
-memory, and counts 1-based line numbers for error messages.
+:class:`LineReader` hands out single header lines, and parses tables of
+numbers (the atom block of a dump frame) straight from its buffer into a
+float64 array with the compiled scanner :mod:`parsers._dumpscan`. It keeps
+only the current chunk in memory, and counts 1-based line numbers for error
+messages.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+
+from parsers._dumpscan import MORE, parse_rows
 
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 COMPRESSED_SUFFIXES = tuple(_OPENERS)
@@ -38,15 +41,18 @@ class LineReader:
     """Sequential line reader over a (possibly compressed) file.
 
     ``line`` is the number of the last line handed out (0 before the first).
+    The file is read in chunks of ``chunk_size`` bytes into one reused buffer
+    (grown only for a single table larger than half a chunk).
     """
 
     def __init__(self, path: str | Path, chunk_size: int = 1 << 24) -> None:
         self.path = str(path)
         self.line = 0
         self._file = open_binary(path)
-        self._chunk = chunk_size
-        self._buf = b""
-        self._pos = 0
+        self._chunk = max(1, chunk_size)
+        self._buf = bytearray()
+        self._pos = 0  # start of the unread data in _buf
+        self._end = 0  # end of the data in _buf
         self._eof = False
 
     def close(self) -> None:
@@ -59,64 +65,61 @@ class LineReader:
         self.close()
 
     def _more(self) -> None:
-        """Append the next chunk to the unread part of the buffer (doubling the
-        read size while the unread part is large). At end of file a last line
-        without a newline gets one."""
-        rest = self._buf[self._pos :]
-        chunk = self._file.read(max(self._chunk, len(rest)))
-        self._pos = 0
-        if chunk:
-            self._buf = rest + chunk
+        """Move the unread data to the front of the buffer and read more behind
+        it (at least half a chunk, and at least as much as is unread, so a
+        long table takes few passes). At end of file a last line without a
+        newline gets one."""
+        rest = self._end - self._pos
+        if len(self._buf) - rest - 1 < max(self._chunk // 2, rest, 1):
+            grown = bytearray(max(2 * len(self._buf), rest + self._chunk + 1))
+            grown[:rest] = memoryview(self._buf)[self._pos : self._end]
+            self._buf = grown
+        elif self._pos:
+            with memoryview(self._buf) as view:
+                view[:rest] = view[self._pos : self._end]
+        self._pos, self._end = 0, rest
+        with memoryview(self._buf) as view:
+            got = self._file.readinto(view[rest:-1])
+        if got:
+            self._end += got
             return
         self._eof = True
-        self._buf = rest + b"\n" if rest and not rest.endswith(b"\n") else rest
+        if rest and self._buf[rest - 1] != 10:
+            self._buf[rest] = 10
+            self._end += 1
 
     def readline(self) -> bytes | None:
         """The next line without its line ending, or None at end of file."""
-        end = self._buf.find(b"\n", self._pos)
+        end = self._buf.find(b"\n", self._pos, self._end)
         while end < 0:
             if self._eof:
                 return None
             self._more()
-            end = self._buf.find(b"\n", self._pos)
-        line = self._buf[self._pos : end]
+            end = self._buf.find(b"\n", self._pos, self._end)
+        line = bytes(self._buf[self._pos : end])
         self._pos = end + 1
         self.line += 1
         return line.rstrip(b"\r")
 
-    def read_lines(self, n: int) -> tuple[bytes, int]:
-        """Up to ``n`` further lines as one block (each ending in a newline),
-        and how many lines it holds (fewer than ``n`` only at end of file)."""
-        if n <= 0:
-            return b"", 0
-        end = self._nth_newline(n)
-        while end < 0 and not self._eof:
-            self._more()
-            end = self._nth_newline(n)
-        take = n
-        if end < 0:  # end of file: hand out what is left
-            take = self._buf.count(b"\n", self._pos)
-            end = len(self._buf) - 1
-        block = self._buf[self._pos : end + 1]
-        self._pos = end + 1
-        self.line += take
-        return block, take
+    def read_table(
+        self, out: np.ndarray, kinds: bytes | None = None, strings: list[str] | None = None
+    ) -> int:
+        """Parse the next lines as the rows of ``out`` (a C-contiguous (n_rows,
+        n_columns) float64 array), each line exactly ``n_columns`` finite
+        numbers separated by spaces or tabs, converted exactly as ``float()``
+        does. ``kinds`` (one byte per column, 1 = string) and the list
+        ``strings`` take string columns: their words are appended to
+        ``strings`` row by row and their entries in ``out`` are NaN.
 
-    def _nth_newline(self, k: int) -> int:
-        """Offset of the ``k``-th newline after the read position, or -1 when
-        the buffer holds fewer. Searches (vectorised) a window sized from the
-        first line's length, growing it only when too short."""
-        buf, pos = self._buf, self._pos
-        first = buf.find(b"\n", pos)
-        if first < 0 or k == 1:
-            return first
-        view = np.frombuffer(buf, dtype=np.uint8)
-        window = (first - pos + 1) * k * 5 // 4 + 256
+        Returns the number of rows read: ``n_rows``, or fewer when the next
+        line is not such a row or the file ended first; the reader then stands
+        before that line (``line`` counts the rows read)."""
+        row = 0
         while True:
-            stop = min(len(buf), pos + window)
-            newlines = np.flatnonzero(view[pos:stop] == 10)
-            if len(newlines) >= k:
-                return pos + int(newlines[k - 1])
-            if stop == len(buf):
-                return -1
-            window *= 2
+            limit = max(self._buf.rfind(b"\n", self._pos, self._end) + 1, self._pos)
+            first = row
+            row, self._pos, status = parse_rows(self._buf, self._pos, limit, out, row, kinds, strings)
+            self.line += row - first
+            if status != MORE or self._eof:
+                return row
+            self._more()

@@ -265,31 +265,3 @@ def test_crlf_and_missing_final_newline(ortho, tmp_path):
     path = tmp_path / "crlf.dump"
     path.write_bytes(run.dump.read_bytes().replace(b"\n", b"\r\n").rstrip(b"\r\n"))
     _check_against(list(parsers.read(path, types={1: "Cu"}, energy_column="c_pe")), ref)
-
-
-@pytest.mark.parametrize("chunk", [1, 7, 100, 1 << 16])
-def test_line_reader_across_chunk_boundaries(ortho, chunk):
-    """Blocks and single lines come out exactly as the file's lines, whatever the chunk size."""
-    from parsers.textio import LineReader
-
-    run, _ = ortho
-    lines = run.dump.read_bytes().splitlines(keepends=True)
-    got, sizes = [], [1, 3, 40, 1, 500, 2]
-    with LineReader(run.dump, chunk_size=chunk) as reader:
-        k = 0
-        while True:
-            n = sizes[k % len(sizes)]
-            k += 1
-            if n == 1:
-                line = reader.readline()
-                if line is None:
-                    break
-                got.append(line + b"\n")
-            else:
-                block, count = reader.read_lines(n)
-                assert block.count(b"\n") == count <= n
-                got += block.splitlines(keepends=True)
-                if count < n:
-                    break
-            assert reader.line == len(got)
-    assert got == lines
