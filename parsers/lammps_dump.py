@@ -276,17 +276,18 @@ class _AtomTable:
     def _line_of(self, row: int) -> int:
         return self.first_line + int(row)
 
-    def _order(self) -> np.ndarray:
-        """Permutation sorting atoms by id (identity without an id column).
+    def _order(self) -> np.ndarray | None:
+        """Permutation sorting atoms by id; None without an id column (file order).
         Ids 1..n (the usual case) are placed directly, in O(n)."""
         n = self.header.n_atoms
-        if not self.has("id"):
-            return np.arange(n)
+        if "id" not in self.index:
+            return None
         ids = self.column("id").astype(np.int64)
-        if n and ids.min() == 1 and ids.max() == n and np.bincount(ids, minlength=n + 1).max() == 1:
-            order = np.empty(n, dtype=np.int64)
+        if n and ids.min() == 1 and ids.max() == n:
+            order = np.full(n, -1, dtype=np.int64)
             order[ids - 1] = np.arange(n)
-            return order
+            if order.min() >= 0:  # all n slots filled: the ids are 1..n, each once
+                return order
         order = np.argsort(ids, kind="stable")
         dup = np.flatnonzero(ids[order][1:] == ids[order][:-1])
         if dup.size:
@@ -332,17 +333,18 @@ class _AtomTable:
             found,
         )
 
-    def _columns(self, names: tuple[str, ...], order: np.ndarray) -> np.ndarray:
-        return self.numeric[np.ix_(order, [self.index[c] for c in names])]
+    def _columns(self, rows: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+        """The named columns of ``rows``, as a new C-contiguous array."""
+        return rows[:, [self.index[c] for c in names]]
 
-    def _positions(self, order: np.ndarray) -> np.ndarray:
-        """Cartesian positions (Å), unwrapped with image flags when present."""
+    def _positions(self, rows: np.ndarray) -> np.ndarray:
+        """Cartesian positions (Å) of ``rows``, unwrapped with image flags when present."""
         box = self.header.box
         names, scaled, unwrapped = next(s for s in _POSITION_SETS if self.has(*s[0]))
-        xyz = self._columns(names, order)
+        xyz = self._columns(rows, names)
         images = None
         if not unwrapped and self.has("ix", "iy", "iz"):
-            images = self._columns(("ix", "iy", "iz"), order)
+            images = self._columns(rows, ("ix", "iy", "iz"))
         if scaled:
             if images is not None:
                 xyz = xyz + images
@@ -354,17 +356,18 @@ class _AtomTable:
     def frame(self, type_map: dict[int, int], energy_column: str | None, index: int) -> Frame:
         h = self.header
         order = self._order()
-        numbers = self._numbers(type_map)[order]
-        forces = None
-        if self.has("fx", "fy", "fz"):
-            forces = self._columns(("fx", "fy", "fz"), order)
-        charges = self.column("q")[order] if self.has("q") else None
+        numbers = self._numbers(type_map)
+        rows = self.numeric
+        if order is not None:
+            numbers, rows = numbers[order], np.take(rows, order, axis=0)
+        forces = self._columns(rows, ("fx", "fy", "fz")) if self.has("fx", "fy", "fz") else None
+        charges = rows[:, self.index["q"]] if self.has("q") else None
         energy = h.energy
         if energy_column is not None:
             energy = float(np.sum(self.column(energy_column)))
         return Frame(
             numbers=numbers,
-            positions=self._positions(order),
+            positions=self._positions(rows),
             cell=h.box.cell,
             pbc=h.box.pbc,
             energy=energy,

@@ -45,7 +45,7 @@ class LineReader:
     (grown only for a single table larger than half a chunk).
     """
 
-    def __init__(self, path: str | Path, chunk_size: int = 1 << 24) -> None:
+    def __init__(self, path: str | Path, chunk_size: int = 1 << 20) -> None:
         self.path = str(path)
         self.line = 0
         self._file = open_binary(path)
