@@ -5,14 +5,16 @@ Writes a ~200 MB dump with LAMMPS itself (Cu EAM MD, 4000 atoms, columns
 reads it completely, once with ``list(parsers.read(path, types={1: "Cu"}))``
 and once with ``ase.io.read(path, format="lammps-dump-text", index=":")``,
 each in its own child process, timing wall clock and CPU time (the CPU
-time ratio is the steadier one on a shared machine). Peak memory is the growth of the child's peak
+time ratio is the steadier one on a shared machine), with CPU time split into
+user and system time and the page faults counted (fresh memory is expensive
+on virtual machines, and both readers keep every frame). Peak memory is the growth of the child's peak
 resident set size (``ru_maxrss``) during the read, after imports; both keep
 all frames in memory, as a training set build would.
 
 The last line printed is one JSON object with both throughputs (MB/s, MB =
 10⁶ bytes), ``speedup_vs_ase`` and the peak memory.
 
-    .venv/bin/python benchmarks/parse_speed.py [--mb 200] [--keep DIR]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/parse_speed.py [--mb 200] [--keep DIR | --dump FILE]
 """
 
 from __future__ import annotations
@@ -47,11 +49,11 @@ def _child(reader: str, path: str) -> None:
         def read():
             return ase.io.read(path, format="lammps-dump-text", index=":")
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     start, cpu_start = time.perf_counter(), time.process_time()
     frames = read()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    after = resource.getrusage(resource.RUSAGE_SELF)
     last = frames[-1]
     positions = last.positions if reader == "mlip" else last.get_positions()
     forces = last.forces if reader == "mlip" else last.get_forces()
@@ -60,8 +62,11 @@ def _child(reader: str, path: str) -> None:
             {
                 "seconds": seconds,
                 "cpu_seconds": cpu_seconds,
+                "user_seconds": after.ru_utime - usage.ru_utime,
+                "system_seconds": after.ru_stime - usage.ru_stime,
+                "page_faults": after.ru_minflt - usage.ru_minflt,
                 "frames": len(frames),
-                "peak_memory_bytes": peak,
+                "peak_memory_bytes": (after.ru_maxrss - usage.ru_maxrss) * 1024,
                 "checksum": float(np.sum(positions) + np.sum(forces)),
             }
         )
@@ -79,6 +84,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=float, default=200.0, help="approximate dump size in MB (default 200)")
     ap.add_argument("--keep", type=Path, help="write the dump into this folder and keep it")
+    ap.add_argument("--dump", type=Path, help="read this dump (from an earlier --keep), write none")
     ap.add_argument("--child", nargs=2, metavar=("READER", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -90,15 +96,21 @@ def main() -> None:
     n_atoms = 4 * SIZE**3
     n_frames = max(2, round(args.mb * 1e6 / (n_atoms * BYTES_PER_ATOM_LINE)))
     with tempfile.TemporaryDirectory() as tmp:
-        folder = args.keep or Path(tmp)
-        start = time.perf_counter()
-        run = write_cu_eam_dumps(folder, n_frames=n_frames, every=1, size=SIZE, temperature=600.0)
-        generate_s = time.perf_counter() - start
-        size = run.dump.stat().st_size
-        print(f"wrote {run.dump} ({size / 1e6:.1f} MB, {n_frames} x {n_atoms} atoms) in {generate_s:.1f} s")
-        ours = _run_child("mlip", run.dump)
+        if args.dump:
+            dump = args.dump
+            with open(dump, "rb") as fh:  # streamed: a child starts with this process's peak RSS
+                n_frames = sum(line.startswith(b"ITEM: TIMESTEP") for line in fh)
+        else:
+            start = time.perf_counter()
+            folder = args.keep or Path(tmp)
+            run = write_cu_eam_dumps(folder, n_frames=n_frames, every=1, size=SIZE, temperature=600.0)
+            dump = run.dump
+            print(f"wrote {dump} in {time.perf_counter() - start:.1f} s")
+        size = dump.stat().st_size
+        print(f"reading {dump} ({size / 1e6:.1f} MB, {n_frames} x {n_atoms} atoms)")
+        ours = _run_child("mlip", dump)
         print(f"parsers.read: {ours}")
-        theirs = _run_child("ase", run.dump)
+        theirs = _run_child("ase", dump)
         print(f"ase.io.read:  {theirs}")
     assert ours["frames"] == theirs["frames"] == n_frames
     assert abs(ours["checksum"] - theirs["checksum"]) < 1e-6 * abs(theirs["checksum"])
@@ -116,11 +128,19 @@ def main() -> None:
         "mlip_cpu_s": round(ours["cpu_seconds"], 3),
         "ase_cpu_s": round(theirs["cpu_seconds"], 3),
         "speedup_vs_ase_cpu_time": round(theirs["cpu_seconds"] / ours["cpu_seconds"], 2),
+        "mlip_user_s": round(ours["user_seconds"], 3),
+        "mlip_system_s": round(ours["system_seconds"], 3),
+        "ase_user_s": round(theirs["user_seconds"], 3),
+        "ase_system_s": round(theirs["system_seconds"], 3),
+        "mlip_page_faults": ours["page_faults"],
+        "ase_page_faults": theirs["page_faults"],
         "mlip_peak_memory_mb": round(ours["peak_memory_bytes"] / 1e6, 1),
         "ase_peak_memory_mb": round(theirs["peak_memory_bytes"] / 1e6, 1),
         "mlip_peak_memory_over_file": round(ours["peak_memory_bytes"] / size, 2),
         "cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
     print(json.dumps(result))
 
