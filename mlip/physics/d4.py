@@ -163,6 +163,8 @@ class D4Dispersion(PhysicsTerm):
         cutoff: Å, two-body pair cutoff (default 60 bohr). atm_cutoff: Å, ATM cutoff on all three
             sides of a triangle (default 40 bohr). cn_cutoff: Å, D4 CN cutoff (default 30 bohr).
         eeq_cn_cutoff: Å, cutoff of the EEQ charges' CN (default 25 bohr).
+        max_triangles: ATM triangles per frame beyond which ``forward`` raises (memory guard;
+            ~0.5 kB of autograd memory each).
 
     ``forward(data, n_local)`` reads ``positions`` (N, 3) Å, ``species`` (N,), ``cell`` (B, 3, 3) Å,
     ``pbc`` (B, 3), ``batch`` (N,) and ``total_charge`` (B,) e if present (else neutral frames);
@@ -177,6 +179,7 @@ class D4Dispersion(PhysicsTerm):
     cn_steepness: float
     charge_height: float
     atm_exponent: float
+    max_triangles: int
     s6: float
     s8: float
     s9: float
@@ -187,7 +190,8 @@ class D4Dispersion(PhysicsTerm):
                  s6: Optional[float] = None, s8: Optional[float] = None, s9: Optional[float] = None,
                  a1: Optional[float] = None, a2: Optional[float] = None,
                  cutoff: float = 60.0 * BOHR, atm_cutoff: float = 40.0 * BOHR,
-                 cn_cutoff: float = 30.0 * BOHR, eeq_cn_cutoff: float = 25.0 * BOHR) -> None:
+                 cn_cutoff: float = 30.0 * BOHR, eeq_cn_cutoff: float = 25.0 * BOHR,
+                 max_triangles: int = 20_000_000) -> None:
         super().__init__("d4", cutoff=0.0, long_range=True, needs_charges=False)
         from ase.data import atomic_numbers
 
@@ -202,6 +206,7 @@ class D4Dispersion(PhysicsTerm):
         self.s6, self.s8, self.s9, self.a1, self.a2 = d4_parameters(functional, s6, s8, s9, a1, a2)
         self.bohr, self.hartree = BOHR, HARTREE
         self.cn_steepness, self.charge_height, self.atm_exponent = CN_STEEPNESS, GA, ATM_EXPONENT
+        self.max_triangles = int(max_triangles)
         self.energy_cutoff = float(cutoff) / BOHR
         self.atm_cutoff = float(atm_cutoff) / BOHR
         self.cn_cutoff = float(cn_cutoff) / BOHR
@@ -319,27 +324,37 @@ class D4Dispersion(PhysicsTerm):
                    n_atoms: int) -> Tensor:
         """Axilrod–Teller–Muto energies (N,) Hartree with zero damping, a third of each triangle per atom.
 
-        Every ordered pair (b, c) of distinct neighbours of a centre a (within ``atm_cutoff``,
+        Every unordered pair {b, c} of distinct neighbours of a centre a (within ``atm_cutoff``,
         periodic images included) with r_bc ≤ ``atm_cutoff`` is a triangle seen from a; each
-        triangle is seen 6 times from the cell's atoms, so a gets 1/6 of each term.
+        triangle is seen 3 times from the cell's atoms, so a gets 1/3 of each term. Triangles
+        are selected per centre without gradient; more than ``max_triangles`` raise an error
+        (lower ``atm_cutoff``) instead of exhausting memory in the autograd graph.
         """
         near = (r <= self.atm_cutoff).nonzero().squeeze(1)
-        order = i[near].argsort()
-        near = near[order]
+        near = near[i[near].argsort()]
         centre, other, v, dist = i[near], j[near], vec[near], r[near]
-        counts = torch.bincount(centre, minlength=n_atoms)
-        starts = torch.cumsum(counts, 0) - counts
-        per_pair = counts[centre]  # neighbours of each entry's centre
-        first = torch.repeat_interleave(torch.arange(centre.shape[0], device=r.device), per_pair)
-        offset = torch.arange(first.shape[0], device=r.device) - torch.repeat_interleave(
-            torch.cumsum(per_pair, 0) - per_pair, per_pair)
-        second = starts[centre[first]] + offset
-        v_bc = v[second] - v[first]
-        r_bc2 = v_bc.square().sum(dim=1)
-        keep = ((first != second) & (r_bc2 <= self.atm_cutoff**2)).nonzero().squeeze(1)
-        first, second, r_bc2 = first[keep], second[keep], r_bc2[keep]
+        counts = torch.bincount(centre, minlength=n_atoms).tolist()
+        found_first: List[Tensor] = []
+        found_second: List[Tensor] = []
+        start = 0
+        total = 0
+        with torch.no_grad():
+            for m in counts:
+                pairs = torch.triu_indices(m, m, 1, device=r.device) + start
+                v_bc = v[pairs[1]].detach() - v[pairs[0]].detach()
+                keep = (v_bc.square().sum(dim=1) <= self.atm_cutoff * self.atm_cutoff).nonzero().squeeze(1)
+                found_first.append(pairs[0][keep])
+                found_second.append(pairs[1][keep])
+                total += int(keep.shape[0])
+                if total > self.max_triangles:
+                    raise RuntimeError(f"d4: more than {self.max_triangles} ATM triangles within atm_cutoff "
+                                       f"{self.atm_cutoff * self.bohr:.3f} Å; lower atm_cutoff (or s9=0)")
+                start += m
+        first = torch.cat(found_first)
+        second = torch.cat(found_second)
         a, b, c = centre[first], other[first], other[second]
         r_ab2, r_ac2 = dist[first] ** 2, dist[second] ** 2
+        r_bc2 = (v[second] - v[first]).square().sum(dim=1)
         dtype = r.dtype
         _, r0_ab = self.bj_radius(species[a], species[b], dtype)
         _, r0_ac = self.bj_radius(species[a], species[c], dtype)
@@ -352,4 +367,4 @@ class D4Dispersion(PhysicsTerm):
                    / (product2 * product2 * product) + 1.0 / (product2 * product))
         c9 = self.s9 * torch.sqrt((c6[a, b] * c6[a, c] * c6[b, c]).abs())
         triangle = c9 * angular * damping
-        return torch.zeros(n_atoms, dtype=dtype, device=r.device).index_add(0, a, triangle) / 6.0
+        return torch.zeros(n_atoms, dtype=dtype, device=r.device).index_add(0, a, triangle) / 3.0
