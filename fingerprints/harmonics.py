@@ -16,11 +16,13 @@ unit sphere)::
 
 This scaling gives sum_m Y_lm(a) Y_lm(b) = P_l(a . b), so sum_m Y_lm(u)^2 = 1.
 
-Each Y_lm is a homogeneous polynomial of degree l in u, so the harmonics are one matrix
-product ``monomials(u, l_max) @ harmonic_coefficients(l_max)``: :func:`monomials` evaluates
-every x^a y^b z^c with a + b + c <= l_max (a few tensor ops for all l at once) and
-:func:`harmonic_coefficients` holds the expansion of every Y_lm on them, worked out once in
-exact rational arithmetic from the recurrences above (only N_lm is rounded).
+Each Y_lm is a polynomial of degree l in u, and on the unit sphere (z^2 = 1 - x^2 - y^2) every
+polynomial of degree <= l_max is a combination of the (l_max + 1)^2 monomials x^a y^b z^c with
+a + b + c <= l_max and c <= 1. So the harmonics are one matrix product,
+``monomials(...) @ harmonic_coefficients(l_max)`` (a square matrix): :func:`monomials` evaluates
+those monomials (a few tensor ops for all l at once) and :func:`harmonic_coefficients` holds the
+expansion of every Y_lm on them, worked out once in exact rational arithmetic from the
+recurrences above (only N_lm is rounded).
 """
 
 import math
@@ -38,36 +40,31 @@ _X, _Y, _Z = (0, 0, 1), (1, 0, 0), (0, 1, 0)
 
 
 def monomial_exponents(l_max: int) -> List[Exponents]:
-    """Exponents (a, b, c) of the columns of :func:`monomials`: by degree, then as built there.
+    """Exponents (a, b, c) of the rows of :func:`monomials`, (l_max + 1)^2 of them.
 
-    Degree l: x times every degree-(l-1) monomial, then y times the last l of them (those
-    without x), then z times the last one (z^(l-1)). (l_max + 1)(l_max + 2)(l_max + 3) / 6 in all.
+    First x^a y^b by degree 0 .. l_max (degree d: x times every monomial of degree d - 1,
+    then y^d), then z times each of those of degree 0 .. l_max - 1. On the unit sphere
+    z^2 = 1 - x^2 - y^2, so these span every polynomial of degree <= l_max there.
     """
-    degree = [(0, 0, 0)]
-    out = list(degree)
-    for l in range(1, l_max + 1):
-        degree = ([(a + 1, b, c) for a, b, c in degree]
-                  + [(a, b + 1, c) for a, b, c in degree[-l:]]
-                  + [(a, b, c + 1) for a, b, c in degree[-1:]])
-        out += degree
-    return out
+    layers = [[(0, 0, 0)]]
+    for _ in range(l_max):
+        layers.append([(a + 1, b, 0) for a, b, _ in layers[-1]] + [(0, len(layers), 0)])
+    return [e for layer in layers for e in layer] + [(a, b, 1) for layer in layers[:-1] for a, b, _ in layer]
 
 
-def monomials(u: Tensor, l_max: int) -> Tensor:
-    """All monomials of degree 0 .. l_max of the rows of ``u`` (N, 3) -> (N, n_monomials).
+def monomials(x: Tensor, y: Tensor, z: Tensor, l_max: int) -> Tensor:
+    """The monomials of :func:`monomial_exponents` of unit vectors (x, y, z), stacked along dim 1.
 
-    Columns in the order of :func:`monomial_exponents`; ``u`` is usually a unit vector.
+    x, y, z: (B, 1, K) each (components of B x K unit vectors) -> (B, (l_max + 1)^2, K).
     """
-    x = u[:, 0:1]
-    y = u[:, 1:2]
-    z = u[:, 2:3]
-    degree = torch.ones_like(x)
-    parts: List[Tensor] = [degree]
-    for l in range(1, l_max + 1):
-        n = degree.shape[1]
-        degree = torch.cat([degree * x, degree[:, n - l:] * y, degree[:, n - 1:] * z], dim=1)
-        parts.append(degree)
-    return torch.cat(parts, dim=1)
+    layer = torch.ones_like(x)
+    layers: List[Tensor] = [layer]
+    for d in range(1, l_max + 1):
+        layer = torch.cat([layer * x, layer[:, d - 1:] * y], dim=1)
+        layers.append(layer)
+    if l_max == 0:
+        return layer
+    return torch.cat(layers + [torch.cat(layers[:-1], dim=1) * z], dim=1)
 
 
 def _shift(p: Polynomial, e: Exponents, factor: Fraction) -> Polynomial:
@@ -87,6 +84,19 @@ def _product(p: Polynomial, q: Polynomial) -> Polynomial:
     return _add(*[_shift(q, e, v) for e, v in p.items()])
 
 
+def _on_sphere(p: Polynomial) -> Polynomial:
+    """p with every z^2 replaced by 1 - x^2 - y^2 (equal on the unit sphere; z exponents <= 1)."""
+    out: Polynomial = {}
+    todo = list(p.items())
+    while todo:
+        (a, b, c), v = todo.pop()
+        if c >= 2:
+            todo += [((a, b, c - 2), v), ((a + 2, b, c - 2), -v), ((a, b + 2, c - 2), -v)]
+        elif v != 0:
+            out[(a, b, c)] = out.get((a, b, c), Fraction(0)) + v
+    return out
+
+
 def _legendre_derivatives(l_max: int) -> Dict[Tuple[int, int], Polynomial]:
     """Q_l^m (module docstring) for 0 <= m <= l <= l_max, keyed by (l, m)."""
     one = Fraction(1)
@@ -104,9 +114,9 @@ def _legendre_derivatives(l_max: int) -> Dict[Tuple[int, int], Polynomial]:
 
 
 def harmonic_coefficients(l_max: int) -> Tensor:
-    """Coefficients (n_monomials, (l_max + 1)^2) float64 of the harmonics on the monomials:
+    """Coefficients ((l_max + 1)^2, (l_max + 1)^2) float64 of the harmonics on the monomials:
 
-    Y_lm(u) = sum_k monomials(u)[k] * coefficients[k, l^2 + l + m].
+    Y_lm(u) = sum_k monomials(u)[k] * coefficients[k, l^2 + l + m] for unit vectors u.
     """
     q = _legendre_derivatives(l_max)
     cos_m: List[Polynomial] = [{(0, 0, 0): Fraction(1)}]
@@ -125,6 +135,6 @@ def harmonic_coefficients(l_max: int) -> Tensor:
             else:
                 poly = _product(q[(l, a)], cos_m[a] if m > 0 else sin_m[a])
                 scale = math.sqrt(2.0 * math.factorial(l - a) / math.factorial(l + a))
-            for e, v in poly.items():
+            for e, v in _on_sphere(poly).items():
                 out[row[e], l * l + l + m] = scale * float(v)
     return out

@@ -60,13 +60,14 @@ class DensityExpansion(torch.nn.Module):
         n_species: number of elements; cutoff: rc, Å; n_max: radial functions;
         l_max: largest angular momentum; radial_basis: ``"bessel"`` or ``"gaussian"``.
 
-    The neighbours of each centre are laid out densely, (n_centers, width) with width the
-    largest neighbour count (padded with one far-away dummy neighbour whose radial functions
-    are exactly 0), so that the sum over neighbours is one batched matrix product of the
-    element-resolved radial functions (n_centers, S n_max, width) with the monomials of the
-    bond directions (n_centers, width, n_monomials); the harmonics follow from one small
-    matrix product (:mod:`fingerprints.harmonics`). No (edges, n_max, (l_max+1)^2) tensor is
-    ever formed, forward or backward.
+    The neighbours of each centre are laid out densely, (n_centers, ., width) with width the
+    largest neighbour count (padded with far-away dummy neighbours whose radial functions are
+    exactly 0), so that the sum over neighbours is one batched matrix product of the
+    element-resolved radial functions (n_centers, S n_max, width) with the (l_max+1)^2
+    monomials of the bond directions (n_centers, (l_max+1)^2, width); the harmonics follow
+    from one small matrix product with :func:`fingerprints.harmonics.harmonic_coefficients`.
+    No (edges, n_max, (l_max+1)^2) tensor is ever formed, forward or backward, and every
+    elementwise operation runs along the contiguous neighbour axis.
     """
 
     cutoff: float
@@ -100,15 +101,13 @@ class DensityExpansion(torch.nn.Module):
         self.register_buffer("species_range", torch.arange(n_species), persistent=False)
 
     def radial(self, r: Tensor) -> Tensor:
-        """Radial functions times the cutoff, (E,) Å -> (E, n_max)."""
-        p = self.radial_parameter.to(r.dtype)
-        r = r.unsqueeze(1)
+        """Radial functions times the cutoff, (B, 1, K) Å -> (B, n_max, K)."""
+        p = self.radial_parameter.to(r.dtype).view(1, self.n_max, 1)
+        fc = polynomial_cutoff(r, self.cutoff)
         if self.gaussian:
             sigma = self.cutoff / self.n_max
-            basis = torch.exp(-((r - p) ** 2) / (2.0 * sigma * sigma))
-        else:
-            basis = math.sqrt(2.0 / self.cutoff) * torch.sin(p * r) / r
-        return basis * polynomial_cutoff(r, self.cutoff)
+            return torch.exp(-((r - p) ** 2) / (2.0 * sigma * sigma)) * fc
+        return torch.sin(p * r) * (math.sqrt(2.0 / self.cutoff) * fc / r)
 
     def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centers: int) -> Tensor:
         """Coefficients (n_centers, n_species, n_max, (l_max+1)^2), m fastest within each l block.
@@ -132,23 +131,22 @@ class DensityExpansion(torch.nn.Module):
         counts = torch.bincount(center, minlength=n_centers)
         width = int(counts.max()) if n_centers > 0 else 0
         first = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(n_edges, device=center.device) - first.index_select(0, center)
-        dest = center * width + slot
-        # padding: a neighbour at 2 rc, beyond the cutoff (radial functions and their derivatives 0)
+        dest = center * width + torch.arange(n_edges, device=center.device) - first.index_select(0, center)
+        # (n_centers, 3, width): padding neighbours at 2 rc, where the radial functions and their
+        # derivatives are exactly 0
         padded = torch.zeros(n_centers * width, 3, dtype=edge_vec.dtype, device=edge_vec.device)
         padded[:, 0] = 2.0 * self.cutoff
-        padded = padded.index_copy(0, dest, edge_vec)
-        r = torch.linalg.norm(padded, dim=1)
+        padded = padded.index_copy(0, dest, edge_vec).view(n_centers, width, 3).transpose(1, 2)
+        r = torch.linalg.norm(padded, dim=1, keepdim=True)
         radial = self.radial(r)
         if self.n_species > 1:
             z = torch.zeros(n_centers * width, dtype=species.dtype, device=species.device)
-            z = z.index_copy(0, dest, species.index_select(0, neighbor))
-            one_hot = (z.unsqueeze(1) == self.species_range).to(radial.dtype)
-            radial = (one_hot.unsqueeze(2) * radial.unsqueeze(1)).reshape(n_centers * width,
-                                                                          self.n_species * self.n_max)
-        directions = monomials(padded / r.unsqueeze(1), self.l_max)
-        moments = torch.bmm(radial.view(n_centers, width, radial.shape[1]).transpose(1, 2),
-                            directions.view(n_centers, width, directions.shape[1]))
+            z = z.index_copy(0, dest, species.index_select(0, neighbor)).view(n_centers, 1, 1, width)
+            one_hot = (z == self.species_range.view(1, self.n_species, 1, 1)).to(radial.dtype)
+            radial = (one_hot * radial.unsqueeze(1)).view(n_centers, self.n_species * self.n_max, width)
+        u = padded / r
+        directions = monomials(u[:, 0:1], u[:, 1:2], u[:, 2:3], self.l_max)
+        moments = torch.bmm(radial, directions.transpose(1, 2))
         c = torch.matmul(moments, self.harmonic_coefficients.to(moments.dtype))
         return c.view(n_centers, self.n_species, self.n_max, c.shape[2])
 
