@@ -84,10 +84,11 @@ def read_lammps_dump(
         raise ValueError("give energy_column or log, not both")
     type_map = parse_types(types)
     log_energies = read_thermo_energies(log) if log is not None else None
+    scratch = _Scratch()
     with LineReader(path) as reader:
         index = 0
         while (header := _read_header(reader, energy_column)) is not None:
-            table = _AtomTable(reader, header)
+            table = _AtomTable(reader, header, scratch)
             frame = table.frame(type_map, energy_column, index)
             if log_energies is not None:
                 frame.energy = _log_energy(log_energies, header, reader.path, log)
@@ -212,10 +213,27 @@ def _read_header(reader: LineReader, energy_column: str | None) -> _Header | Non
 # ----------------------------------------------------------------------------- atoms
 
 
-class _AtomTable:
-    """The atom block of one frame, parsed in bulk and checked."""
+class _Scratch:
+    """Two float64 work arrays reused from frame to frame: new memory costs page
+    faults (several ms per MB on virtual machines), reused memory does not."""
 
-    def __init__(self, reader: LineReader, header: _Header) -> None:
+    def __init__(self) -> None:
+        self._buffers = [np.empty(0), np.empty(0)]
+
+    def array(self, k: int, shape: tuple[int, int]) -> np.ndarray:
+        """Work array ``k`` (0 or 1) with ``shape``, C-contiguous, contents undefined."""
+        size = shape[0] * shape[1]
+        if self._buffers[k].size < size:
+            self._buffers[k] = np.empty(size)
+        return self._buffers[k][:size].reshape(shape)
+
+
+class _AtomTable:
+    """The atom block of one frame, parsed in bulk and checked. Its arrays live
+    in ``scratch``: the Frame gets copies."""
+
+    def __init__(self, reader: LineReader, header: _Header, scratch: _Scratch) -> None:
+        self.scratch = scratch
         self.path = reader.path
         self.header = header
         self.first_line = header.atoms_line + 1
@@ -226,7 +244,7 @@ class _AtomTable:
         kinds = bytes(c in _STRING_COLUMNS for c in self.columns) if string_columns else None
         words: list[str] = []
         #: (n, n_columns) float64, file order; NaN in string columns
-        self.numeric = np.empty((n, len(self.columns)))
+        self.numeric = scratch.array(0, (n, len(self.columns)))
         got = reader.read_table(self.numeric, kinds, words)
         if got < n:
             self._diagnose(reader, got)
@@ -335,7 +353,7 @@ class _AtomTable:
 
     def _columns(self, rows: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
         """The named columns of ``rows``, as a new C-contiguous array."""
-        return rows[:, [self.index[c] for c in names]]
+        return np.take(rows, [self.index[c] for c in names], axis=1)
 
     def _positions(self, rows: np.ndarray) -> np.ndarray:
         """Cartesian positions (Å) of ``rows``, unwrapped with image flags when present."""
@@ -359,9 +377,10 @@ class _AtomTable:
         numbers = self._numbers(type_map)
         rows = self.numeric
         if order is not None:
-            numbers, rows = numbers[order], np.take(rows, order, axis=0)
+            numbers = numbers[order]
+            rows = np.take(rows, order, axis=0, out=self.scratch.array(1, rows.shape))
         forces = self._columns(rows, ("fx", "fy", "fz")) if self.has("fx", "fy", "fz") else None
-        charges = rows[:, self.index["q"]] if self.has("q") else None
+        charges = np.take(rows, self.index["q"], axis=1) if self.has("q") else None
         energy = h.energy
         if energy_column is not None:
             energy = float(np.sum(self.column(energy_column)))
