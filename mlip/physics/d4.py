@@ -333,7 +333,7 @@ class D4Dispersion(PhysicsTerm):
         near = (r <= self.atm_cutoff).nonzero().squeeze(1)
         near = near[i[near].argsort()]
         centre, other, v, dist = i[near], j[near], vec[near], r[near]
-        counts = torch.bincount(centre, minlength=n_atoms).tolist()
+        counts: List[int] = torch.bincount(centre, minlength=n_atoms).tolist()
         found_first: List[Tensor] = []
         found_second: List[Tensor] = []
         start = 0
@@ -347,8 +347,9 @@ class D4Dispersion(PhysicsTerm):
                 found_second.append(pairs[1][keep])
                 total += int(keep.shape[0])
                 if total > self.max_triangles:
-                    raise RuntimeError(f"d4: more than {self.max_triangles} ATM triangles within atm_cutoff "
-                                       f"{self.atm_cutoff * self.bohr:.3f} Å; lower atm_cutoff (or s9=0)")
+                    raise RuntimeError("d4: more than " + str(self.max_triangles) + " ATM triangles within "
+                                       + "atm_cutoff " + str(self.atm_cutoff * self.bohr)
+                                       + " Å; lower atm_cutoff (or set s9=0)")
                 start += m
         first = torch.cat(found_first)
         second = torch.cat(found_second)
