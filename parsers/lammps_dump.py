@@ -319,7 +319,7 @@ class _AtomTable:
             atom_types = self.column("type").astype(np.int64)
             table = np.zeros(max(type_map) + 2, dtype=np.int64)  # 0 = no mapping
             table[list(type_map)] = list(type_map.values())
-            numbers = table[np.clip(atom_types, 0, len(table) - 1)]
+            numbers = np.take(table, atom_types, mode="clip")  # out-of-range types hit a 0
             if not numbers.all():
                 row = int(np.argmin(numbers))
                 raise ParseError(
