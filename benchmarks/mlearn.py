@@ -219,6 +219,17 @@ def update_results(new: dict[str, dict[str, Any]]) -> None:
     RESULTS.write_text(text)
 
 
+def _yaml_value(text: str) -> Any:
+    """A ``--set`` value parsed as YAML, with ``1e4``-style numbers (strings to YAML 1.1) as floats."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("elements", nargs="+", choices=["Cu", "Li", "Mo", "Si"])
@@ -237,7 +248,7 @@ def main() -> None:
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
+        overrides[key] = _yaml_value(value)
     torch.set_num_threads(args.threads)
 
     def log(msg: str) -> None:
