@@ -14,7 +14,11 @@ all frames in memory, as a training set build would.
 The last line printed is one JSON object with both throughputs (MB/s, MB =
 10⁶ bytes), ``speedup_vs_ase`` and the peak memory.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/parse_speed.py [--mb 200] [--keep DIR | --dump FILE]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/parse_speed.py [--mb 200] [--keep DIR | --dump F] [--phases]
+
+``--phases`` adds a third child that runs the dump reader's own loop step by
+step and reports the CPU time of each step, and the CPU time of just reading
+the file.
 """
 
 from __future__ import annotations
@@ -34,15 +38,45 @@ BYTES_PER_ATOM_LINE = 145  # measured for these columns at %.17g
 SIZE = 10  # fcc cells per edge: 4000 atoms
 
 
+def _read_by_phase(path: str, phases: dict[str, float]) -> list:
+    """The dump reader's own loop (parsers.lammps_dump internals), adding the CPU
+    time of each step to ``phases``: header lines, atom block (file reads and
+    the compiled scan), Frame building (sorting by id, copies into new arrays)."""
+    from parsers.elements import parse_types
+    from parsers.lammps_dump import _AtomTable, _read_header, _Scratch
+    from parsers.textio import LineReader
+
+    type_map, scratch, frames, clock = parse_types({1: "Cu"}), _Scratch(), [], time.process_time
+    with LineReader(path) as reader:
+        while True:
+            t0 = clock()
+            header = _read_header(reader, None)
+            t1 = clock()
+            phases["header"] += t1 - t0
+            if header is None:
+                return frames
+            table = _AtomTable(reader, header, scratch)
+            t2 = clock()
+            phases["atom_block"] += t2 - t1
+            frames.append(table.frame(type_map, None, len(frames)))
+            phases["frame"] += clock() - t2
+
+
 def _child(reader: str, path: str) -> None:
     """Read the whole file with one reader and print its measurements as JSON."""
     import numpy as np
 
+    phases: dict[str, float] = {}
     if reader == "mlip":
         import parsers
 
         def read():
             return list(parsers.read(path, types={1: "Cu"}))
+    elif reader == "mlip-phases":
+        phases.update(header=0.0, atom_block=0.0, frame=0.0)
+
+        def read():
+            return _read_by_phase(path, phases)
     else:
         import ase.io
 
@@ -55,8 +89,8 @@ def _child(reader: str, path: str) -> None:
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     after = resource.getrusage(resource.RUSAGE_SELF)
     last = frames[-1]
-    positions = last.positions if reader == "mlip" else last.get_positions()
-    forces = last.forces if reader == "mlip" else last.get_forces()
+    positions = last.get_positions() if reader == "ase" else last.positions
+    forces = last.get_forces() if reader == "ase" else last.forces
     print(
         json.dumps(
             {
@@ -68,6 +102,7 @@ def _child(reader: str, path: str) -> None:
                 "frames": len(frames),
                 "peak_memory_bytes": (after.ru_maxrss - usage.ru_maxrss) * 1024,
                 "checksum": float(np.sum(positions) + np.sum(forces)),
+                **({"phases_cpu_seconds": phases} if phases else {}),
             }
         )
     )
@@ -85,6 +120,7 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=200.0, help="approximate dump size in MB (default 200)")
     ap.add_argument("--keep", type=Path, help="write the dump into this folder and keep it")
     ap.add_argument("--dump", type=Path, help="read this dump (from an earlier --keep), write none")
+    ap.add_argument("--phases", action="store_true", help="also time parsers' steps (header, atoms, Frame)")
     ap.add_argument("--child", nargs=2, metavar=("READER", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -112,6 +148,14 @@ def main() -> None:
         print(f"parsers.read: {ours}")
         theirs = _run_child("ase", dump)
         print(f"ase.io.read:  {theirs}")
+        if args.phases:
+            by_phase = _run_child("mlip-phases", dump)
+            print(f"parsers, step by step: {by_phase}")
+            with open(dump, "rb") as fh:  # the file reads alone, in the reader's 1 MB chunks
+                buffer, cpu_start = bytearray(1 << 20), time.process_time()
+                while fh.readinto(buffer):
+                    pass
+                print(f"file reads alone: {time.process_time() - cpu_start:.3f} s CPU")
     assert ours["frames"] == theirs["frames"] == n_frames
     assert abs(ours["checksum"] - theirs["checksum"]) < 1e-6 * abs(theirs["checksum"])
     mb = size / 1e6
