@@ -16,9 +16,9 @@
  * malformed or non-finite number). Rows before the returned one are written.
  *
  * Numbers are converted exactly as Python's float() does (correctly rounded,
- * round half to even): w * 10^q with up to 19 significant digits w goes
- * through an exact double operation when w <= 2^53 and |q| <= 22, else
- * through a 192-bit product of w with a 128-bit truncation of 5^q
+ * round half to even). An integer below 2^53 converts exactly; any other
+ * w * 10^q with up to 19 significant digits w goes through a 192-bit
+ * product of w with a 128-bit truncation of 5^q
  * (_pow5_table.h). That truncation puts the exact product in an interval of
  * width 2^64 (in units of the product's last bit); when both ends of the
  * interval round to the same double, that double is the answer, since
@@ -39,11 +39,6 @@
 #include "_pow5_table.h"
 
 enum { STATUS_DONE = 0, STATUS_MORE = 1, STATUS_BAD = 2 };
-
-static const double exact_powers_of_ten[23] = {
-    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
-    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
-};
 
 static inline int is_digit(unsigned char c) { return (unsigned char)(c - '0') < 10; }
 
@@ -165,13 +160,8 @@ static int slow_to_double(const unsigned char *start, const unsigned char *stop,
 static const unsigned char *parse_number(const unsigned char *p, const unsigned char *hard_end, double *out,
                                          int *error) {
     const unsigned char *start = p;
-    int negative = 0;
-    if (*p == '-') {
-        negative = 1;
-        p++;
-    } else if (*p == '+') {
-        p++;
-    }
+    int negative = *p == '-';
+    p += negative | (*p == '+');
     const unsigned char *digits_start = p;
     uint64_t w = 0;
     p = scan_digits(p, hard_end, &w);
@@ -214,9 +204,8 @@ static const unsigned char *parse_number(const unsigned char *p, const unsigned 
             return p;
         }
         int64_t q = exponent - n_fraction;
-        if (w <= (UINT64_C(1) << 53) && q >= -22 && q <= 22) {
+        if (q == 0 && w <= (UINT64_C(1) << 53)) { /* an integer: exact */
             double value = (double)w;
-            value = q < 0 ? value / exact_powers_of_ten[-q] : value * exact_powers_of_ten[q];
             *out = negative ? -value : value;
             return p;
         }
