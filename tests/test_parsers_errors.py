@@ -16,7 +16,7 @@ import parsers
 from mlip.lammps.datagen import write_cu_eam_dumps
 
 
-# 32 atoms take the small-block path, 256 atoms the bulk (pandas) path.
+# Two sizes of atom block (32 and 256 atoms), both through the compiled scanner.
 @pytest.fixture(scope="module", params=[2, 4], ids=["32atoms", "256atoms"])
 def dump(request, tmp_path_factory):
     run = write_cu_eam_dumps(tmp_path_factory.mktemp("err"), n_frames=3, every=2, size=request.param)
