@@ -132,12 +132,11 @@ class DensityExpansion(torch.nn.Module):
         width = int(counts.max()) if n_centers > 0 else 0
         first = torch.cumsum(counts, 0) - counts
         dest = center * width + torch.arange(n_edges, device=center.device) - first.index_select(0, center)
-        # (n_centers, 3, width): padding neighbours at 2 rc, where the radial functions and their
-        # derivatives are exactly 0
+        # padding neighbours at 2 rc, where the radial functions and their derivatives are exactly 0
         padded = torch.zeros(n_centers * width, 3, dtype=edge_vec.dtype, device=edge_vec.device)
         padded[:, 0] = 2.0 * self.cutoff
         padded = padded.index_copy(0, dest, edge_vec).view(n_centers, width, 3).transpose(1, 2)
-        r = torch.linalg.norm(padded, dim=1, keepdim=True)
+        r = torch.linalg.norm(padded, dim=1, keepdim=True)  # (n_centers, 1, width)
         radial = self.radial(r)
         if self.n_species > 1:
             z = torch.zeros(n_centers * width, dtype=species.dtype, device=species.device)
@@ -178,6 +177,10 @@ class PowerSpectrum(torch.nn.Module):
         self.register_buffer("pair_flat", upper[0] * channels + upper[1])
         self.n_features = (l_max + 1) * upper.shape[1]
         self.radial_basis = radial_basis
+        # (l_max+1)^2 x (l_max+1): sums the m of each l block
+        l_of_m = torch.cat([torch.full((2 * l + 1,), l) for l in range(l_max + 1)])
+        self.register_buffer("m_to_l", (l_of_m.unsqueeze(1) == torch.arange(l_max + 1)).double(),
+                             persistent=False)
 
     def extra_repr(self) -> str:
         d = self.density
@@ -187,13 +190,12 @@ class PowerSpectrum(torch.nn.Module):
     def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centers: int) -> Tensor:
         """Power spectrum (n_centers, n_features); edge_vec (E, 3) Å, r_ij."""
         c = self.density(species, edge_index, edge_vec, n_centers)
-        c = c.reshape(n_centers, c.shape[1] * c.shape[2], c.shape[3])
-        parts: List[Tensor] = []
-        for l in range(self.l_max + 1):
-            block = c[:, :, l * l:(l + 1) * (l + 1)]
-            p = torch.einsum("iam,ibm->iab", block, block)
-            parts.append(p.reshape(n_centers, -1).index_select(1, self.pair_flat))
-        return torch.cat(parts, dim=1)
+        channels = c.shape[1] * c.shape[2]
+        c = c.reshape(n_centers, channels, c.shape[3])
+        left = c.index_select(1, torch.div(self.pair_flat, channels, rounding_mode="floor"))
+        right = c.index_select(1, self.pair_flat % channels)
+        p = torch.matmul(left * right, self.m_to_l.to(c.dtype))  # (n_centers, pairs, l_max + 1)
+        return p.transpose(1, 2).reshape(n_centers, self.n_features)
 
 
 class Bispectrum(torch.nn.Module):
