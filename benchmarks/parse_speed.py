@@ -7,9 +7,9 @@ and once with ``ase.io.read(path, format="lammps-dump-text", index=":")``,
 each in its own child process, timing wall clock and CPU time (the CPU
 time ratio is the steadier one on a shared machine), with CPU time split into
 user and system time and the page faults counted (fresh memory is expensive
-on virtual machines, and both readers keep every frame). Peak memory is the growth of the child's peak
-resident set size (``ru_maxrss``) during the read, after imports; both keep
-all frames in memory, as a training set build would.
+on virtual machines). Peak memory is the growth of the child's peak resident
+set size (``VmHWM``) during the read, after imports; both keep all frames in
+memory, as a training set build would.
 
 The last line printed is one JSON object with both throughputs (MB/s, MB =
 10⁶ bytes), ``speedup_vs_ase`` and the peak memory.
@@ -36,6 +36,14 @@ from pathlib import Path
 
 BYTES_PER_ATOM_LINE = 145  # measured for these columns at %.17g
 SIZE = 10  # fcc cells per edge: 4000 atoms
+
+
+def _peak_rss() -> int:
+    """This process's peak resident set size in bytes: ``VmHWM`` from /proc (Linux),
+    which unlike ``ru_maxrss`` does not start from the parent's size at fork."""
+    with open("/proc/self/status") as fh:
+        kib = next(line.split()[1] for line in fh if line.startswith("VmHWM:"))
+    return int(kib) * 1024
 
 
 def _read_by_phase(path: str, phases: dict[str, float]) -> list:
@@ -83,7 +91,7 @@ def _child(reader: str, path: str) -> None:
         def read():
             return ase.io.read(path, format="lammps-dump-text", index=":")
 
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    usage, peak_before = resource.getrusage(resource.RUSAGE_SELF), _peak_rss()
     start, cpu_start = time.perf_counter(), time.process_time()
     frames = read()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
@@ -100,7 +108,7 @@ def _child(reader: str, path: str) -> None:
                 "system_seconds": after.ru_stime - usage.ru_stime,
                 "page_faults": after.ru_minflt - usage.ru_minflt,
                 "frames": len(frames),
-                "peak_memory_bytes": (after.ru_maxrss - usage.ru_maxrss) * 1024,
+                "peak_memory_bytes": _peak_rss() - peak_before,
                 "checksum": float(np.sum(positions) + np.sum(forces)),
                 **({"phases_cpu_seconds": phases} if phases else {}),
             }
