@@ -94,6 +94,21 @@ def test_d4_molecule_matches_dftd4(charge):
     assert_agree(mine, ref, rtol=1e-10)
 
 
+def test_d4_every_element_matches_dftd4():
+    """Clusters of 10 atoms covering H..Lr (Z = 1..103) once each: checks every extracted table row."""
+    from ase.data import chemical_symbols
+
+    rng = np.random.default_rng(0)
+    grid = np.array(list(itertools.product(range(3), range(2), range(2))))[:10] * 2.6
+    for group in np.array_split(rng.permutation(np.arange(1, 104)), 11):
+        numbers = np.sort(group)
+        positions = grid[:len(numbers)] + rng.normal(scale=0.2, size=(len(numbers), 3))
+        term = D4Dispersion([chemical_symbols[z] for z in numbers])
+        mine = model_d4(term, positions, np.eye(3) * 30.0, np.arange(len(numbers)), pbc=(False,) * 3)
+        ref = reference_d4(numbers, positions, None, (False,) * 3)
+        assert_agree(mine, ref, rtol=1e-9)
+
+
 def test_d4_molecule_matches_tad_dftd4():
     """tad-dftd4 0.8.0 (molecules only). Its EEQ parameters (tad-multicharge 0.5.0) differ from the
     reference program's in the 8th digit, which moves charges by ~1e-7 and the energy by ~5e-8."""

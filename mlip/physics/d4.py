@@ -39,8 +39,10 @@ program's 60 bohr (31.75 Å) two-body, 40 bohr (21.17 Å) ATM, 30 bohr (15.88 Å
 for training cost (``mlip/physics/registry.py``).
 
 Verified against the reference Fortran implementation (``dftd4`` 4.3.1, Python API) for
-energies, forces and virials of molecules and of orthogonal and triclinic cells, and against
-tad-dftd4 0.8.0 for molecules (``tests/test_d4.py``).
+energies, forces and virials of molecules (every element H..Lr), of the ATM term in orthogonal
+and triclinic cells (~1e-12) and of the full term in periodic cells (energy 1e-8; the residual
+is dftd4's truncated EEQ Ewald sum, see ``mlip/physics/eeq.py``), and against tad-dftd4 0.8.0
+for molecules (``tests/test_d4.py``).
 
 Units: positions are divided by BOHR = 0.529177210903 Å and the energy multiplied by
 HARTREE = 27.211386245988 eV (CODATA 2018, the constants of the reference program).
@@ -58,6 +60,13 @@ numbers were extracted, the algorithm here is our own:
   charges of the weights / of the secondary systems, ``zeff``, ``hardness`` (Hartree), ``r4r2``,
   ``en`` (119,), and the rational-damping parameters of 117 functionals (``functional_names``,
   ``functional_params`` = s6, s8, s9, a1, a2/bohr, the "bj-eeq-atm" set);
+- two corrections towards the reference program dftd4 4.3.1 (its ``src/dftd4/reference.inc``,
+  LGPL-3.0-or-later, https://github.com/dftd4/dftd4), each found by comparing C6 with it:
+  ``ref_alpha[21, 3]`` (Sc, ScF3) takes its values, which differ from tad-dftd4's in the 7th
+  digit; and the placeholder references of U, Am and Cf (reference CN 0, zero polarisability:
+  ``ref_ngw`` 0 in tad-dftd4) count in the weight normalisation with 6 Gaussians, as do the
+  free-atom references of these elements (the program's rule: n(n+1)/2 Gaussians for n
+  references sharing a rounded CN);
 - ``rcov`` (119,) Å: 4/3 × the Pyykkö–Atsumi covalent radii (metals −10 %), converted to bohr
   with BOHR below, as the reference program does;
 - ``eeq_chi``, ``eeq_eta``, ``eeq_kcn``, ``eeq_rad`` (104,): EEQ 2019 from the reference program's
