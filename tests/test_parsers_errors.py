@@ -196,3 +196,12 @@ def test_bad_options(dump, tmp_path):
         parsers.read(path, log=tmp_path / "missing.log")
     with pytest.raises(ValueError, match="units"):
         parsers.read(path, units="bohr")
+
+
+def test_number_spelling_the_scanner_refuses(dump, tmp_path):
+    """float() reads '1_0', the dump scanner only plain decimals: the error names the line."""
+    lines, n = dump
+    lines = list(lines)
+    lines[9 + 2] = _set_field(lines[9 + 2], 3, "1_0")
+    err = _error(_write(tmp_path, lines))
+    assert err.line == 9 + 3 and err.expected == "plain decimal numbers" and "1_0" in err.found
