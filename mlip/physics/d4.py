@@ -133,8 +133,8 @@ def d4_parameters(functional: Optional[str], s6: Optional[float] = None, s8: Opt
     missing = [n for n, v in zip(("s6", "s8", "s9", "a1", "a2"), chosen, strict=True) if v is None]
     if missing:
         raise UserError(f"d4: without a functional, give {', '.join(missing)}")
-    return (float(chosen[0]), float(chosen[1]), float(chosen[2]), float(chosen[3]),  # type: ignore[arg-type]
-            float(chosen[4]))  # type: ignore[arg-type]
+    s6_, s8_, s9_, a1_, a2_ = (float(v) for v in chosen if v is not None)
+    return s6_, s8_, s9_, a1_, a2_
 
 
 def zeta(height: float, steepness: Tensor, q_ref: Tensor, q: Tensor) -> Tensor:
@@ -147,12 +147,12 @@ def zeta(height: float, steepness: Tensor, q_ref: Tensor, q: Tensor) -> Tensor:
 
 def reference_c6(z: np.ndarray, table: Dict[str, np.ndarray]) -> np.ndarray:
     """C6ref (S, S, R, R) in Hartree·bohr⁶ for the atomic numbers ``z`` (S,), R = 7 references."""
-    sys = table["ref_sys"][z]  # (S, R) atomic number of each reference's secondary system
-    sec_z = torch.tensor(table["zeff"][sys])
-    sec_scaling = zeta(GA, torch.tensor(table["hardness"][sys] * GC), sec_z,
+    sec = table["ref_sys"][z]  # (S, R) atomic number of each reference's secondary system
+    sec_z = torch.tensor(table["zeff"][sec])
+    sec_scaling = zeta(GA, torch.tensor(table["hardness"][sec] * GC), sec_z,
                        torch.tensor(table["ref_qh"][z]) + sec_z).numpy()
-    sec_scaling = np.where(sys > 0, sec_scaling, 0.0)
-    secondary = table["sec_scale"][sys] * table["sec_alpha"][sys] * sec_scaling[..., None]  # (S, R, 23)
+    sec_scaling = np.where(sec > 0, sec_scaling, 0.0)
+    secondary = table["sec_scale"][sec] * table["sec_alpha"][sec] * sec_scaling[..., None]  # (S, R, 23)
     alpha = table["ref_alpha"][z] - table["ref_hcount"][z][..., None] * secondary
     alpha = np.maximum(table["ref_ascale"][z][..., None] * alpha, 0.0)
     steps = np.diff(FREQUENCIES)
@@ -237,7 +237,6 @@ class D4Dispersion(PhysicsTerm):
         # −6k per Gaussian k of each reference, 0 where the reference has fewer Gaussians
         self.register_buffer("gauss_exponent", f64(np.where(k <= ngw[:, :n_ref, None], -WF * k, 0.0)))
         self.register_buffer("gauss_valid", torch.tensor(k <= ngw[:, :n_ref, None]))  # (S, R, G)
-        self.register_buffer("ref_valid", torch.tensor(ngw[:, :n_ref] > 0))  # (S, R)
         self.register_buffer("ref_q", f64(table["ref_q"][z, :n_ref] + table["zeff"][z, None]))  # q_a + z_i
         self.register_buffer("zeff", f64(table["zeff"][z]))
         self.register_buffer("zeta_steepness", f64(table["hardness"][z] * GC))
@@ -279,9 +278,10 @@ class D4Dispersion(PhysicsTerm):
         """Normalised Gaussian CN weights (N, R) of every atom's references (before ζ)."""
         dcn = cn[:, None] - self.ref_cn.to(cn.dtype)[species]  # (N, R)
         logits = self.gauss_exponent.to(cn.dtype)[species] * (dcn * dcn)[:, :, None]  # (N, R, G)
-        # a large finite negative (not −inf) keeps logsumexp's gradient finite for absent references
+        # a large finite negative (not −inf) keeps logsumexp's gradient finite for absent references,
+        # whose softmax weight is then exactly 0
         logits = logits.masked_fill(~self.gauss_valid[species], -1e30)
-        return torch.softmax(torch.logsumexp(logits, dim=2), dim=1) * self.ref_valid[species].to(cn.dtype)
+        return torch.softmax(torch.logsumexp(logits, dim=2), dim=1)
 
     def c6_matrix(self, species: Tensor, weights: Tensor, q: Tensor) -> Tensor:
         """C6_ij (N, N) Hartree·bohr⁶ from CN weights (N, R) and charges q (N,) e."""
