@@ -42,7 +42,7 @@ class LineReader:
 
     ``line`` is the number of the last line handed out (0 before the first).
     The file is read in chunks of ``chunk_size`` bytes into one reused buffer
-    (grown only for a single table larger than half a chunk).
+    (grown only for a single line longer than half a chunk).
     """
 
     def __init__(self, path: str | Path, chunk_size: int = 1 << 20) -> None:
@@ -65,10 +65,10 @@ class LineReader:
         self.close()
 
     def _more(self) -> None:
-        """Move the unread data to the front of the buffer and read more behind
-        it (at least half a chunk, and at least as much as is unread, so a
-        long table takes few passes). At end of file a last line without a
-        newline gets one."""
+        """Move the unread data (a partial line) to the front of the buffer and
+        read more behind it: at least half a chunk, and at least as much as is
+        unread, so a long line takes few passes. At end of file a last line
+        without a newline gets one."""
         rest = self._end - self._pos
         if len(self._buf) - rest - 1 < max(self._chunk // 2, rest, 1):
             grown = bytearray(max(2 * len(self._buf), rest + self._chunk + 1))
