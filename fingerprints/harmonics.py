@@ -18,11 +18,11 @@ This scaling gives sum_m Y_lm(a) Y_lm(b) = P_l(a . b), so sum_m Y_lm(u)^2 = 1.
 
 Each Y_lm is a polynomial of degree l in u, and on the unit sphere (z^2 = 1 - x^2 - y^2) every
 polynomial of degree <= l_max is a combination of the (l_max + 1)^2 monomials x^a y^b z^c with
-a + b + c <= l_max and c <= 1. So the harmonics are one matrix product,
-``monomials(...) @ harmonic_coefficients(l_max)`` (a square matrix): :func:`monomials` evaluates
-those monomials (a few tensor ops for all l at once) and :func:`harmonic_coefficients` holds the
-expansion of every Y_lm on them, worked out once in exact rational arithmetic from the
-recurrences above (only N_lm is rounded).
+a + b + c <= l_max and c <= 1 (:func:`monomial_exponents`). So the harmonics are one matrix
+product with :func:`harmonic_coefficients` (a square matrix holding the expansion of every Y_lm
+on them, worked out once in exact rational arithmetic from the recurrences above; only N_lm is
+rounded). :func:`plane_monomials` evaluates the x^a y^b (z = 0) part for all l at once; the
+rest is z times its first rows.
 """
 
 import math
@@ -40,7 +40,7 @@ _X, _Y, _Z = (0, 0, 1), (1, 0, 0), (0, 1, 0)
 
 
 def monomial_exponents(l_max: int) -> List[Exponents]:
-    """Exponents (a, b, c) of the rows of :func:`monomials`, (l_max + 1)^2 of them.
+    """Exponents (a, b, c) of the sphere basis, (l_max + 1)^2 of them.
 
     First x^a y^b by degree 0 .. l_max (degree d: x times every monomial of degree d - 1,
     then y^d), then z times each of those of degree 0 .. l_max - 1. On the unit sphere
@@ -52,19 +52,19 @@ def monomial_exponents(l_max: int) -> List[Exponents]:
     return [e for layer in layers for e in layer] + [(a, b, 1) for layer in layers[:-1] for a, b, _ in layer]
 
 
-def monomials(x: Tensor, y: Tensor, z: Tensor, l_max: int) -> Tensor:
-    """The monomials of :func:`monomial_exponents` of unit vectors (x, y, z), stacked along dim 1.
+def plane_monomials(x: Tensor, y: Tensor, l_max: int) -> Tensor:
+    """x^a y^b for a + b <= l_max, stacked along dim 1 in the order of :func:`monomial_exponents`.
 
-    x, y, z: (B, 1, K) each (components of B x K unit vectors) -> (B, (l_max + 1)^2, K).
+    x, y: (B, 1, K) each -> (B, (l_max + 1)(l_max + 2) / 2, K). These are the first rows of
+    the sphere basis; the others are z times the first (l_max + 1) l_max / 2 of them.
+    One product per monomial, each of a lower one and x or y.
     """
-    layer = torch.ones_like(x)
-    layers: List[Tensor] = [layer]
+    layer: List[Tensor] = [torch.ones_like(x)]
+    out: List[Tensor] = [layer[0]]
     for d in range(1, l_max + 1):
-        layer = torch.cat([layer * x, layer[:, d - 1:] * y], dim=1)
-        layers.append(layer)
-    if l_max == 0:
-        return layer
-    return torch.cat(layers + [torch.cat(layers[:-1], dim=1) * z], dim=1)
+        layer = [m * x for m in layer] + [layer[d - 1] * y]
+        out += layer
+    return torch.cat(out, dim=1)
 
 
 def _shift(p: Polynomial, e: Exponents, factor: Fraction) -> Polynomial:
@@ -116,7 +116,8 @@ def _legendre_derivatives(l_max: int) -> Dict[Tuple[int, int], Polynomial]:
 def harmonic_coefficients(l_max: int) -> Tensor:
     """Coefficients ((l_max + 1)^2, (l_max + 1)^2) float64 of the harmonics on the monomials:
 
-    Y_lm(u) = sum_k monomials(u)[k] * coefficients[k, l^2 + l + m] for unit vectors u.
+    Y_lm(u) = sum_k u_x^a_k u_y^b_k u_z^c_k coefficients[k, l^2 + l + m] for unit vectors u,
+    with (a_k, b_k, c_k) = ``monomial_exponents(l_max)[k]``.
     """
     q = _legendre_derivatives(l_max)
     cos_m: List[Polynomial] = [{(0, 0, 0): Fraction(1)}]

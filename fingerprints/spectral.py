@@ -48,7 +48,7 @@ from e3nn import o3
 from torch import Tensor
 
 from fingerprints.cutoffs import polynomial_cutoff
-from fingerprints.harmonics import harmonic_coefficients, monomials
+from fingerprints.harmonics import harmonic_coefficients, plane_monomials
 
 RADIAL_BASES = ("bessel", "gaussian")
 
@@ -62,11 +62,12 @@ class DensityExpansion(torch.nn.Module):
 
     The neighbours of each centre are laid out densely, (n_centers, ., width) with width the
     largest neighbour count (padded with far-away dummy neighbours whose radial functions are
-    exactly 0), so that the sum over neighbours is one batched matrix product of the
+    exactly 0), so that the sum over neighbours is a batched matrix product of the
     element-resolved radial functions (n_centers, S n_max, width) with the (l_max+1)^2
-    monomials of the bond directions (n_centers, (l_max+1)^2, width); the harmonics follow
-    from one small matrix product with :func:`fingerprints.harmonics.harmonic_coefficients`.
-    No (edges, n_max, (l_max+1)^2) tensor is ever formed, forward or backward, and every
+    monomials of the bond directions u that span the harmonics on the sphere
+    (:mod:`fingerprints.harmonics`): x^a y^b, and z x^a y^b by multiplying z into the radial
+    side instead. The harmonics then follow from one small matrix product. No
+    (edges, n_max, (l_max+1)^2) tensor is ever formed, forward or backward, and every
     elementwise operation runs along the contiguous neighbour axis.
     """
 
@@ -144,8 +145,10 @@ class DensityExpansion(torch.nn.Module):
             one_hot = (z == self.species_range.view(1, self.n_species, 1, 1)).to(radial.dtype)
             radial = (one_hot * radial.unsqueeze(1)).view(n_centers, self.n_species * self.n_max, width)
         u = padded / r
-        directions = monomials(u[:, 0:1], u[:, 1:2], u[:, 2:3], self.l_max)
-        moments = torch.bmm(radial, directions.transpose(1, 2))
+        # moments on the sphere basis: x^a y^b, then z x^a y^b (fingerprints.harmonics)
+        plane = plane_monomials(u[:, 0:1], u[:, 1:2], self.l_max).transpose(1, 2)
+        lower = plane[:, :, :self.l_max * (self.l_max + 1) // 2]
+        moments = torch.cat([torch.bmm(radial, plane), torch.bmm(radial * u[:, 2:3], lower)], dim=2)
         c = torch.matmul(moments, self.harmonic_coefficients.to(moments.dtype))
         return c.view(n_centers, self.n_species, self.n_max, c.shape[2])
 
