@@ -37,11 +37,17 @@ def model_metadata(model: Potential, descriptors: Any = None, data_hash: str | N
     }
 
 
-def export_model(model: Potential, path: str | Path, metadata: dict[str, Any]) -> Path:
-    """Script (and freeze where possible) ``model`` and write it to ``path`` atomically."""
+def export_model(model: Potential | torch.jit.ScriptModule, path: str | Path,
+                 metadata: dict[str, Any]) -> Path:
+    """Script (unless ``model`` is scripted already), freeze where possible and write ``model`` to
+    ``path`` atomically.
+
+    Training scripts its model when it starts and passes that module here with the best weights
+    loaded, so the exported code is the code that was trained even if the sources change meanwhile.
+    """
     path = Path(path)
     model = model.eval()
-    scripted = torch.jit.script(model)
+    scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.script(model)
     try:
         scripted = torch.jit.freeze(scripted, preserved_attrs=["compute"])
     except RuntimeError:  # freezing is an optimisation; an unfrozen module is still valid

@@ -152,6 +152,8 @@ class Trainer:
         self.model: Potential = build_potential(config["model"], self.elements)
         self.graphs = tdata.build_graphs(frames, self.elements, self.model.cutoff)
         self._fit_constants()
+        # compiled now, from the sources this run starts with; finish() exports it (see export_model)
+        self.scripted = torch.jit.script(copy.deepcopy(self.model).eval()) if dist.rank == 0 else None
         self.model.to(self.device)
         self.ema = EMA(self.model, tc["ema_decay"])
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
@@ -357,7 +359,9 @@ class Trainer:
             return
         model = self.best_model().to("cpu")
         meta = model_metadata(model, self.config["model"]["descriptors"], self.data_hash)
-        export_model(model, self.run_dir / "model.pt", meta)
+        # every tensor, non-persistent buffers included: a scripted module expects those too
+        self.scripted.load_state_dict({**dict(model.named_buffers()), **dict(model.named_parameters())})
+        export_model(self.scripted, self.run_dir / "model.pt", meta)
         from mlip.train.plots import write_plots
 
         write_plots(self, model)
