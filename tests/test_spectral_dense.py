@@ -91,6 +91,8 @@ def test_density_equals_per_edge_reference_any_edge_order(n_species, basis, l_ma
     scale = expected.abs().max().item()
     assert scale > 0.1 and got[1].abs().max().item() == 0.0  # centre 1 has no neighbours
     assert (got - expected).abs().max().item() <= 1e-12 * scale
+    module.block_neighbors = 40  # several blocks of centres (2 or 3 at a time here)
+    assert (module(species, edge_index, vec, n) - expected).abs().max().item() <= 1e-12 * scale
 
 
 def test_no_edges_gives_zeros():
@@ -112,6 +114,7 @@ def energy_forces_and_second_derivatives(features, vec, weights):
 def test_power_spectrum_first_and_second_derivatives_equal_reference(n_species):
     rc, n_max, l_max = 4.0, 3, 3
     module = PowerSpectrum(n_species, cutoff=rc, n_max=n_max, l_max=l_max)
+    module.density.block_neighbors = 40 * n_species  # blocks of centres of different sizes
     species, edge_index, vec0, n = scrambled_edges(n_species, 30 + n_species, rc)
     weights = torch.tensor(np.random.default_rng(n_species).normal(size=(module.n_features, 4)) * 0.1,
                            requires_grad=True)
