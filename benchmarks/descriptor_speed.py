@@ -5,9 +5,10 @@ Both sides get a precomputed neighbour list (ours: vesin, outside the timed regi
 the same pairs as a half list through ``AEVComputer.compute_from_neighbors``), and the timed
 region is: edge vectors from positions → features → Σ w·features → backward to positions.
 
+Ours: ``default_config(["Cu"])`` (the power spectrum, n_max 6, l_max 4: 105 features, 5.1 Å).
 TorchANI (benchmark-only, ``.venv/bin/pip install torchani --no-deps``) is configured with
-the same cutoff for its radial and angular parts and a comparable feature count (8 radial
-shifts, 4 angular shifts × 4 angle sections = 24 features, like our default's 8 + 16).
+the same cutoff for its radial and angular parts (8 radial shifts, 4 angular shifts × 4 angle
+sections = 24 features; sized like the RANN set that was our default before).
 
 Run: ``.venv/bin/python benchmarks/descriptor_speed.py [--repeat 5] [--threads 1]``.
 The last printed line is a JSON object with ``speedup_vs_torchani`` (float32, our atoms/s
