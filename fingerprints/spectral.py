@@ -200,10 +200,6 @@ class PowerSpectrum(torch.nn.Module):
         self.register_buffer("pair_flat", upper[0] * channels + upper[1])
         self.n_features = (l_max + 1) * upper.shape[1]
         self.radial_basis = radial_basis
-        # (l_max+1)^2 x (l_max+1): sums the m of each l block
-        l_of_m = torch.cat([torch.full((2 * l + 1,), l) for l in range(l_max + 1)])
-        self.register_buffer("m_to_l", (l_of_m.unsqueeze(1) == torch.arange(l_max + 1)).double(),
-                             persistent=False)
 
     def extra_repr(self) -> str:
         d = self.density
@@ -215,10 +211,12 @@ class PowerSpectrum(torch.nn.Module):
         c = self.density(species, edge_index, edge_vec, n_centers)
         channels = c.shape[1] * c.shape[2]
         c = c.reshape(n_centers, channels, c.shape[3])
-        left = c.index_select(1, torch.div(self.pair_flat, channels, rounding_mode="floor"))
-        right = c.index_select(1, self.pair_flat % channels)
-        p = torch.matmul(left * right, self.m_to_l.to(c.dtype))  # (n_centers, pairs, l_max + 1)
-        return p.transpose(1, 2).reshape(n_centers, self.n_features)
+        grams: List[Tensor] = []
+        for l in range(self.l_max + 1):
+            block = c[:, :, l * l:(l + 1) * (l + 1)]
+            grams.append(torch.bmm(block, block.transpose(1, 2)))
+        p = torch.stack(grams, dim=1).view(n_centers, self.l_max + 1, channels * channels)
+        return p.index_select(2, self.pair_flat).reshape(n_centers, self.n_features)
 
 
 class Bispectrum(torch.nn.Module):
