@@ -28,14 +28,14 @@ DEFAULTS: dict[str, Any] = {
     "model": {
         "elements": None,  # default: the elements in the data, sorted by Z
         "descriptors": "default",  # or a list of descriptor configs (fingerprints.DescriptorSet)
-        "hidden": [64, 64],
+        "hidden": [128, 128],
         "activation": "silu",
         "physics": [],  # names or dicts: zbl, ewald, d3, ...
         "charges": "auto",  # none | network | fixed; auto = network if a term needs charges
         "dtype": "float64",
     },
     "train": {
-        "epochs": 120,
+        "epochs": 250,
         "batch_size": 4,
         "lr": 5.0e-3,
         "min_lr": 1.0e-5,
@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
         "early_stopping": 40,  # epochs without validation improvement
         "ema_decay": 0.99,
         "grad_clip": 10.0,
-        "energy_weight": 1000.0,  # loss weight of MSE(E/N), (eV/atom)^-2
+        "energy_weight": 10.0,  # loss weight of MSE(E/N), (eV/atom)^-2 (mlearn-tuned, benchmarks/RESULTS.md)
         "force_weight": 1.0,  # loss weight of MSE(F), (eV/Å)^-2
         "stress_weight": 0.0,  # loss weight of MSE(stress), (eV/Å^3)^-2
         "charge_weight": 0.0,  # loss weight of MSE(q) when reference charges exist, e^-2
