@@ -43,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
         "scheduler": "cosine",  # or "plateau"
         "plateau_patience": 10,
         "plateau_factor": 0.5,
-        "early_stopping": 40,  # epochs without validation improvement
+        "early_stopping": 0,  # stop after this many epochs without validation improvement; 0 = never
         "ema_decay": 0.99,
         "grad_clip": 10.0,
         "energy_weight": 10.0,  # loss weight of MSE(E/N), (eV/atom)^-2 (mlearn-tuned, benchmarks/RESULTS.md)
