@@ -1,7 +1,8 @@
 """ASE molecular dynamics speed: ms per VelocityVerlet step of mlip.MLIPCalculator vs TorchANI's calculator.
 
-mlip: the default Cu model (``model.descriptors: default``, hidden [64, 64], SiLU; or with
-``--descriptors rann`` the RANN radial + bond set of :data:`RANN_CONFIG`), untrained
+mlip: the default Cu model (``model.descriptors: default``, the hidden layers of
+``mlip.train.config.DEFAULTS``, SiLU; or with ``--descriptors rann`` the RANN radial + bond set of
+:data:`RANN_CONFIG`), untrained
 (cost does not depend on the weights), exported to ``model.pt`` (TorchScript, the deployed path;
 headline) and also run eagerly from the in-memory Potential. Fcc Cu at a = 3.615 Å, rattled
 0.05 Å, 300 K velocities, 1 fs steps. Each step's time is split into the neighbour list (vesin,
