@@ -121,3 +121,31 @@ def energy_forces_virial(
     grad_x, grad_eps = torch.autograd.grad(atomic.sum(), [positions, strain])
     return {"energy": atomic.sum().detach(), "atomic_energies": atomic.detach(),
             "forces": -grad_x, "virial": -grad_eps}
+
+
+# small periodic two-element cells shared by the dispersion tests (D3, D4)
+def wrapped(positions, cell):
+    frac = np.linalg.solve(cell.T, positions.T).T % 1.0
+    return frac @ cell
+
+
+def zincblende_sic(seed):
+    """8-atom SiC cell, triclinic (LAMMPS lower-triangular form), atoms rattled 0.1 Å."""
+    rng = np.random.default_rng(seed)
+    a = 4.36
+    frac = np.array([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]], dtype=float)
+    frac = np.vstack([frac, frac + 0.25])
+    cell = np.array([[a, 0, 0], [0.3, a, 0], [-0.2, 0.4, a]])
+    positions = wrapped(frac @ cell + rng.normal(scale=0.1, size=(8, 3)), cell)
+    return positions, cell, np.array([0, 0, 0, 0, 1, 1, 1, 1])  # elements C, Si
+
+
+def rocksalt_mgo(seed):
+    """8-atom MgO cell, orthorhombic, rattled 0.15 Å."""
+    rng = np.random.default_rng(seed)
+    a = 4.21
+    frac = np.array([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]], dtype=float)
+    frac = np.vstack([frac, frac + np.array([0.5, 0, 0])])
+    cell = np.diag([a, a * 1.03, a * 0.98])
+    positions = wrapped(frac @ cell + rng.normal(scale=0.15, size=(8, 3)), cell)
+    return positions, cell, np.array([0, 0, 0, 0, 1, 1, 1, 1])  # elements O, Mg

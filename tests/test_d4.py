@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from test_physics_d3 import rocksalt_mgo, zincblende_sic
+from physics_reference import rocksalt_mgo, zincblende_sic
 
 from mlip.errors import UserError
 from mlip.physics.d4 import BOHR, HARTREE, D4Dispersion, d4_parameters

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from physics_reference import rocksalt_mgo, zincblende_sic
 
 from mlip.errors import UserError
 from mlip.physics.d3 import D3Dispersion
@@ -61,33 +62,6 @@ def model_d3(term, positions, cell, types, pbc=(True, True, True)):
     gx, geps = torch.autograd.grad(energy, [x, eps])
     w = -geps.numpy()
     return energy.item(), -gx.numpy(), np.array([w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]])
-
-
-def wrapped(positions, cell):
-    frac = np.linalg.solve(cell.T, positions.T).T % 1.0
-    return frac @ cell
-
-
-def zincblende_sic(seed):
-    """8-atom SiC cell, triclinic (LAMMPS lower-triangular form), atoms rattled 0.1 Å."""
-    rng = np.random.default_rng(seed)
-    a = 4.36
-    frac = np.array([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]], dtype=float)
-    frac = np.vstack([frac, frac + 0.25])
-    cell = np.array([[a, 0, 0], [0.3, a, 0], [-0.2, 0.4, a]])
-    positions = wrapped(frac @ cell + rng.normal(scale=0.1, size=(8, 3)), cell)
-    return positions, cell, np.array([0, 0, 0, 0, 1, 1, 1, 1])  # elements C, Si
-
-
-def rocksalt_mgo(seed):
-    """8-atom MgO cell, orthorhombic, rattled 0.15 Å."""
-    rng = np.random.default_rng(seed)
-    a = 4.21
-    frac = np.array([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]], dtype=float)
-    frac = np.vstack([frac, frac + np.array([0.5, 0, 0])])
-    cell = np.diag([a, a * 1.03, a * 0.98])
-    positions = wrapped(frac @ cell + rng.normal(scale=0.15, size=(8, 3)), cell)
-    return positions, cell, np.array([0, 0, 0, 0, 1, 1, 1, 1])  # elements O, Mg
 
 
 def assert_agree(mine, ref, rtol=1e-6):

