@@ -165,3 +165,42 @@ def test_training_with_potnet_channels_fits_their_normalization(dumps, tmp_path)
     state = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
     assert state["lattice_mean"].shape == (3,) and (state["lattice_std"] > 0).all()
     assert state["lattice_mean"].abs().max() > 0
+
+
+def test_export_keeps_the_code_compiled_when_training_started(dumps, tmp_path, monkeypatch):
+    """model.pt is the module scripted when training started: a source edit during the run (here
+    the descriptor set's forward replaced by one that runs eagerly but that TorchScript cannot
+    compile) neither breaks the export nor reaches the exported code."""
+    from fingerprints.descriptor_set import DescriptorSet
+    from mlip.inference import load_model, predict_frames
+    from mlip.train import trainer as trainer_module
+    from mlip.train.config import load_config
+    from parsers import read
+
+    original_forward = DescriptorSet.forward
+
+    def edited_forward(self, species, edge_index, edge_vec, n_centers, *unused):  # varargs: not scriptable
+        return original_forward(self, species, edge_index, edge_vec, n_centers)
+
+    original_fit = trainer_module.Trainer.fit
+
+    def fit_after_edit(self):
+        monkeypatch.setattr(DescriptorSet, "forward", edited_forward)
+        return original_fit(self)
+
+    monkeypatch.setattr(trainer_module.Trainer, "fit", fit_after_edit)
+    config = load_config(None, {"data.sources": [str(dumps)], "out": str(tmp_path / "run"),
+                                "train.epochs": 2, "model.hidden": [8], "train.energy_weight": 1000.0})
+    run = trainer_module.train(config)
+    with pytest.raises(Exception, match="(?i)var"):
+        torch.jit.script(DescriptorSet.from_config([{"type": "rann_radial", "re": 2.55, "rc": 4.5, "dr": 1.5,
+                                                     "alpha": [3.0, 4.0], "o": 0, "n": 1}], ["Cu"]))
+    module, meta = load_model(run / "model.pt")
+    frames = list(read(dumps))[:3]
+    exported = predict_frames(module, meta, frames, stress=False)
+    eager_model = trainer_module.build_potential(config["model"], config["model"]["elements"])
+    eager_model.load_state_dict(load_checkpoint(run / "checkpoints" / "best.pt")["ema"])
+    eager = predict_frames(eager_model.eval(), meta, frames, stress=False)
+    for a, b in zip(exported, eager, strict=True):
+        assert a["energy"] == pytest.approx(b["energy"], abs=1e-10)
+        np.testing.assert_allclose(a["forces"], b["forces"], atol=1e-10)
