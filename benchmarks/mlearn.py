@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from mlip.inference import load_model, predict_frames  # noqa: E402
 from mlip.lammps import load_lammps, potentials_dir  # noqa: E402
+from mlip.train.config import parse_overrides  # noqa: E402
 from parsers import Frame, read  # noqa: E402
 
 
@@ -219,17 +220,6 @@ def update_results(new: dict[str, dict[str, Any]]) -> None:
     RESULTS.write_text(text)
 
 
-def _yaml_value(text: str) -> Any:
-    """A ``--set`` value parsed as YAML, with ``1e4``-style numbers (strings to YAML 1.1) as floats."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("elements", nargs="+", choices=["Cu", "Li", "Mo", "Si"])
@@ -245,10 +235,7 @@ def main() -> None:
         print(f"mlearn data not found at {DATA / 'mlearn'}: skipping (the benchmark needs ../shared/data)")
         print(json.dumps({"skipped": "no mlearn data"}))
         return
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = _yaml_value(value)
+    overrides = parse_overrides(args.set)
     torch.set_num_threads(args.threads)
 
     def log(msg: str) -> None:

@@ -123,6 +123,23 @@ def energy_forces_virial(
             "forces": -grad_x, "virial": -grad_eps}
 
 
+def term_energy_forces_virial(term: torch.nn.Module, positions: np.ndarray, cell: np.ndarray,
+                              types: Sequence[int], pbc: Sequence[bool] = (True, True, True),
+                              total_charge: float = 0.0):
+    """Energy (eV), forces (n, 3) eV/Å and virial W = −∂E/∂ε (3, 3) eV of one frame for a physics
+    term (its ``forward(data, n_local)``), float64, by :func:`energy_forces_virial`."""
+    extra = {"species": torch.tensor(types), "pbc": torch.tensor([pbc]),
+             "batch": torch.zeros(len(types), dtype=torch.long),
+             "total_charge": torch.tensor([total_charge], dtype=torch.float64)}
+
+    def energy_fn(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return term({"positions": x, "cell": c[None], **extra}, len(types))
+
+    res = energy_forces_virial(energy_fn, torch.tensor(positions, dtype=torch.float64),
+                               torch.tensor(cell, dtype=torch.float64))
+    return res["energy"].item(), res["forces"].numpy(), res["virial"].numpy()
+
+
 # small periodic two-element cells shared by the dispersion tests (D3, D4)
 def wrapped(positions, cell):
     frac = np.linalg.solve(cell.T, positions.T).T % 1.0

@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from physics_reference import rocksalt_mgo, zincblende_sic
+from physics_reference import rocksalt_mgo, term_energy_forces_virial, zincblende_sic
 
 from mlip.errors import UserError
 from mlip.physics.d4 import BOHR, HARTREE, D4Dispersion, d4_parameters
@@ -26,20 +26,7 @@ PBE = {"s8": 0.95948085, "a1": 0.38574991, "a2": 4.80688534}  # D4(BJ, EEQ, ATM)
 
 def model_d4(term, positions, cell, types, pbc=(True, True, True), charge=0.0):
     """Energy (eV), forces (N, 3) eV/Å (autograd) and virial W = −∂E/∂ε (3, 3) eV from the term."""
-    x = torch.tensor(positions, dtype=torch.float64, requires_grad=True)
-    eps = torch.zeros(3, 3, dtype=torch.float64, requires_grad=True)
-    strain = torch.eye(3, dtype=torch.float64) + eps
-    data = {
-        "positions": x @ strain,
-        "species": torch.tensor(types),
-        "cell": (torch.tensor(cell, dtype=torch.float64) @ strain)[None],
-        "pbc": torch.tensor([pbc]),
-        "batch": torch.zeros(len(types), dtype=torch.long),
-        "total_charge": torch.tensor([charge], dtype=torch.float64),
-    }
-    energy = term(data, len(types)).sum()
-    gx, geps = torch.autograd.grad(energy, [x, eps])
-    return energy.item(), -gx.numpy(), -geps.numpy()
+    return term_energy_forces_virial(term, positions, cell, types, pbc, total_charge=charge)
 
 
 def reference_d4(numbers, positions, cell, pbc, cutoffs=None, charge=0.0, **damping):

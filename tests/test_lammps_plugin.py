@@ -95,7 +95,8 @@ def export_real_model(path: Path, elements: list[str], ewald: bool) -> None:
     torch.manual_seed(0)
     physics = [Ewald(1e-5)] if ewald else [ZBL(elements, 1.0, 2.0)]
     descriptors = DescriptorSet.from_config(default_config(elements), elements)
-    model = Potential(descriptors, elements, hidden=[16, 16], physics=physics, charges=ewald).double()
+    model = Potential(descriptors, elements, hidden=[16, 16], physics=physics,
+                      charges="network" if ewald else "none").double()
     model.set_energy_reference(torch.linspace(-4.0, -3.5, len(elements), dtype=torch.float64), 0.7)
     export_model(model, path, model_metadata(model))
 

@@ -10,19 +10,6 @@ from mlip.cli import main
 from mlip.cli.options import data_options
 
 
-def _yaml_value(text: str) -> Any:
-    """A YAML value; plain numbers such as ``1e-3`` (a string in YAML 1.1) become floats."""
-    import yaml
-
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
 @main.command()
 @click.argument("sources", nargs=-1, type=click.Path())
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
@@ -54,8 +41,7 @@ def train(sources: tuple[str, ...], config_path: str | None, resume: str | None,
       mlip train --resume runs/yttrium
       torchrun --nproc_per_node=2 -m mlip train dumps/ --ddp
     """
-    from mlip.errors import UserError
-    from mlip.train.config import load_config
+    from mlip.train.config import load_config, parse_overrides
     from mlip.train.trainer import resume as resume_run
     from mlip.train.trainer import train as train_run
 
@@ -69,11 +55,7 @@ def train(sources: tuple[str, ...], config_path: str | None, resume: str | None,
         overrides["data.split_by"] = "source"
     if flags.get("physics") is not None:
         overrides["model.physics"] = [p.strip() for p in flags["physics"].split(",") if p.strip()]
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = _yaml_value(value)
+    overrides.update(parse_overrides(list(sets)))
     if resume:
         resume_run(resume, ddp=ddp, overrides=overrides)
         click.echo(f"run finished: {resume}")

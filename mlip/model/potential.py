@@ -7,7 +7,7 @@ positions, image shifts and cell (x → x(I+ε), rows), so every term, the
 long-range ones included, gets a correct stress from one autograd pass.
 """
 
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor
@@ -30,9 +30,8 @@ class Potential(torch.nn.Module):
         physics: physics terms added to the atomic energies.
         charges: where atomic charges come from, for terms that need them (Ewald): ``"none"``,
             ``"network"`` (a second output of each element's network) or ``"fixed"`` (one learnable
-            charge per element); ``True``/``False`` mean network/none. Either way they are
-            shifted per frame to the frame's total charge and passed to the physics terms as
-            ``data["charges"]``.
+            charge per element). Either way they are shifted per frame to the frame's total charge
+            and passed to the physics terms as ``data["charges"]``.
         lattice_features: optional PotNet lattice sums (:class:`~mlip.physics.potnet.PotNetFeatures`)
             appended to the descriptors (normalised); they need whole periodic frames, so the
             model becomes long-range.
@@ -51,13 +50,11 @@ class Potential(torch.nn.Module):
         hidden: List[int],
         activation: str = "silu",
         physics: Optional[List[PhysicsTerm]] = None,
-        charges: Union[str, bool] = "none",
+        charges: str = "none",
         lattice_features: Optional[PotNetFeatures] = None,
     ) -> None:
         super().__init__()
         physics = list(physics or [])
-        if isinstance(charges, bool):
-            charges = "network" if charges else "none"
         if charges not in ("none", "network", "fixed"):
             raise ValueError(f"charges must be 'none', 'network' or 'fixed', got {charges!r}")
         if charges == "none" and any(t.needs_charges for t in physics):

@@ -64,6 +64,26 @@ def _suggest(key: str, choices: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(choices)}"
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.lr=1e-3", ...]`` (the ``--set KEY=VALUE`` flags) -> ``{"train.lr": 0.001, ...}``.
+
+    Values are parsed as YAML; plain numbers such as ``1e-3`` (a string in YAML 1.1) become floats.
+    """
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
+        value = yaml.safe_load(text)
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        overrides[key.strip()] = value
+    return overrides
+
+
 def merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
     """Recursively merge ``override`` into a copy of ``base``; unknown keys raise UserError
     naming the key and the closest valid one."""
