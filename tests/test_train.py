@@ -74,6 +74,24 @@ def test_training_reduces_error(dumps, tmp_path):
     assert last < first
 
 
+def test_stage_two_raises_the_energy_weight_and_exports_its_own_best_epoch(dumps, tmp_path):
+    """The last stage_two_epochs epochs train and validate with stage_two_energy_weight, and the
+    exported (best) checkpoint is one of them even when their loss, weighted differently, is larger
+    than stage one's best."""
+    run = tmp_path / "run"
+    res = invoke("train", dumps, "--epochs", 5, "--out", run, *SMALL, "--set", "train.energy_weight=1",
+                 "--set", "train.stage_two_epochs=2", "--set", "train.stage_two_energy_weight=1e6")
+    assert res.exit_code == 0, res.output
+    rows = [r.split(",") for r in (run / "metrics.csv").read_text().splitlines()[1:]]
+    val_loss = [float(r[3]) for r in rows]
+    assert min(val_loss[3:]) > 100 * max(val_loss[:3])  # the energy term now dominates
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["best_epoch"] in (3, 4)
+    assert best["best_val"] == min(val_loss[3:])
+    res = _cli("train", dumps, "--epochs", 3, "--set", "train.stage_two_epochs=4", "--out", tmp_path / "bad")
+    assert res.returncode == 2 and "train.stage_two_epochs" in res.stderr
+
+
 def _train_cmd(dumps: Path, run: Path, epochs: int) -> list[str]:
     return [sys.executable, "-m", "mlip", "train", str(dumps), "--epochs", str(epochs), "--out", str(run),
             "--set", "train.early_stopping=0", *SMALL]

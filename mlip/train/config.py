@@ -50,6 +50,10 @@ DEFAULTS: dict[str, Any] = {
         "force_weight": 1.0,  # loss weight of MSE(F), (eV/Å)^-2
         "stress_weight": 0.0,  # loss weight of MSE(stress), (eV/Å^3)^-2
         "charge_weight": 0.0,  # loss weight of MSE(q) when reference charges exist, e^-2
+        # stage two: the last stage_two_epochs epochs train with energy weight stage_two_energy_weight
+        # (the force weight unchanged) and the exported checkpoint is chosen among them; 0 = off
+        "stage_two_epochs": 0,
+        "stage_two_energy_weight": 1000.0,  # (eV/atom)^-2
         "checkpoint_every": 5,  # epochs
         "seed": 0,
         "device": "cpu",

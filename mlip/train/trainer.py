@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import math
 import os
 import signal
@@ -131,6 +132,10 @@ class Trainer:
         self.dtype = torch_dtype(config["model"]["dtype"])
         self.weights = LossWeights(tc["energy_weight"], tc["force_weight"], tc["stress_weight"],
                                    tc["charge_weight"])
+        self.stage_two_start = int(tc["epochs"]) - int(tc["stage_two_epochs"])
+        if not 0 <= int(tc["stage_two_epochs"]) <= int(tc["epochs"]):
+            raise UserError(f"train.stage_two_epochs must be between 0 and train.epochs ({tc['epochs']}), "
+                            f"got {tc['stage_two_epochs']}")
 
         if dist.rank == 0:
             dataset = tdata.open_dataset(config["data"], run_dir)
@@ -239,15 +244,25 @@ class Trainer:
         bs = int(tc["batch_size"])
         return [perm[k:k + bs] for k in range(0, len(perm), bs)]
 
+    def _in_stage_two(self, epoch: int) -> bool:
+        return epoch >= self.stage_two_start
+
+    def _loss_weights(self, epoch: int) -> LossWeights:
+        """The loss weights of ``epoch``: stage two replaces the energy weight."""
+        if not self._in_stage_two(epoch):
+            return self.weights
+        energy = float(self.config["train"]["stage_two_energy_weight"])
+        return dataclasses.replace(self.weights, energy=energy)
+
     def _collate(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         return collate([self.graphs[i] for i in idx], self.dtype, self.device)
 
-    def evaluate(self, model: Potential, idx: np.ndarray) -> dict[str, float]:
-        """Loss and MAEs of ``model`` on frames ``idx``."""
+    def evaluate(self, model: Potential, idx: np.ndarray, weights: LossWeights) -> dict[str, float]:
+        """Loss (with ``weights``) and MAEs of ``model`` on frames ``idx``."""
         bs = int(self.config["train"]["batch_size"])
         losses, e_err, f_err = [], [], []
         for k in range(0, len(idx), bs):
-            loss, err = batch_loss(model, self._collate(idx[k:k + bs]), self.weights, create_graph=False)
+            loss, err = batch_loss(model, self._collate(idx[k:k + bs]), weights, create_graph=False)
             losses.append(float(loss.detach()) * len(idx[k:k + bs]))
             e_err.append(err["e"].cpu().numpy())
             if "f" in err:
@@ -282,11 +297,12 @@ class Trainer:
         tc = self.config["train"]
         t0 = time.perf_counter()
         batches = self._batches(self.state.epoch)
+        weights = self._loss_weights(self.state.epoch)
         self.model.train()
         losses, e_err, f_err = [], [], []
         while self.state.step < len(batches):
             idx = batches[self.state.step]
-            loss, err = batch_loss(self.model, self._collate(idx), self.weights, create_graph=True)
+            loss, err = batch_loss(self.model, self._collate(idx), weights, create_graph=True)
             if not torch.isfinite(loss):
                 raise UserError(
                     f"loss is {float(loss.detach())} at epoch {self.state.epoch}, batch {self.state.step} "
@@ -307,7 +323,7 @@ class Trainer:
             if self._stop_signal is not None:
                 raise _Interrupted()
         train = _summary(float(np.mean(losses)) if losses else math.nan, e_err, f_err)
-        val = self.evaluate(self.ema.model, self.val_idx) if len(self.val_idx) else train
+        val = self.evaluate(self.ema.model, self.val_idx, weights) if len(self.val_idx) else train
         lr = self.opt.param_groups[0]["lr"]
         if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.sched.step(val["loss"])
@@ -318,7 +334,9 @@ class Trainer:
                "val_energy_mae_meV_atom": val["e_mae"], "val_force_mae_eV_A": val["f_mae"],
                "seconds": time.perf_counter() - t0}
         self.state.history.append(row)
-        improved = val["loss"] < self.state.best_val
+        # losses of different stages are not comparable: stage two picks its best among its own epochs
+        first_of_stage = self._in_stage_two(self.state.epoch) and self.state.best_epoch < self.stage_two_start
+        improved = first_of_stage or val["loss"] < self.state.best_val
         if improved:
             self.state.best_val, self.state.best_epoch = val["loss"], self.state.epoch
         self.state.epoch += 1
