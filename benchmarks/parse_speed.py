@@ -63,10 +63,10 @@ def _read_by_phase(path: str, phases: dict[str, float]) -> list:
             phases["header"] += t1 - t0
             if header is None:
                 return frames
-            table = _AtomTable(reader, header, scratch)
+            table = _AtomTable(reader, header, scratch, type_map, None)
             t2 = clock()
             phases["atom_block"] += t2 - t1
-            frames.append(table.frame(type_map, None, len(frames)))
+            frames.append(table.frame(len(frames)))
             phases["frame"] += clock() - t2
 
 

@@ -1,19 +1,28 @@
 /* Fast scanning of whitespace-separated tables of decimal numbers (the atom
  * blocks of LAMMPS text dumps) into a preallocated float64 array.
  *
- * parse_rows(buf, pos, end, out, row, kinds=None, strings=None)
+ * parse_rows(buf, pos, end, out, row, kinds=None, strings=None, threads=1)
  *     -> (row, pos, status)
  *
  * Parses the lines of buf[pos:end] (end is just past a newline) as rows
  * row, row+1, ... of out, a writable C-contiguous float64 buffer of shape
  * (n_rows, n_columns), until out is full or the data ends. A row is one line
  * of exactly n_columns fields separated by spaces, tabs or carriage returns.
- * kinds (bytes, one per column) marks string columns with 1: their fields are
- * appended, as str, to the list strings and their entries in out become NaN.
+ * kinds (bytes, one per column) says what to do with each column's fields:
+ * 0 (or kinds=None) converts them, 1 marks string columns, whose fields are
+ * appended, as str, to the list strings (their entries in out become NaN),
+ * 2 skips them: they must still look like plain decimal numbers, but are
+ * not converted (so one that overflows passes) and out is not written.
  * Returns the next row and position and a status: DONE (out is full), MORE
  * (the data ended first; call again with more data from pos) or BAD (the
  * line at pos is not a row of finite numbers: too few or too many fields, a
  * malformed or non-finite number). Rows before the returned one are written.
+ *
+ * threads > 1 lets a large table without string columns be parsed by that
+ * many threads with the GIL released: the lines wanted are split into
+ * pieces of consecutive lines, one per thread, and the pieces' results
+ * combined so that the call returns exactly what threads=1 returns (on bad
+ * input: the first bad line, with every row before it written).
  *
  * Numbers are converted exactly as Python's float() does (correctly rounded,
  * round half to even). An integer below 2^53 converts exactly; any other
@@ -24,21 +33,25 @@
  * interval round to the same double, that double is the answer, since
  * rounding is monotone. Otherwise (a near-tie, about 1 in 2^60 random
  * inputs), more than 19 significant digits, or a result outside the normal
- * range, the token goes to PyOS_string_to_double, which float() uses.
+ * range, the token goes to PyOS_string_to_double, which float() uses (with
+ * the GIL taken back for it when threads run).
  *
- * Needs a compiler with unsigned __int128 and __builtin_clzll (gcc, clang).
+ * Needs a compiler with unsigned __int128 and __builtin_clzll (gcc, clang),
+ * and POSIX threads.
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "_pow5_table.h"
 
 enum { STATUS_DONE = 0, STATUS_MORE = 1, STATUS_BAD = 2 };
+enum { KIND_NUMBER = 0, KIND_STRING = 1, KIND_SKIP = 2 };
 
 static inline int is_digit(unsigned char c) { return (unsigned char)(c - '0') < 10; }
 
@@ -134,41 +147,59 @@ static int scaled_to_double(uint64_t w, int64_t q, int negative, double *out) {
 
 /* The token [start, stop) through PyOS_string_to_double (float()'s own conversion).
  * Returns 1 when it is a finite number, 0 when not, -1 on a memory error. */
-static int slow_to_double(const unsigned char *start, const unsigned char *stop, double *out) {
+/* Skips the digits at p; returns the end of the run. Reads 8 bytes at a time
+ * while they lie before hard_end. */
+static inline const unsigned char *skip_digits(const unsigned char *p, const unsigned char *hard_end) {
+    while (hard_end - p >= 8) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        int k = leading_digits(x);
+        p += k;
+        if (k < 8) return p;
+    }
+    while (is_digit(*p)) p++;
+    return p;
+}
+
+/* The token [start, stop) through PyOS_string_to_double (float()'s own
+ * conversion), which needs the GIL: taken for the call when gil_released.
+ * Returns 1 when it is a finite number, 0 when not, -1 when out of memory
+ * (no Python error set: the caller may not hold the GIL). */
+static int slow_to_double(const unsigned char *start, const unsigned char *stop, double *out, int gil_released) {
     char small[64];
     size_t len = (size_t)(stop - start);
-    char *text = len < sizeof small ? small : PyMem_Malloc(len + 1);
-    if (text == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    char *text = len < sizeof small ? small : PyMem_RawMalloc(len + 1);
+    if (text == NULL) return -1;
     memcpy(text, start, len);
     text[len] = '\0';
+    PyGILState_STATE gil = gil_released ? PyGILState_Ensure() : PyGILState_LOCKED;
     char *end = NULL;
     double value = PyOS_string_to_double(text, &end, NULL);
     int ok = !(value == -1.0 && PyErr_Occurred()) && end == text + len && isfinite(value);
     if (PyErr_Occurred()) PyErr_Clear();
-    if (text != small) PyMem_Free(text);
+    if (gil_released) PyGILState_Release(gil);
+    if (text != small) PyMem_RawFree(text);
     *out = value;
     return ok;
 }
 
 /* Parses one number field at p; returns the position after it (at a blank or
- * newline), or NULL when the field is not a finite decimal number. *error is
- * set to -1 on a memory error. hard_end bounds the 8-byte reads; a newline
- * always lies before it. */
-static const unsigned char *parse_number(const unsigned char *p, const unsigned char *hard_end, double *out,
-                                         int *error) {
+ * newline), or NULL when the field is not a finite decimal number. With
+ * convert = 0 only the spelling is checked (a plain decimal number) and
+ * nothing is written. *error is set to -1 when out of memory. hard_end
+ * bounds the 8-byte reads; a newline always lies before it. */
+static inline const unsigned char *parse_number(const unsigned char *p, const unsigned char *hard_end, double *out,
+                                                int *error, const int convert, int gil_released) {
     const unsigned char *start = p;
     int negative = *p == '-';
     p += negative | (*p == '+');
     const unsigned char *digits_start = p;
     uint64_t w = 0;
-    p = scan_digits(p, hard_end, &w);
+    p = convert ? scan_digits(p, hard_end, &w) : skip_digits(p, hard_end);
     int64_t n_digits = p - digits_start, n_fraction = 0;
     if (*p == '.') {
         const unsigned char *fraction_start = ++p;
-        p = scan_digits(p, hard_end, &w);
+        p = convert ? scan_digits(p, hard_end, &w) : skip_digits(p, hard_end);
         n_fraction = p - fraction_start;
         n_digits += n_fraction;
     }
@@ -191,6 +222,7 @@ static const unsigned char *parse_number(const unsigned char *p, const unsigned 
         if (exponent_negative) exponent = -exponent;
     }
     if (!(is_blank(*p) || *p == '\n')) return NULL;
+    if (!convert) return p;
     int exact = 1;
     if (n_digits > 19) { /* count significant digits: skip leading zeros (and the point) */
         const unsigned char *s = digits_start;
@@ -211,16 +243,156 @@ static const unsigned char *parse_number(const unsigned char *p, const unsigned 
         }
         if (scaled_to_double(w, q, negative, out)) return p;
     }
-    int ok = slow_to_double(start, p, out);
+    int ok = slow_to_double(start, p, out, gil_released);
     if (ok < 0) *error = -1;
     return ok > 0 ? p : NULL;
 }
 
-static PyObject *parse_rows(PyObject *self, PyObject *args) {
+/* What all pieces of one parse_rows call share. */
+struct table {
+    const unsigned char *hard_end; /* end of the buffer: bound of the 8-byte reads */
+    const unsigned char *kind;     /* one KIND_* per column, or NULL: all numbers */
+    Py_ssize_t n_cols;
+    double *out;                   /* row 0 of out */
+    PyObject *strings;             /* list taking the string columns' fields (GIL held) */
+    int gil_released;
+};
+
+/* A run of lines parsed as rows row .. end_row - 1 (in: the first ones; out:
+ * where it stopped). */
+struct piece {
+    const struct table *table;
+    const unsigned char *p, *stop; /* lines [p, stop); out: the line where it stopped */
+    Py_ssize_t row, end_row;
+    int status; /* out: DONE (row == end_row), MORE (p == stop first) or BAD (at line p) */
+    int error;  /* out: 0, -1 when out of memory, -2 when a Python error is set */
+};
+
+static void parse_piece(struct piece *piece) {
+    const struct table *t = piece->table;
+    const unsigned char *p = piece->p, *kind = t->kind;
+    Py_ssize_t row = piece->row, n_cols = t->n_cols;
+    double *o = t->out + row * n_cols;
+    int status = STATUS_DONE, error = 0;
+    for (; row < piece->end_row; row++, o += n_cols) {
+        if (p >= piece->stop) {
+            status = STATUS_MORE;
+            break;
+        }
+        const unsigned char *line = p;
+        for (Py_ssize_t j = 0; j < n_cols; j++) {
+            while (is_blank(*p)) p++;
+            if (*p == '\n') goto bad;
+            int k = kind == NULL ? KIND_NUMBER : kind[j];
+            if (k == KIND_STRING) {
+                const unsigned char *token = p;
+                while (!is_blank(*p) && *p != '\n') p++;
+                PyObject *text = PyUnicode_DecodeUTF8((const char *)token, p - token, "replace");
+                if (text == NULL || PyList_Append(t->strings, text) < 0) {
+                    Py_XDECREF(text);
+                    error = -2;
+                    goto bad;
+                }
+                Py_DECREF(text);
+                o[j] = NAN;
+                continue;
+            }
+            if (k == KIND_SKIP)
+                p = parse_number(p, t->hard_end, NULL, &error, 0, 0);
+            else
+                p = parse_number(p, t->hard_end, &o[j], &error, 1, t->gil_released);
+            if (p == NULL) goto bad;
+        }
+        while (is_blank(*p)) p++;
+        if (*p != '\n') goto bad;
+        p++;
+        continue;
+    bad:
+        p = line;
+        status = STATUS_BAD;
+        break;
+    }
+    piece->row = row;
+    piece->p = p;
+    piece->status = status;
+    piece->error = error;
+}
+
+static void *parse_piece_thread(void *piece) {
+    parse_piece(piece);
+    return NULL;
+}
+
+enum {
+    MAX_THREADS = 16,
+    MARKS_PER_PIECE = 16,                 /* where pieces may start: balance within 1/16 of a piece */
+    MIN_PIECE_BYTES = 128 * 1024,         /* smaller pieces are not worth a thread */
+};
+
+/* Splits the lines of [p, limit) wanted as rows row .. n_rows - 1 into at most
+ * n_threads pieces of consecutive lines and about equal length, and parses
+ * them, one thread each, with the GIL released. The result (in pieces[0]) is
+ * that of parsing them all in one piece. */
+static void parse_in_pieces(const struct table *t, const unsigned char *p, const unsigned char *limit,
+                            Py_ssize_t row, Py_ssize_t n_rows, int n_threads, struct piece *result) {
+    struct piece pieces[MAX_THREADS];
+    pthread_t threads[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    /* Walk the wanted lines, marking the start of every step-th: marks[k] is
+     * the start of row row + k * step. */
+    const unsigned char *marks[MAX_THREADS * MARKS_PER_PIECE + 2];
+    Py_ssize_t step = (n_rows - row) / (n_threads * MARKS_PER_PIECE) + 1, n_marks = 1, n_lines = 0;
+    const unsigned char *stop = p;
+    marks[0] = p;
+    for (Py_ssize_t countdown = step; n_lines < n_rows - row && stop < limit;) {
+        stop = (const unsigned char *)memchr(stop, '\n', limit - stop) + 1; /* limit[-1] is a newline */
+        n_lines++;
+        if (--countdown == 0) {
+            marks[n_marks++] = stop;
+            countdown = step;
+        }
+    }
+    int n_pieces = (int)((stop - p) / MIN_PIECE_BYTES);
+    if (n_pieces > n_threads) n_pieces = n_threads;
+    if (n_pieces > n_marks - 1) n_pieces = (int)(n_marks - 1);
+    if (n_pieces < 1) n_pieces = 1;
+    for (int i = 0; i < n_pieces; i++) {
+        Py_ssize_t first = (Py_ssize_t)i * (n_marks - 1) / n_pieces, next = (Py_ssize_t)(i + 1) * (n_marks - 1) / n_pieces;
+        int last = i == n_pieces - 1;
+        pieces[i] = (struct piece){
+            .table = t,
+            .p = marks[first],
+            .stop = last ? stop : marks[next],
+            .row = row + first * step,
+            .end_row = last ? n_rows : row + next * step, /* the last one ends like the whole */
+        };
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int i = 1; i < n_pieces; i++)
+        started[i] = pthread_create(&threads[i], NULL, parse_piece_thread, &pieces[i]) == 0;
+    parse_piece(&pieces[0]);
+    for (int i = 1; i < n_pieces; i++) {
+        if (started[i])
+            pthread_join(threads[i], NULL);
+        else
+            parse_piece(&pieces[i]); /* no thread to be had: parse it here */
+    }
+    Py_END_ALLOW_THREADS
+    /* The first piece that did not reach its end is where one piece would have
+     * stopped (each piece but the last ends exactly where the next begins). */
+    int i = 0;
+    while (i < n_pieces - 1 && pieces[i].status == STATUS_DONE && pieces[i].error == 0) i++;
+    *result = pieces[i];
+}
+
+static PyObject *parse_rows(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"buf", "pos", "end", "out", "row", "kinds", "strings", "threads", NULL};
     Py_buffer src = {0}, dst = {0}, kinds = {0};
     Py_ssize_t pos, end, row;
     PyObject *out_obj, *kinds_obj = Py_None, *strings = Py_None, *result = NULL;
-    if (!PyArg_ParseTuple(args, "y*nnOn|OO:parse_rows", &src, &pos, &end, &out_obj, &row, &kinds_obj, &strings))
+    int n_threads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnOn|OOi:parse_rows", keywords, &src, &pos, &end, &out_obj,
+                                     &row, &kinds_obj, &strings, &n_threads))
         return NULL;
     if (PyObject_GetBuffer(out_obj, &dst, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto done;
     if (dst.ndim != 2 || dst.itemsize != 8 || strcmp(dst.format, "d") != 0) {
@@ -236,56 +408,39 @@ static PyObject *parse_rows(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "buf[end - 1] must be a newline");
         goto done;
     }
-    const unsigned char *kind = NULL;
+    if (n_threads < 1) {
+        PyErr_SetString(PyExc_ValueError, "threads must be at least 1");
+        goto done;
+    }
+    if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
+    struct table table = {.hard_end = (const unsigned char *)src.buf + src.len, .n_cols = n_cols, .out = dst.buf};
+    int has_strings = 0;
     if (kinds_obj != Py_None) {
         if (PyObject_GetBuffer(kinds_obj, &kinds, PyBUF_SIMPLE) < 0) goto done;
-        if (kinds.len != n_cols || !PyList_Check(strings)) {
-            PyErr_SetString(PyExc_ValueError, "kinds needs one byte per column and strings a list");
+        table.kind = kinds.buf;
+        int known = 1;
+        for (Py_ssize_t j = 0; j < kinds.len; j++) {
+            known &= table.kind[j] <= KIND_SKIP;
+            has_strings |= table.kind[j] == KIND_STRING;
+        }
+        if (kinds.len != n_cols || !known || (has_strings && !PyList_Check(strings))) {
+            PyErr_SetString(PyExc_ValueError,
+                            "kinds needs one byte (0, 1 or 2) per column, and strings a list for kind 1");
             goto done;
         }
-        kind = kinds.buf;
+        table.strings = strings;
     }
     const unsigned char *base = src.buf;
-    const unsigned char *p = base + pos, *limit = base + end, *hard_end = base + src.len;
-    double *o = (double *)dst.buf + row * n_cols;
-    int status = STATUS_DONE, error = 0;
-    for (; row < n_rows; row++, o += n_cols) {
-        if (p >= limit) {
-            status = STATUS_MORE;
-            break;
-        }
-        const unsigned char *line = p;
-        for (Py_ssize_t j = 0; j < n_cols; j++) {
-            while (is_blank(*p)) p++;
-            if (*p == '\n') goto bad;
-            if (kind != NULL && kind[j]) {
-                const unsigned char *token = p;
-                while (!is_blank(*p) && *p != '\n') p++;
-                PyObject *text = PyUnicode_DecodeUTF8((const char *)token, p - token, "replace");
-                if (text == NULL || PyList_Append(strings, text) < 0) {
-                    Py_XDECREF(text);
-                    goto done;
-                }
-                Py_DECREF(text);
-                o[j] = NAN;
-                continue;
-            }
-            p = parse_number(p, hard_end, &o[j], &error);
-            if (p == NULL) {
-                if (error) goto done;
-                goto bad;
-            }
-        }
-        while (is_blank(*p)) p++;
-        if (*p != '\n') goto bad;
-        p++;
-        continue;
-    bad:
-        p = line;
-        status = STATUS_BAD;
-        break;
+    struct piece piece = {.table = &table, .p = base + pos, .stop = base + end, .row = row, .end_row = n_rows};
+    if (n_threads > 1 && !has_strings && end - pos >= 2 * MIN_PIECE_BYTES) {
+        table.gil_released = 1;
+        parse_in_pieces(&table, base + pos, base + end, row, n_rows, n_threads, &piece);
+    } else {
+        parse_piece(&piece);
     }
-    result = Py_BuildValue("nni", row, (Py_ssize_t)(p - base), status);
+    if (piece.error == -1) PyErr_NoMemory();
+    if (piece.error) goto done;
+    result = Py_BuildValue("nni", piece.row, (Py_ssize_t)(piece.p - base), piece.status);
 done:
     PyBuffer_Release(&src);
     if (dst.obj) PyBuffer_Release(&dst);
@@ -294,10 +449,10 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"parse_rows", parse_rows, METH_VARARGS,
-     "parse_rows(buf, pos, end, out, row, kinds=None, strings=None) -> (row, pos, status)\n\n"
-     "Parse lines of buf[pos:end] as rows of numbers into the float64 array out\n"
-     "(see parsers/_dumpscan.c)."},
+    {"parse_rows", (PyCFunction)(void (*)(void))parse_rows, METH_VARARGS | METH_KEYWORDS,
+     "parse_rows(buf, pos, end, out, row, kinds=None, strings=None, threads=1) -> (row, pos, status)\n\n"
+     "Parse lines of buf[pos:end] as rows of numbers into the float64 array out,\n"
+     "with up to `threads` threads (see parsers/_dumpscan.c)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -15,7 +15,8 @@ stopped, to say what is wrong there.
   ``xu yu zu`` / ``x y z`` / ``xsu ysu zsu`` / ``xs ys zs`` (first found wins;
   scaled ones are converted with the box), image flags ``ix iy iz`` (added to
   wrapped positions), ``fx fy fz`` (eV/Å), ``q`` (e) and any others (``vx``,
-  ``c_*``, ``v_*``, ``d_*``, ``i_*``...), which are only read when asked for.
+  ``c_*``, ``v_*``, ``d_*``, ``i_*``...), which are only read when asked for
+  (the others are only checked to be plain decimal numbers).
 - Atoms are sorted by ``id`` when that column exists.
 - Energies: ``energy_column`` (a per-atom column, summed), or ``log`` (a LAMMPS
   log whose thermo ``PotEng`` is matched by timestep), or the RANN header, or
@@ -88,8 +89,8 @@ def read_lammps_dump(
     with LineReader(path) as reader:
         index = 0
         while (header := _read_header(reader, energy_column)) is not None:
-            table = _AtomTable(reader, header, scratch)
-            frame = table.frame(type_map, energy_column, index)
+            table = _AtomTable(reader, header, scratch, type_map, energy_column)
+            frame = table.frame(index)
             if log_energies is not None:
                 frame.energy = _log_energy(log_energies, header, reader.path, log)
             yield frame
@@ -214,37 +215,62 @@ def _read_header(reader: LineReader, energy_column: str | None) -> _Header | Non
 
 
 class _Scratch:
-    """Two float64 work arrays reused from frame to frame: new memory costs page
+    """A float64 work array reused from frame to frame: new memory costs page
     faults (several ms per MB on virtual machines), reused memory does not."""
 
     def __init__(self) -> None:
-        self._buffers = [np.empty(0), np.empty(0)]
+        self._buffer = np.empty(0)
 
-    def array(self, k: int, shape: tuple[int, int]) -> np.ndarray:
-        """Work array ``k`` (0 or 1) with ``shape``, C-contiguous, contents undefined."""
+    def array(self, shape: tuple[int, int]) -> np.ndarray:
+        """The work array with ``shape``, C-contiguous, contents undefined."""
         size = shape[0] * shape[1]
-        if self._buffers[k].size < size:
-            self._buffers[k] = np.empty(size)
-        return self._buffers[k][:size].reshape(shape)
+        if self._buffer.size < size:
+            self._buffer = np.empty(size)
+        return self._buffer[:size].reshape(shape)
+
+
+def _needed_columns(columns: list[str], type_map: dict[int, int], energy_column: str | None) -> set[str]:
+    """The columns a Frame is built from (positions as chosen by _POSITION_SETS,
+    image flags for wrapped ones, forces, charges, ids, types, and what gives
+    the elements and the energy); the others need not be converted."""
+    names, _, unwrapped = next(s for s in _POSITION_SETS if set(s[0]) <= set(columns))
+    needed = {*names, "id", "type", "fx", "fy", "fz", "q", *_STRING_COLUMNS}
+    if not unwrapped:
+        needed |= {"ix", "iy", "iz"}
+    if not (type_map and "type" in columns):
+        needed.add("mass")
+    if energy_column is not None:
+        needed.add(energy_column)
+    return needed & set(columns)
 
 
 class _AtomTable:
-    """The atom block of one frame, parsed in bulk and checked. Its arrays live
-    in ``scratch``: the Frame gets copies."""
+    """The atom block of one frame, parsed in bulk and checked; only the columns
+    needed for ``type_map`` and ``energy_column`` are converted. Its array
+    lives in ``scratch``: the Frame gets copies."""
 
-    def __init__(self, reader: LineReader, header: _Header, scratch: _Scratch) -> None:
-        self.scratch = scratch
+    def __init__(
+        self,
+        reader: LineReader,
+        header: _Header,
+        scratch: _Scratch,
+        type_map: dict[int, int],
+        energy_column: str | None,
+    ) -> None:
         self.path = reader.path
         self.header = header
+        self.type_map = type_map
+        self.energy_column = energy_column
         self.first_line = header.atoms_line + 1
         self.columns = header.columns
         self.index = {name: j for j, name in enumerate(self.columns)}
         n = header.n_atoms
+        needed = _needed_columns(self.columns, type_map, energy_column)
         string_columns = [c for c in self.columns if c in _STRING_COLUMNS]
-        kinds = bytes(c in _STRING_COLUMNS for c in self.columns) if string_columns else None
+        kinds = bytes(1 if c in _STRING_COLUMNS else 0 if c in needed else 2 for c in self.columns)
         words: list[str] = []
-        #: (n, n_columns) float64, file order; NaN in string columns
-        self.numeric = scratch.array(0, (n, len(self.columns)))
+        #: (n, n_columns) float64, file order; NaN in string columns, undefined in skipped ones
+        self.numeric = scratch.array((n, len(self.columns)))
         got = reader.read_table(self.numeric, kinds, words)
         if got < n:
             self._diagnose(reader, got)
@@ -313,8 +339,9 @@ class _AtomTable:
             raise ParseError(self.path, self._line_of(row), "unique atom ids", f"id {ids[row]} again")
         return order
 
-    def _numbers(self, type_map: dict[int, int]) -> np.ndarray:
+    def _numbers(self) -> np.ndarray:
         """Atomic numbers in file order."""
+        type_map = self.type_map
         if type_map and self.has("type"):
             atom_types = self.column("type").astype(np.int64)
             table = np.zeros(max(type_map) + 2, dtype=np.int64)  # 0 = no mapping
@@ -351,18 +378,26 @@ class _AtomTable:
             found,
         )
 
-    def _columns(self, rows: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
-        """The named columns of ``rows``, as a new C-contiguous array."""
-        return np.take(rows, [self.index[c] for c in names], axis=1)
+    def _take(self, order: np.ndarray | None, names: tuple[str, ...]) -> np.ndarray:
+        """The named columns in atom order (``order`` from _order), as a new
+        C-contiguous (n, len(names)) array."""
+        first = self.index[names[0]]
+        if all(self.index[c] == first + k for k, c in enumerate(names)):  # adjacent: a view, no copy
+            columns = self.numeric[:, first : first + len(names)]
+        else:
+            columns = np.take(self.numeric, [self.index[c] for c in names], axis=1)
+        if order is None:
+            return np.ascontiguousarray(columns)
+        return np.take(columns, order, axis=0)
 
-    def _positions(self, rows: np.ndarray) -> np.ndarray:
-        """Cartesian positions (Å) of ``rows``, unwrapped with image flags when present."""
+    def _positions(self, order: np.ndarray | None) -> np.ndarray:
+        """Cartesian positions (Å) in atom order, unwrapped with image flags when present."""
         box = self.header.box
         names, scaled, unwrapped = next(s for s in _POSITION_SETS if self.has(*s[0]))
-        xyz = self._columns(rows, names)
+        xyz = self._take(order, names)
         images = None
         if not unwrapped and self.has("ix", "iy", "iz"):
-            images = self._columns(rows, ("ix", "iy", "iz"))
+            images = self._take(order, ("ix", "iy", "iz"))
         if scaled:
             if images is not None:
                 xyz = xyz + images
@@ -371,22 +406,21 @@ class _AtomTable:
             xyz = xyz + images @ box.cell
         return xyz
 
-    def frame(self, type_map: dict[int, int], energy_column: str | None, index: int) -> Frame:
+    def frame(self, index: int) -> Frame:
+        """The Frame (number ``index`` in its file) of this table."""
         h = self.header
         order = self._order()
-        numbers = self._numbers(type_map)
-        rows = self.numeric
+        numbers = self._numbers()
         if order is not None:
-            numbers = numbers[order]
-            rows = np.take(rows, order, axis=0, out=self.scratch.array(1, rows.shape))
-        forces = self._columns(rows, ("fx", "fy", "fz")) if self.has("fx", "fy", "fz") else None
-        charges = np.take(rows, self.index["q"], axis=1) if self.has("q") else None
+            numbers = np.take(numbers, order)
+        forces = self._take(order, ("fx", "fy", "fz")) if self.has("fx", "fy", "fz") else None
+        charges = self._take(order, ("q",)).reshape(-1) if self.has("q") else None
         energy = h.energy
-        if energy_column is not None:
-            energy = float(np.sum(self.column(energy_column)))
+        if self.energy_column is not None:
+            energy = float(np.sum(self.column(self.energy_column)))
         return Frame(
             numbers=numbers,
-            positions=self._positions(rows),
+            positions=self._positions(order),
             cell=h.box.cell,
             pbc=h.box.pbc,
             energy=energy,

@@ -5,6 +5,12 @@ numbers (the atom block of a dump frame) straight from its buffer into a
 float64 array with the compiled scanner :mod:`parsers._dumpscan`. It keeps
 only the current chunk in memory, and counts 1-based line numbers for error
 messages.
+
+Large tables without string columns are parsed by several threads (the
+scanner releases the GIL; the result is the same as with one thread). Their
+number is the ``threads`` argument of :class:`LineReader`, else the
+environment variable ``MLIP_PARSE_THREADS``, else the number of CPU cores
+this process may run on, at most 8.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import os
 from pathlib import Path
 from typing import IO
 
@@ -29,6 +36,25 @@ def open_binary(path: str | Path) -> IO[bytes]:
     return opener(path, "rb")
 
 
+def default_threads() -> int:
+    """Threads for parsing tables: ``MLIP_PARSE_THREADS`` if set (>= 1), else
+    the CPU cores this process may run on, at most 8."""
+    text = os.environ.get("MLIP_PARSE_THREADS", "").strip()
+    if text:
+        try:
+            threads = int(text)
+        except ValueError:
+            raise ValueError(f"MLIP_PARSE_THREADS must be a positive integer, got {text!r}") from None
+        if threads < 1:
+            raise ValueError(f"MLIP_PARSE_THREADS must be a positive integer, got {text!r}")
+        return threads
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
 def strip_compression(name: str) -> str:
     """``name`` without a trailing ``.gz`` / ``.bz2`` / ``.xz``."""
     for suffix in COMPRESSED_SUFFIXES:
@@ -42,14 +68,19 @@ class LineReader:
 
     ``line`` is the number of the last line handed out (0 before the first).
     The file is read in chunks of ``chunk_size`` bytes into one reused buffer
-    (grown only for a single line longer than half a chunk).
+    (grown only for a single line longer than half a chunk). ``threads``
+    parse tables (None: :func:`default_threads`).
     """
 
-    def __init__(self, path: str | Path, chunk_size: int = 1 << 20) -> None:
+    def __init__(self, path: str | Path, chunk_size: int = 4 << 20, threads: int | None = None) -> None:
         self.path = str(path)
         self.line = 0
+        self.threads = default_threads() if threads is None else threads
+        if self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
         self._file = open_binary(path)
         self._chunk = max(1, chunk_size)
+        self._table_bytes = 0  # size of the last table read
         self._buf = bytearray()
         self._pos = 0  # start of the unread data in _buf
         self._end = 0  # end of the data in _buf
@@ -107,19 +138,27 @@ class LineReader:
         """Parse the next lines as the rows of ``out`` (a C-contiguous (n_rows,
         n_columns) float64 array), each line exactly ``n_columns`` finite
         numbers separated by spaces or tabs, converted exactly as ``float()``
-        does. ``kinds`` (one byte per column, 1 = string) and the list
-        ``strings`` take string columns: their words are appended to
-        ``strings`` row by row and their entries in ``out`` are NaN.
+        does. ``kinds`` (one byte per column) marks string columns with 1:
+        their words are appended to the list ``strings`` row by row and
+        their entries in ``out`` are NaN; and columns to skip with 2: their
+        fields must look like plain decimal numbers but are not converted
+        (their entries in ``out`` are left as they are).
 
         Returns the number of rows read: ``n_rows``, or fewer when the next
         line is not such a row or the file ended first; the reader then stands
         before that line (``line`` counts the rows read)."""
-        row = 0
+        row, size = 0, 0
+        if not self._eof and self._end - self._pos < self._table_bytes:
+            self._more()  # so that a table as long as the last one is parsed in one call (and its threads)
         while True:
             limit = max(self._buf.rfind(b"\n", self._pos, self._end) + 1, self._pos)
-            first = row
-            row, self._pos, status = parse_rows(self._buf, self._pos, limit, out, row, kinds, strings)
+            first, start = row, self._pos
+            row, self._pos, status = parse_rows(
+                self._buf, self._pos, limit, out, row, kinds, strings, self.threads
+            )
             self.line += row - first
+            size += self._pos - start
             if status != MORE or self._eof:
+                self._table_bytes = size
                 return row
             self._more()
