@@ -12,7 +12,9 @@ set size (``VmHWM``) during the read, after imports; both keep all frames in
 memory, as a training set build would.
 
 The last line printed is one JSON object with both throughputs (MB/s, MB =
-10⁶ bytes), ``speedup_vs_ase`` and the peak memory.
+10⁶ bytes), ``speedup_vs_ase``, the peak memory and the number of threads
+parsers used for the atom blocks (``parse_threads``: ``MLIP_PARSE_THREADS``,
+else the usable cores, at most 8).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/parse_speed.py [--mb 200] [--keep DIR | --dump F] [--phases]
 
@@ -136,6 +138,7 @@ def main() -> None:
         return
 
     from mlip.lammps.datagen import write_cu_eam_dumps
+    from parsers.textio import default_threads
 
     n_atoms = 4 * SIZE**3
     n_frames = max(2, round(args.mb * 1e6 / (n_atoms * BYTES_PER_ATOM_LINE)))
@@ -193,6 +196,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "parse_threads": default_threads(),
     }
     print(json.dumps(result))
 

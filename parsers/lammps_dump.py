@@ -35,6 +35,7 @@ from typing import NoReturn
 
 import numpy as np
 
+from parsers._dumpscan import take_rows
 from parsers.elements import TypesOption, numbers_from_masses, numbers_from_symbols, parse_types
 from parsers.errors import ParseError
 from parsers.frame import Frame
@@ -378,26 +379,18 @@ class _AtomTable:
             found,
         )
 
-    def _take(self, order: np.ndarray | None, names: tuple[str, ...]) -> np.ndarray:
-        """The named columns in atom order (``order`` from _order), as a new
-        C-contiguous (n, len(names)) array."""
-        first = self.index[names[0]]
-        if all(self.index[c] == first + k for k, c in enumerate(names)):  # adjacent: a view, no copy
-            columns = self.numeric[:, first : first + len(names)]
-        else:
-            columns = np.take(self.numeric, [self.index[c] for c in names], axis=1)
-        if order is None:
-            return np.ascontiguousarray(columns)
-        return np.take(columns, order, axis=0)
+    def _take(self, order: np.ndarray | None, groups: dict[str, tuple[str, ...]]) -> dict[str, np.ndarray]:
+        """Each group of named columns in atom order (``order`` from _order), as
+        a new C-contiguous (n, len(group)) array."""
+        arrays = {key: np.empty((self.header.n_atoms, len(names))) for key, names in groups.items()}
+        takes = [([self.index[c] for c in groups[key]], out) for key, out in arrays.items()]
+        take_rows(self.numeric, order, takes)
+        return arrays
 
-    def _positions(self, order: np.ndarray | None) -> np.ndarray:
-        """Cartesian positions (Å) in atom order, unwrapped with image flags when present."""
+    def _positions(self, xyz: np.ndarray, images: np.ndarray | None, scaled: bool) -> np.ndarray:
+        """Cartesian positions (Å) from the position columns ``xyz``, unwrapped
+        with the image flags ``images`` when given."""
         box = self.header.box
-        names, scaled, unwrapped = next(s for s in _POSITION_SETS if self.has(*s[0]))
-        xyz = self._take(order, names)
-        images = None
-        if not unwrapped and self.has("ix", "iy", "iz"):
-            images = self._take(order, ("ix", "iy", "iz"))
         if scaled:
             if images is not None:
                 xyz = xyz + images
@@ -413,18 +406,26 @@ class _AtomTable:
         numbers = self._numbers()
         if order is not None:
             numbers = np.take(numbers, order)
-        forces = self._take(order, ("fx", "fy", "fz")) if self.has("fx", "fy", "fz") else None
-        charges = self._take(order, ("q",)).reshape(-1) if self.has("q") else None
+        names, scaled, unwrapped = next(s for s in _POSITION_SETS if self.has(*s[0]))
+        groups = {"xyz": names}
+        if not unwrapped and self.has("ix", "iy", "iz"):
+            groups["images"] = ("ix", "iy", "iz")
+        if self.has("fx", "fy", "fz"):
+            groups["forces"] = ("fx", "fy", "fz")
+        if self.has("q"):
+            groups["charges"] = ("q",)
+        arrays = self._take(order, groups)
+        charges = arrays["charges"].reshape(-1) if "charges" in arrays else None
         energy = h.energy
         if self.energy_column is not None:
             energy = float(np.sum(self.column(self.energy_column)))
         return Frame(
             numbers=numbers,
-            positions=self._positions(order),
+            positions=self._positions(arrays["xyz"], arrays.get("images"), scaled),
             cell=h.box.cell,
             pbc=h.box.pbc,
             energy=energy,
-            forces=forces,
+            forces=arrays.get("forces"),
             charges=charges,
             energy_weight=h.energy_weight,
             force_weight=h.force_weight,

@@ -2,14 +2,17 @@
 threads > 1) returns exactly what one thread returns: the same numbers, and
 on bad input the same row, position and status; and skipped columns (kind 2)
 are checked but not converted. The tables are large enough (>= 256 kB) for
-the work to be split."""
+the work to be split. Also take_rows, the gather behind Frame building."""
 
 from __future__ import annotations
+
+import os
+import threading
 
 import numpy as np
 import pytest
 
-from parsers._dumpscan import BAD, DONE, MORE, parse_rows
+from parsers._dumpscan import BAD, DONE, MORE, parse_rows, take_rows
 from parsers.textio import LineReader, default_threads
 
 N_COLS = 9
@@ -169,3 +172,50 @@ def test_line_reader_threads(tmp_path, table, monkeypatch):
         default_threads()
     monkeypatch.delenv("MLIP_PARSE_THREADS")
     assert 1 <= default_threads() <= 8
+
+
+def test_concurrent_callers_and_a_forked_child(table):
+    """Two Python threads parsing at once (one gets the worker threads, the
+    other parses alone), and a child forked after the workers started: both
+    give the one-thread result."""
+    want, expected = _parse(table, 6000, 1)
+    results = []
+
+    def parse() -> None:
+        for _ in range(5):
+            results.append(_parse(table, 6000, 2))
+
+    threads = [threading.Thread(target=parse) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 10
+    assert all(got == want and out.tobytes() == expected.tobytes() for got, out in results)
+    if not hasattr(os, "fork"):
+        return
+    child = os.fork()
+    if child == 0:  # the child: exit status 0 when its threaded parse is right
+        got, out = _parse(table, 6000, 2)
+        os._exit(0 if got == want and out.tobytes() == expected.tobytes() else 1)
+    assert os.waitpid(child, 0)[1] == 0
+
+
+def test_take_rows():
+    table = np.arange(40.0).reshape(10, 4)
+    order = np.array([3, 0, 9, 9, 1])
+    a, b = np.empty((5, 2)), np.empty((5, 1))
+    assert take_rows(table, order, [((3, 1), a), ((0,), b)]) is None
+    np.testing.assert_array_equal(a, table[order][:, [3, 1]])
+    np.testing.assert_array_equal(b, table[order][:, [0]])
+    c = np.empty((10, 3))
+    take_rows(table, None, [((1, 2, 3), c)])
+    np.testing.assert_array_equal(c, table[:, 1:])
+    with pytest.raises(IndexError):
+        take_rows(table, np.array([0, 10]), [((0,), np.empty((2, 1)))])
+    with pytest.raises(IndexError):
+        take_rows(table, None, [((4,), np.empty((10, 1)))])
+    with pytest.raises(ValueError):
+        take_rows(table, order, [((0, 1), np.empty((5, 1)))])
+    with pytest.raises(TypeError):
+        take_rows(table, order.astype(np.int32), [((0,), np.empty((5, 1)))])
