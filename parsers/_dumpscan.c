@@ -18,11 +18,16 @@
  * line at pos is not a row of finite numbers: too few or too many fields, a
  * malformed or non-finite number). Rows before the returned one are written.
  *
- * threads > 1 lets a large table without string columns be parsed by that
- * many threads with the GIL released: the lines wanted are split into
- * pieces of consecutive lines, one per thread, and the pieces' results
- * combined so that the call returns exactly what threads=1 returns (on bad
- * input: the first bad line, with every row before it written).
+ * threads > 1 lets a large table without string columns be parsed by up to
+ * that many threads with the GIL released: the lines wanted are split into
+ * pieces of consecutive lines (about 16 per thread), which the calling
+ * thread and pool workers (kept from call to call) take one by one, and the
+ * pieces' results are combined so that the call returns exactly what
+ * threads=1 returns (on bad input: the first bad line, with every row before
+ * it written).
+ *
+ * take_rows(table, order, takes): see below; the gather that builds a
+ * frame's arrays from the parsed table.
  *
  * Numbers are converted exactly as Python's float() does (correctly rounded,
  * round half to even). An integer below 2^53 converts exactly; any other
@@ -422,7 +427,7 @@ static void parse_piece_task(void *piece) { parse_piece(piece); }
 
 enum {
     PIECES_PER_THREAD = 16,       /* tasks per thread: small enough to share out evenly */
-    MIN_PIECE_BYTES = 128 * 1024, /* a thread per this much text at most */
+    MIN_PIECE_BYTES = 64 * 1024,  /* a thread per this much text at most */
 };
 
 /* Splits the lines of [p, limit) wanted as rows row .. n_rows - 1 into pieces
