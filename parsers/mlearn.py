@@ -2,9 +2,15 @@
 
 A JSON list of records, each with ``structure`` (pymatgen
 ``Structure.as_dict()``, Å), ``outputs`` with ``energy`` (eV), ``forces``
-((n, 3) eV/Å) and ``virial_stress`` (kbar, VASP order xx yy zz xy yz xz, VASP
-sign: positive = compressive), and a ``group`` label. Stress is converted to
+((n, 3) eV/Å) and ``virial_stress`` (kbar, VASP sign: positive = compressive,
+in the order xx yy zz xy xz yz), and a ``group`` label. Stress is converted to
 eV/Å³ in ASE's sign convention: σ = −0.1 · kbar / 160.21766208.
+
+The order of the shear components is not VASP's (xy yz zx): in the mlearn files
+the fifth number is xz and the sixth yz. That was established against the
+stress of the Zuo et al. qSNAP potentials computed by LAMMPS on the strained
+("Elastic") structures, where only this order correlates
+(tests/test_parsers_formats.py::test_mlearn_shear_stress_matches_lammps_qsnap).
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ KBAR_TO_EV_PER_A3 = -0.1 / EV_PER_A3_IN_GPA  # includes the sign flip VASP → A
 
 
 def stress_from_virial_kbar(v: list[float]) -> np.ndarray:
-    """(3, 3) stress in eV/Å³ (ASE sign) from VASP-ordered ``xx yy zz xy yz xz`` kbar."""
-    xx, yy, zz, xy, yz, xz = (float(x) for x in v)
+    """(3, 3) stress in eV/Å³ (ASE sign) from mlearn's ``xx yy zz xy xz yz`` kbar (VASP sign)."""
+    xx, yy, zz, xy, xz, yz = (float(x) for x in v)
     return KBAR_TO_EV_PER_A3 * np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
 
 

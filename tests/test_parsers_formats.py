@@ -73,8 +73,8 @@ def test_mlearn_cu_test_set(shared_data):
         assert frame.energy == out["energy"] and frame.group == rec["group"]
         np.testing.assert_array_equal(frame.forces, out["forces"])
         np.testing.assert_allclose(frame.positions, [s["xyz"] for s in rec["structure"]["sites"]], atol=1e-12)
-        xx, yy, zz, xy, yz, xz = out["virial_stress"]
-        # VASP kbar, positive = compressive → ASE eV/Å³, positive = tensile
+        xx, yy, zz, xy, xz, yz = out["virial_stress"]
+        # kbar, positive = compressive → ASE eV/Å³, positive = tensile (order: next test)
         np.testing.assert_allclose(frame.stress[0, 0], -xx * EV_PER_A3_PER_KBAR, rtol=1e-12)
         np.testing.assert_allclose(frame.stress[1, 2], -yz * EV_PER_A3_PER_KBAR, rtol=1e-12)
         np.testing.assert_allclose(frame.stress[0, 2], -xz * EV_PER_A3_PER_KBAR, rtol=1e-12)
@@ -82,6 +82,37 @@ def test_mlearn_cu_test_set(shared_data):
         np.testing.assert_array_equal(frame.stress, frame.stress.T)
         assert frame.pbc.all() and (frame.numbers == 29).all()
     assert {f.group for f in frames} == {r["group"] for r in records}
+
+
+@pytest.mark.parametrize("element", ["Cu", "Mo"])
+def test_mlearn_shear_stress_matches_lammps_qsnap(shared_data, element):
+    """The order of mlearn's shear stresses, checked against an independent reference: the stress
+    that LAMMPS computes with the Zuo et al. qSNAP potential (fitted to the same DFT data) on the
+    strained structures. Each parsed component follows qSNAP's (the shear ones to 0.2 GPa); with
+    VASP's order (xy yz zx) xz and yz would not correlate at all."""
+    from physics_reference import lammps_reference
+
+    from mlip.lammps import potentials_dir
+
+    pot = potentials_dir() / f"{element}_Zuo_JPCA2020.quadratic"
+    style = ["pair_style snap", f"pair_coeff * * {pot}.snapcoeff {pot}.snapparam {element}"]
+    frames = [f for f in parsers.read(shared_data / "mlearn" / element / "training.json")
+              if f.group == "Elastic"][:8]
+    parsed, qsnap = [], []
+    for frame in frames:
+        # rotate to LAMMPS' lower-triangular cell (cell @ q = lower), and the virial back with q
+        q, r = np.linalg.qr(frame.cell.T)
+        q, r = q * np.sign(np.diag(r)), r * np.sign(np.diag(r))[:, None]
+        frac = np.linalg.solve(frame.cell.T, frame.positions.T).T % 1.0
+        ref = lammps_reference(r.T, frac @ r.T, np.ones(len(frame), dtype=int), 1, style)
+        qsnap.append(-(q @ ref["virial"] @ q.T) / abs(np.linalg.det(frame.cell)))
+        parsed.append(frame.stress)
+    parsed_gpa, qsnap_gpa = np.array(parsed) * 160.21766208, np.array(qsnap) * 160.21766208
+    for a, b in [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]:
+        assert np.corrcoef(parsed_gpa[:, a, b], qsnap_gpa[:, a, b])[0, 1] > 0.98, (a, b)
+    for a, b in [(0, 1), (0, 2), (1, 2)]:
+        assert np.abs(parsed_gpa[:, a, b] - qsnap_gpa[:, a, b]).max() < 0.2, (a, b)
+    assert np.abs(parsed_gpa[:, [0, 0, 1], [1, 2, 2]]).max() > 1.0  # the frames are sheared
 
 
 def test_runner_carbon_chain(shared_data):
