@@ -14,7 +14,8 @@ element symbols (so the config can name elements); any other is called as
 
 Normalisation: ``forward`` returns ``(raw − mean[s]) / std[s]`` with per-centre-element
 statistics ``mean``, ``std`` (n_species, n_features) fitted by :meth:`DescriptorSet.fit_normalization`
-on training data (identity until then; features that never vary keep std = 1).
+on training data (identity until then): a mean per feature and, by default, one std per
+descriptor block (or per feature).
 """
 
 import importlib
@@ -166,14 +167,18 @@ class DescriptorSet(torch.nn.Module):
         return (features - mean) / std
 
     @torch.jit.unused
-    def fit_normalization(self, batches: Iterable[Sequence[Any]]) -> None:
-        """Fit per-element mean and std of the raw features on training data.
+    def fit_normalization(self, batches: Iterable[Sequence[Any]], scaling: str = "block") -> None:
+        """Fit per-element means and scales of the raw features on training data.
 
         batches: iterable of ``(species, edge_index, edge_vec)`` or
         ``(species, edge_index, edge_vec, n_centers)`` (torch tensors or numpy arrays; without
         ``n_centers`` every atom is a centre). Statistics accumulate in float64 (Chan's
-        pairwise update). Elements absent from the data keep mean 0, std 1; features with
-        std < 1e-12 (relative to their scale) keep std 1.
+        pairwise update). Each feature gets its own mean. ``scaling``: ``"block"`` divides all
+        features of one descriptor by one std (the root of their mean variance), which keeps the
+        features that bulk symmetry nearly switches off (odd l of a power spectrum in a cubic
+        crystal) small, instead of blowing them up to tens of standard deviations at surfaces and
+        defects; ``"feature"`` gives every feature its own std. Elements absent from the data
+        keep mean 0, std 1; a std < 1e-12 (relative to the features' scale) stays 1.
         """
         count = torch.zeros(self.n_species, dtype=torch.float64)
         mean = torch.zeros(self.n_species, self.n_features, dtype=torch.float64)
@@ -200,7 +205,14 @@ class DescriptorSet(torch.nn.Module):
         if float(count.sum()) == 0.0:
             raise ValueError("fit_normalization got no atoms")
         std = torch.sqrt(m2 / count.clamp(min=1.0).unsqueeze(1))
-        flat = std <= 1e-12 * (mean.abs() + 1.0)
+        scale = mean.abs()
+        if scaling == "block":  # one std per descriptor: the root mean variance of its features
+            for a, b in self.feature_slices:
+                std[:, a:b] = torch.sqrt((std[:, a:b] ** 2).mean(dim=1, keepdim=True))
+                scale[:, a:b] = scale[:, a:b].mean(dim=1, keepdim=True)
+        elif scaling != "feature":
+            raise ValueError(f"scaling must be 'block' or 'feature', got {scaling!r}")
+        flat = std <= 1e-12 * (scale + 1.0)
         std = torch.where(flat | (count.unsqueeze(1) < 2), torch.ones_like(std), std)
         mean = torch.where(count.unsqueeze(1) > 0, mean, torch.zeros_like(mean))
         self.mean.copy_(mean.to(self.mean.dtype))

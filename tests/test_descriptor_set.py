@@ -189,8 +189,8 @@ def test_normalisation_per_element():
                         torch.tensor(positions[ei[1]] - positions[ei[0]] + sh)))
         raws.append(ds.raw(*batches[-1], 8).detach().numpy())
         species_all.append(species)
-    ds.fit_normalization(batches)
     raw, sp = np.concatenate(raws), np.concatenate(species_all)
+    ds.fit_normalization(batches, scaling="feature")
     for s in (0, 1):
         np.testing.assert_allclose(ds.mean[s].numpy(), raw[sp == s].mean(0), atol=1e-12)
         std = raw[sp == s].std(0)
@@ -199,6 +199,17 @@ def test_normalisation_per_element():
     assert torch.equal(ds.std[2], torch.ones(ds.n_features))
     normed = np.concatenate([ds(*b, 8).detach().numpy() for b in batches])
     np.testing.assert_allclose(normed[sp == 1].mean(0), 0.0, atol=1e-10)
+
+    ds.fit_normalization(batches)  # default: one std per descriptor (block of features)
+    assert len(ds.feature_slices) == len(CONFIG) > 1
+    for s in (0, 1):
+        np.testing.assert_allclose(ds.mean[s].numpy(), raw[sp == s].mean(0), atol=1e-12)
+        for a, b in ds.feature_slices:
+            block_std = np.sqrt(raw[sp == s][:, a:b].var(0).mean())
+            np.testing.assert_allclose(ds.std[s, a:b].numpy(), block_std, rtol=1e-10)
+    assert torch.equal(ds.std[2], torch.ones(ds.n_features))
+    with pytest.raises(ValueError, match="scaling"):
+        ds.fit_normalization(batches, scaling="minmax")
 
 
 def test_default_config_and_errors():

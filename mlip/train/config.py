@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "model": {
         "elements": None,  # default: the elements in the data, sorted by Z
         "descriptors": "default",  # or a list of descriptor configs (fingerprints.DescriptorSet)
+        "feature_scaling": "block",  # one std per descriptor block, or "feature" (benchmarks/RESULTS.md)
         "hidden": [128, 128],
         "activation": "silu",
         "physics": [],  # names or dicts: zbl, ewald, d3, ...

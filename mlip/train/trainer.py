@@ -132,6 +132,9 @@ class Trainer:
         self.dtype = torch_dtype(config["model"]["dtype"])
         self.weights = LossWeights(tc["energy_weight"], tc["force_weight"], tc["stress_weight"],
                                    tc["charge_weight"])
+        if config["model"]["feature_scaling"] not in ("block", "feature"):
+            raise UserError("model.feature_scaling must be 'block' or 'feature', "
+                            f"got {config['model']['feature_scaling']!r}")
         self.stage_two_start = int(tc["epochs"]) - int(tc["stage_two_epochs"])
         if not 0 <= int(tc["stage_two_epochs"]) <= int(tc["epochs"]):
             raise UserError(f"train.stage_two_epochs must be between 0 and train.epochs ({tc['epochs']}), "
@@ -187,7 +190,7 @@ class Trainer:
         self.model.descriptors.fit_normalization(
             [(b["species"], b["edge_index"],
               b["positions"][b["edge_index"][1]] - b["positions"][b["edge_index"][0]] + b["edge_shift"])
-             for b in batches])
+             for b in batches], scaling=self.config["model"]["feature_scaling"])
         energies = np.array([g["energy"] for g in train])
         if len(self.model.physics):
             self.model.set_energy_reference(torch.zeros(len(self.elements)), 0.0)
