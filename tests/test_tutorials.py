@@ -53,9 +53,10 @@ def kernel_name(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def _text(nb: nbformat.NotebookNode) -> str:
     parts = []
     for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            parts.append(out.get("text", ""))
-            parts.append(out.get("data", {}).get("text/plain", ""))
+        outputs = cell.get("outputs", [])
+        # a cell's printed text as shown: the kernel may flush one print into several stream outputs
+        parts.append("".join(out.get("text", "") for out in outputs if out.get("output_type") == "stream"))
+        parts += [out.get("data", {}).get("text/plain", "") for out in outputs]
     return "\n".join(parts)
 
 
