@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from mlip.inference import load_model, predict_frames  # noqa: E402
 from mlip.lammps import load_lammps, potentials_dir  # noqa: E402
+from mlip.lammps.cell import lammps_cell  # noqa: E402
 from mlip.train.config import parse_overrides  # noqa: E402
 from parsers import Frame, read  # noqa: E402
 
@@ -53,20 +54,6 @@ def mae(pred: list[dict[str, Any]], frames: list[Frame]) -> tuple[float, float]:
 
 
 # -- SNAP / qSNAP in LAMMPS -------------------------------------------------------------------------
-def lammps_cell(cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """LAMMPS' lower-triangular form of a cell (rows a, b, c in Å) and the orthogonal matrix Q
-    with ``cell @ Q = lower``; positions map as ``x @ Q`` and forces back as ``f_lammps @ Q.T``."""
-    a, b, c = cell
-    ax = np.linalg.norm(a)
-    bx = b @ a / ax
-    by = np.sqrt(b @ b - bx**2)
-    cx = c @ a / ax
-    cy = (b @ c - bx * cx) / by
-    cz = np.sqrt(c @ c - cx**2 - cy**2)
-    lower = np.array([[ax, 0.0, 0.0], [bx, by, 0.0], [cx, cy, cz]])
-    return lower, np.linalg.solve(cell, lower)
-
-
 def snap_commands(snap_file: Path) -> list[str]:
     """The pair_style/pair_coeff lines of a LAMMPS include file, with the potential files it
     names turned into absolute paths (they are relative to the potentials folder)."""

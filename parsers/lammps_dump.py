@@ -54,6 +54,11 @@ _RANN_FIELDS = (5, 6, 11, 12)
 _STRING_COLUMNS = ("element",)
 
 
+def _position_set(columns: list[str]) -> tuple[tuple[str, ...], bool, bool] | None:
+    """The preferred entry of _POSITION_SETS whose columns are all present, or None."""
+    return next((s for s in _POSITION_SETS if set(s[0]) <= set(columns)), None)
+
+
 @dataclass
 class _Header:
     step: int
@@ -200,7 +205,7 @@ def _read_header(reader: LineReader, energy_column: str | None) -> _Header | Non
 
     columns = _item(reader, "ATOMS")
     atoms_line = reader.line
-    if not any(set(names) <= set(columns) for names, _, _ in _POSITION_SETS):
+    if _position_set(columns) is None:
         raise ParseError(
             reader.path, atoms_line, "position columns x y z, xu yu zu, xs ys zs or xsu ysu zsu",
             _found(" ".join(columns)),
@@ -230,11 +235,12 @@ class _Scratch:
         return self._buffer[:size].reshape(shape)
 
 
-def _needed_columns(columns: list[str], type_map: dict[int, int], energy_column: str | None) -> set[str]:
-    """The columns a Frame is built from (positions as chosen by _POSITION_SETS,
+def _needed_columns(columns: list[str], positions: tuple[tuple[str, ...], bool, bool],
+                    type_map: dict[int, int], energy_column: str | None) -> set[str]:
+    """The columns a Frame is built from (the ``positions`` entry of _POSITION_SETS,
     image flags for wrapped ones, forces, charges, ids, types, and what gives
     the elements and the energy); the others need not be converted."""
-    names, _, unwrapped = next(s for s in _POSITION_SETS if set(s[0]) <= set(columns))
+    names, _, unwrapped = positions
     needed = {*names, "id", "type", "fx", "fy", "fz", "q", *_STRING_COLUMNS}
     if not unwrapped:
         needed |= {"ix", "iy", "iz"}
@@ -265,8 +271,10 @@ class _AtomTable:
         self.first_line = header.atoms_line + 1
         self.columns = header.columns
         self.index = {name: j for j, name in enumerate(self.columns)}
+        #: (position column names, scaled, unwrapped); the header has checked that there is one
+        self.position_set = _position_set(self.columns)
         n = header.n_atoms
-        needed = _needed_columns(self.columns, type_map, energy_column)
+        needed = _needed_columns(self.columns, self.position_set, type_map, energy_column)
         string_columns = [c for c in self.columns if c in _STRING_COLUMNS]
         kinds = bytes(1 if c in _STRING_COLUMNS else 0 if c in needed else 2 for c in self.columns)
         words: list[str] = []
@@ -406,7 +414,7 @@ class _AtomTable:
         numbers = self._numbers()
         if order is not None:
             numbers = np.take(numbers, order)
-        names, scaled, unwrapped = next(s for s in _POSITION_SETS if self.has(*s[0]))
+        names, scaled, unwrapped = self.position_set
         groups = {"xyz": names}
         if not unwrapped and self.has("ix", "iy", "iz"):
             groups["images"] = ("ix", "iy", "iz")

@@ -93,6 +93,7 @@ def test_mlearn_shear_stress_matches_lammps_qsnap(shared_data, element):
     from physics_reference import lammps_reference
 
     from mlip.lammps import potentials_dir
+    from mlip.lammps.cell import lammps_cell
 
     pot = potentials_dir() / f"{element}_Zuo_JPCA2020.quadratic"
     style = ["pair_style snap", f"pair_coeff * * {pot}.snapcoeff {pot}.snapparam {element}"]
@@ -100,11 +101,9 @@ def test_mlearn_shear_stress_matches_lammps_qsnap(shared_data, element):
               if f.group == "Elastic"][:8]
     parsed, qsnap = [], []
     for frame in frames:
-        # rotate to LAMMPS' lower-triangular cell (cell @ q = lower), and the virial back with q
-        q, r = np.linalg.qr(frame.cell.T)
-        q, r = q * np.sign(np.diag(r)), r * np.sign(np.diag(r))[:, None]
+        lower, q = lammps_cell(frame.cell)  # LAMMPS' cell (cell @ q = lower); the virial back with q
         frac = np.linalg.solve(frame.cell.T, frame.positions.T).T % 1.0
-        ref = lammps_reference(r.T, frac @ r.T, np.ones(len(frame), dtype=int), 1, style)
+        ref = lammps_reference(lower, frac @ lower, np.ones(len(frame), dtype=int), 1, style)
         qsnap.append(-(q @ ref["virial"] @ q.T) / abs(np.linalg.det(frame.cell)))
         parsed.append(frame.stress)
     parsed_gpa, qsnap_gpa = np.array(parsed) * 160.21766208, np.array(qsnap) * 160.21766208

@@ -135,10 +135,10 @@ class Trainer:
         if config["model"]["feature_scaling"] not in ("block", "feature"):
             raise UserError("model.feature_scaling must be 'block' or 'feature', "
                             f"got {config['model']['feature_scaling']!r}")
-        self.stage_two_start = int(tc["epochs"]) - int(tc["stage_two_epochs"])
         if not 0 <= int(tc["stage_two_epochs"]) <= int(tc["epochs"]):
             raise UserError(f"train.stage_two_epochs must be between 0 and train.epochs ({tc['epochs']}), "
                             f"got {tc['stage_two_epochs']}")
+        self.stage_two_start = int(tc["epochs"]) - int(tc["stage_two_epochs"])
 
         if dist.rank == 0:
             dataset = tdata.open_dataset(config["data"], run_dir)
