@@ -7,7 +7,7 @@ Config: a list of dicts (YAML-able), each with a ``type`` and that descriptor's 
 
 Types (see :data:`DESCRIPTOR_TYPES`): ``rann_radial``, ``rann_radial_screened``, ``rann_bond``,
 ``rann_bond_screened`` (:mod:`fingerprints.rann`), ``acsf`` (:mod:`fingerprints.acsf`),
-``power_spectrum`` and ``bispectrum`` (:mod:`fingerprints.spectral`). Classes are imported
+``radial_density``, ``power_spectrum`` and ``bispectrum`` (:mod:`fingerprints.spectral`). Classes are imported
 lazily by name. A class with a ``from_config(params, elements, **extra)`` classmethod gets the
 element symbols (so the config can name elements); any other is called as
 ``cls(n_species=len(elements), **params)``.
@@ -32,6 +32,7 @@ DESCRIPTOR_TYPES: Dict[str, Tuple[str, str, Dict[str, Any]]] = {
     "rann_bond": ("fingerprints.rann", "RannBond", {}),
     "rann_bond_screened": ("fingerprints.rann", "RannBond", {"screened": True}),
     "acsf": ("fingerprints.acsf", "ACSF", {}),
+    "radial_density": ("fingerprints.spectral", "RadialDensity", {}),
     "power_spectrum": ("fingerprints.spectral", "PowerSpectrum", {}),
     "bispectrum": ("fingerprints.spectral", "Bispectrum", {}),
 }

@@ -1,4 +1,5 @@
-"""Power spectrum and bispectrum (fingerprints.spectral) against independent numpy/scipy/sympy references."""
+"""Radial density, power spectrum and bispectrum (fingerprints.spectral) against independent
+numpy/scipy/sympy references."""
 
 import math
 
@@ -18,7 +19,7 @@ from numpy.polynomial import legendre
 from scipy.special import sph_harm_y
 from sympy.physics.wigner import wigner_3j
 
-from fingerprints.spectral import Bispectrum, PowerSpectrum
+from fingerprints.spectral import Bispectrum, PowerSpectrum, RadialDensity
 
 
 def ref_radial(r, rc, n_max, basis):
@@ -50,6 +51,21 @@ def ref_power_spectrum(atoms, rc, n_max, l_max, basis, n_species=2):
         upper = np.triu_indices(channels)
         rows.append(np.concatenate([p[l][upper] for l in range(l_max + 1)]))
     return np.array(rows)
+
+
+@pytest.mark.parametrize("basis", ["bessel", "gaussian"])
+def test_radial_density_equals_sum_over_neighbours(basis):
+    atoms = random_cell(seed=4, n_atoms=6)
+    module = RadialDensity(n_species=2, cutoff=4.0, n_max=3, radial_basis=basis)
+    got = descriptor(module, atoms).detach().numpy()
+    expected = np.zeros((len(atoms), 2, 3))
+    for i, neigh in enumerate(brute_force_neighbors(atoms, 4.0)):
+        for z, v in neigh:
+            expected[i, z] += ref_radial(np.linalg.norm(v), 4.0, 3, basis)
+    expected = expected.reshape(len(atoms), 6)
+    assert got.shape == expected.shape and module.n_features == 6
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
 
 
 def complex_density(atoms, rc, n_max, l_max, n_species=2):
@@ -118,6 +134,7 @@ def cell():
 
 
 MODULES = {
+    "radial": lambda: RadialDensity(n_species=2, cutoff=4.5, n_max=4),
     "power": lambda: PowerSpectrum(n_species=2, cutoff=4.5, n_max=4, l_max=4),
     "bispectrum": lambda: Bispectrum(n_species=2, cutoff=4.5, n_max=3, l_max=4, include_odd=True),
 }
