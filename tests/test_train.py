@@ -64,6 +64,40 @@ def test_train_cli_writes_complete_run_and_evaluates(dumps, tmp_path):
     assert res.exit_code == 0 and (tmp_path / "again.pt").is_file()
 
 
+def _energies(model_path: Path, dumps: Path) -> np.ndarray:
+    from mlip.inference import load_model, predict_frames
+    from parsers import read
+
+    module, meta = load_model(model_path)
+    return np.array([r["energy"] for r in predict_frames(module, meta, list(read(dumps))[:4], stress=False)])
+
+
+def test_model_pt_holds_the_last_epoch_or_with_export_best_the_best(dumps, tmp_path):
+    """model.pt gets the EMA weights of the last epoch by default and those of best.pt with
+    train.export=best; `mlip export` re-exports the same checkpoint; a bad value exits with 2."""
+    run = tmp_path / "run"
+    # lr 0.05 makes the validation loss rise again, so that the best epoch is not the last
+    res = invoke("train", dumps, "--epochs", 6, "--out", run, *SMALL, "--set", "train.lr=0.05",
+                 "--set", "train.ema_decay=0")
+    assert res.exit_code == 0, res.output
+    best_epoch = load_checkpoint(run / "checkpoints" / "best.pt")["best_epoch"]
+    assert best_epoch < 5, "the test needs a best epoch before the last"
+    last = _energies(run / "model.pt", dumps)
+    invoke("export", run, "--checkpoint", "best.pt", "-o", tmp_path / "best.pt")
+    best = _energies(tmp_path / "best.pt", dumps)
+    assert np.abs(last - best).max() > 1e-6
+    invoke("export", run, "-o", tmp_path / "again.pt")
+    np.testing.assert_array_equal(_energies(tmp_path / "again.pt", dumps), last)
+
+    run_best = tmp_path / "run_best"
+    res = invoke("train", dumps, "--epochs", 6, "--out", run_best, *SMALL, "--set", "train.lr=0.05",
+                 "--set", "train.ema_decay=0", "--set", "train.export=best")
+    assert res.exit_code == 0, res.output
+    np.testing.assert_allclose(_energies(run_best / "model.pt", dumps), best, rtol=0, atol=1e-9)
+    res = _cli("train", dumps, "--epochs", 1, "--set", "train.export=final", "--out", tmp_path / "bad")
+    assert res.returncode == 2 and "train.export" in res.stderr
+
+
 def test_training_reduces_error(dumps, tmp_path):
     run = tmp_path / "run"
     res = invoke("train", dumps, "--epochs", 12, "--out", run, "--set", "model.hidden=[16]",
@@ -76,8 +110,8 @@ def test_training_reduces_error(dumps, tmp_path):
 
 def test_stage_two_raises_the_energy_weight_and_exports_its_own_best_epoch(dumps, tmp_path):
     """The last stage_two_epochs epochs train and validate with stage_two_energy_weight, and the
-    exported (best) checkpoint is one of them even when their loss, weighted differently, is larger
-    than stage one's best."""
+    best checkpoint (exported with train.export=best) is one of them even when their loss,
+    weighted differently, is larger than stage one's best."""
     run = tmp_path / "run"
     res = invoke("train", dumps, "--epochs", 5, "--out", run, *SMALL, "--set", "train.energy_weight=1",
                  "--set", "train.stage_two_epochs=2", "--set", "train.stage_two_energy_weight=1e6")
@@ -218,7 +252,7 @@ def test_export_keeps_the_code_compiled_when_training_started(dumps, tmp_path, m
     frames = list(read(dumps))[:3]
     exported = predict_frames(module, meta, frames, stress=False)
     eager_model = trainer_module.build_potential(config["model"], config["model"]["elements"])
-    eager_model.load_state_dict(load_checkpoint(run / "checkpoints" / "best.pt")["ema"])
+    eager_model.load_state_dict(load_checkpoint(run / "checkpoints" / "last.pt")["ema"])
     eager = predict_frames(eager_model.eval(), meta, frames, stress=False)
     for a, b in zip(exported, eager, strict=True):
         assert a["energy"] == pytest.approx(b["energy"], abs=1e-10)

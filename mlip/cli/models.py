@@ -16,8 +16,9 @@ from mlip.cli.options import data_options
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Output file (default RUN_DIR/model.pt).")
-@click.option("--checkpoint", default="best.pt", show_default=True, help="Checkpoint of RUN_DIR to export.")
-def export_cmd(run_dir: str, output: str | None, checkpoint: str) -> None:
+@click.option("--checkpoint", default=None,
+              help="Checkpoint of RUN_DIR to export: last.pt or best.pt (default: the run's train.export).")
+def export_cmd(run_dir: str, output: str | None, checkpoint: str | None) -> None:
     """Export the EMA weights of a run's checkpoint to one TorchScript file.
 
     \b
@@ -31,10 +32,10 @@ def export_cmd(run_dir: str, output: str | None, checkpoint: str) -> None:
     from mlip.train.model_builder import build_potential
 
     run = Path(run_dir)
-    ckpt = run / "checkpoints" / checkpoint
+    config = load_config(run / "config.yaml")
+    ckpt = run / "checkpoints" / (checkpoint or f"{config['train']['export']}.pt")
     if not ckpt.is_file():
         raise UserError(f"checkpoint not found: {ckpt}")
-    config = load_config(run / "config.yaml")
     model = build_potential(config["model"], config["model"]["elements"])
     model.load_state_dict(load_checkpoint(ckpt)["ema"])
     old = Path(run / "model.pt")

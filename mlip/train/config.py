@@ -55,6 +55,10 @@ DEFAULTS: dict[str, Any] = {
         # (the force weight unchanged) and the exported checkpoint is chosen among them; 0 = off
         "stage_two_epochs": 0,
         "stage_two_energy_weight": 1000.0,  # (eV/atom)^-2
+        # which EMA weights model.pt gets: "last" (the end of the schedule) or "best" (the epoch of
+        # lowest validation loss; that loss is mostly forces, and energies improve after it while
+        # the schedule anneals: benchmarks/RESULTS.md)
+        "export": "last",
         "checkpoint_every": 5,  # epochs
         "seed": 0,
         "device": "cpu",

@@ -139,6 +139,8 @@ class Trainer:
             raise UserError(f"train.stage_two_epochs must be between 0 and train.epochs ({tc['epochs']}), "
                             f"got {tc['stage_two_epochs']}")
         self.stage_two_start = int(tc["epochs"]) - int(tc["stage_two_epochs"])
+        if tc["export"] not in ("last", "best"):
+            raise UserError(f"train.export must be 'last' or 'best', got {tc['export']!r}")
 
         if dist.rank == 0:
             dataset = tdata.open_dataset(config["data"], run_dir)
@@ -365,11 +367,12 @@ class Trainer:
             writer.writerows(self.state.history)
         tmp.replace(path)
 
-    def best_model(self) -> Potential:
-        """The EMA weights of the best validation epoch."""
+    def exported_model(self) -> Potential:
+        """The EMA weights ``model.pt`` gets: those of the last epoch, or with ``train.export:
+        best`` those of the best validation epoch."""
         model = copy.deepcopy(self.ema.model)
         best = self.run_dir / "checkpoints" / "best.pt"
-        if best.exists():
+        if self.config["train"]["export"] == "best" and best.exists():
             model.load_state_dict(load_checkpoint(best)["ema"])
         return model
 
@@ -378,7 +381,7 @@ class Trainer:
         self.save("last.pt")
         if self.dist.rank != 0:
             return
-        model = self.best_model().to("cpu")
+        model = self.exported_model().to("cpu")
         meta = model_metadata(model, self.config["model"]["descriptors"], self.data_hash)
         # every tensor, non-persistent buffers included: a scripted module expects those too
         self.scripted.load_state_dict({**dict(model.named_buffers()), **dict(model.named_parameters())})
