@@ -74,14 +74,8 @@ def build_descriptor(entry: Mapping[str, Any], elements: Sequence[str]) -> torch
 
 
 def default_config(elements: Sequence[str], cutoff: Optional[float] = None) -> List[Dict[str, Any]]:
-    """The default descriptor, two blocks with one cutoff:
-
-    - a SOAP-like power spectrum (Bessel radial basis, n_max 6, l_max 4; 105 features for one
-      element, (6·S)(6·S + 1)/2 · 5 for S elements);
-    - 8 radial G2 symmetry functions per neighbour element (``acsf`` grid without angular
-      functions): rs evenly spaced from 1 Å to the cutoff, eta = 1 / (2 spacing²). They are
-      linear in the neighbours, where the power spectrum is quadratic; on the mlearn benchmark
-      they lower the Mo and Li test energy errors (Mo's high-index surface most).
+    """The default descriptor: a SOAP-like power spectrum (Bessel radial basis, n_max 6, l_max 4;
+    105 features for one element, (6·S)(6·S + 1)/2 · 5 for S elements).
 
     ``cutoff`` (Å) defaults to twice the mean nearest-neighbour distance of the elements, at
     least 5 Å (Cu 5.1, Li 6.08, Mo 5.46, Si 5.0, Y 7.12): about 45 neighbours in a metal.
@@ -96,11 +90,8 @@ def default_config(elements: Sequence[str], cutoff: Optional[float] = None) -> L
         / len(elements)
     if cutoff is None:
         cutoff = max(5.0, round(2.0 * re, 2))
-    spacing = (cutoff - 1.0) / 7.0
     return [{"type": "power_spectrum", "cutoff": float(cutoff), "n_max": 6, "l_max": 4,
-             "radial_basis": "bessel"},
-            {"type": "acsf", "cutoff": float(cutoff), "radial_eta": [round(0.5 / spacing**2, 4)] * 8,
-             "radial_rs": [round(1.0 + k * spacing, 4) for k in range(8)], "angular_eta": []}]
+             "radial_basis": "bessel"}]
 
 
 class DescriptorSet(torch.nn.Module):
