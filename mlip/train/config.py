@@ -52,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
         "stress_weight": 0.0,  # loss weight of MSE(stress), (eV/Å^3)^-2
         "charge_weight": 0.0,  # loss weight of MSE(q) when reference charges exist, e^-2
         # stage two: the last stage_two_epochs epochs train with energy weight stage_two_energy_weight
-        # (the force weight unchanged) and the exported checkpoint is chosen among them; 0 = off
+        # (the force weight unchanged) and best.pt is chosen among them; 0 = off
         "stage_two_epochs": 0,
         "stage_two_energy_weight": 1000.0,  # (eV/atom)^-2
         # which EMA weights model.pt gets: "last" (the end of the schedule) or "best" (the epoch of
