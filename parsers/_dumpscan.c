@@ -30,16 +30,19 @@
  * frame's arrays from the parsed table.
  *
  * Numbers are converted exactly as Python's float() does (correctly rounded,
- * round half to even). An integer below 2^53 converts exactly; any other
- * w * 10^q with up to 19 significant digits w goes through a 192-bit
- * product of w with a 128-bit truncation of 5^q
- * (_pow5_table.h). That truncation puts the exact product in an interval of
- * width 2^64 (in units of the product's last bit); when both ends of the
- * interval round to the same double, that double is the answer, since
- * rounding is monotone. Otherwise (a near-tie, about 1 in 2^60 random
- * inputs), more than 19 significant digits, or a result outside the normal
- * range, the token goes to PyOS_string_to_double, which float() uses (with
- * the GIL taken back for it when threads run).
+ * round half to even). The digits are read a word (8 bytes) at a time. A
+ * number w * 10^q with w <= 2^53 and |q| <= 22 takes one IEEE multiplication
+ * or division of two exact doubles, which rounds correctly. Any other with up
+ * to 19 significant digits w goes through the product of w with a 128-bit
+ * truncation of 5^q (_pow5_table.h). That truncation puts the exact product
+ * in an interval of width 2^64 (in units of the product's last bit); when
+ * both ends of the interval round to the same double, that double is the
+ * answer, since rounding is monotone (the product with the high 64 bits of
+ * 5^q alone settles that in all but about 1 in 500 cases). Otherwise (a
+ * near-tie, about 1 in 2^60 random inputs), more than 19 significant digits,
+ * or a result outside the normal range, the token goes to
+ * PyOS_string_to_double, which float() uses (with the GIL taken back for it
+ * when threads run).
  *
  * Needs a compiler with unsigned __int128 and __builtin_clzll (gcc, clang),
  * and POSIX threads.
@@ -65,64 +68,127 @@ static inline int is_blank(unsigned char c) { return c == ' ' || c == '\t' || c 
 
 static const uint64_t powers_of_ten_u64[9] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
 
-/* Eight ASCII digits (first byte = most significant; byte 0 lowest, little-endian)
- * as a number. Pairwise merge; no lane overflows: 10*9+9 < 2^8, 100*99+99 < 2^16,
- * 10^4*9999+9999 < 2^32. */
-static inline uint64_t eight_digit_value(uint64_t x) {
-    x -= 0x3030303030303030u;
-    x = (x * 10 + (x >> 8)) & 0x00FF00FF00FF00FFu;
-    x = (x * 100 + (x >> 16)) & 0x0000FFFF0000FFFFu;
-    return (x * 10000 + (x >> 32)) & 0xFFFFFFFFu;
+/* The powers of ten that doubles hold exactly (5^22 < 2^53). */
+static const double exact_powers_of_ten[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                               1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static inline uint64_t load8(const unsigned char *p) {
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
 }
 
-/* How many of the eight bytes of x (in memory order) are ASCII digits before the
- * first non-digit. Per byte, bit 7 of (x | x + 0x46) marks >= 0x3A (or >= 0x80) and
- * bit 7 of x - 0x30 marks < 0x30; carries and borrows run only from a byte into
- * the later ones, and digit bytes make none, so the first non-digit is exact. */
-static inline int leading_digits(uint64_t x) {
-    uint64_t non_digit = ((x | (x + 0x4646464646464646u)) | (x - 0x3030303030303030u)) & 0x8080808080808080u;
-    return non_digit ? __builtin_ctzll(non_digit) >> 3 : 8;
+/* Bit 7 set in each byte of x (memory order = little-endian lanes) that is not
+ * an ASCII digit: bit 7 of (x | x + 0x46) marks >= 0x3A (or >= 0x80) and bit 7
+ * of x - 0x30 marks < 0x30. Carries and borrows run only from a byte into the
+ * later ones and digit bytes make none, so the lowest set bit is exact; later
+ * ones may be spurious, and only the lowest is ever used. */
+static inline uint64_t non_digits(uint64_t x) {
+    return ((x | (x + 0x4646464646464646u)) | (x - 0x3030303030303030u)) & 0x8080808080808080u;
 }
 
-/* Appends the digits at p to *w (as decimal digits); returns the end of the run.
- * *w is meaningful only while the run's significant digits fit (<= 19 in all).
- * Reads 8 bytes at a time while they lie before hard_end. */
-static inline const unsigned char *scan_digits(const unsigned char *p, const unsigned char *hard_end,
-                                               uint64_t *w) {
-    uint64_t v = *w;
-    while (hard_end - p >= 8) {
-        uint64_t x;
-        memcpy(&x, p, 8);
-        int k = leading_digits(x);
-        /* keep the k digits, moved to the top bytes; the bytes below them become '0' */
-        uint64_t digits = k ? (x << (8 * (8 - k))) | (0x3030303030303030u >> (8 * k)) : 0x3030303030303030u;
-        v = v * powers_of_ten_u64[k] + eight_digit_value(digits);
-        p += k;
-        if (k < 8) {
-            *w = v;
-            return p;
-        }
+/* The index of the first byte marked by non_digits (mask != 0). */
+static inline int first_marked(uint64_t mask) { return __builtin_ctzll(mask) >> 3; }
+
+/* The value of the first k (0..8) bytes of x, which are ASCII digits, the first
+ * one most significant. The k digit values are shifted to the top bytes (the
+ * bytes after them fall off; the shift is split in two so that k = 0 shifts out
+ * everything without a 64-bit shift), then neighbours are merged by one
+ * multiplication per level: times 10 * 2^8 + 1, byte 2i+1 gets digit 2i+1 plus
+ * 10 times digit 2i (no byte exceeds 99: no carries), and so on for pairs of
+ * 16-bit (<= 9999) and 32-bit (<= 99999999) lanes. */
+static inline uint64_t digits_value(uint64_t x, int k) {
+    uint64_t d = x - 0x3030303030303030u; /* digit bytes make no borrow, so the first k are exact */
+    int half_shift = 32 - 4 * k;
+    d = (d << half_shift) << half_shift;
+    d = ((d * (10 * (UINT64_C(1) << 8) + 1)) >> 8) & 0x00FF00FF00FF00FFu;
+    d = ((d * (100 * (UINT64_C(1) << 16) + 1)) >> 16) & 0x0000FFFF0000FFFFu;
+    return (d * (10000 * (UINT64_C(1) << 32) + 1)) >> 32;
+}
+
+/* The digits of a decimal mantissa "ddd", "ddd.ddd", ".ddd" or "ddd.":
+ * w = all its digits as one integer modulo 2^64 (exact when no more than 19 of
+ * them are significant), n_digits in all, n_fraction of them after the point. */
+struct mantissa {
+    uint64_t w;
+    int64_t n_digits, n_fraction;
+};
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+enum { FAST_MANTISSA_BYTES = 32 }; /* what mantissa_fast reads from p */
+
+/* The mantissa at p without a loop, for the usual shapes: fewer than 8 digits
+ * before the point and fewer than 24 in all. The point, if any, is cut out of
+ * the 32 bytes read, so that the digits lie in three consecutive words, then
+ * each word's digits are converted at once. Reads FAST_MANTISSA_BYTES bytes
+ * from p; returns the end of the mantissa, or NULL for other shapes. */
+static inline const unsigned char *mantissa_fast(const unsigned char *p, struct mantissa *m) {
+    uint64_t x0 = load8(p), x1 = load8(p + 8), x2 = load8(p + 16);
+    uint64_t mask = non_digits(x0);
+    if (mask == 0) return NULL;
+    int n_int = first_marked(mask), point = p[n_int] == '.';
+    if (point) { /* shift the bytes after the point down by one */
+        uint64_t below = (UINT64_C(1) << (8 * n_int)) - 1;
+        x0 = (x0 & below) | ((x0 >> 8) & ~below) | (x1 << 56);
+        x1 = (x1 >> 8) | (x2 << 56);
+        x2 = (x2 >> 8) | (load8(p + 24) << 56);
+        mask = non_digits(x0);
     }
-    while (is_digit(*p)) v = v * 10 + (uint64_t)(*p++ - '0');
-    *w = v;
+    /* Lengths are alike from line to line, so these branches predict well. */
+    int n;
+    uint64_t w;
+    if (mask) {
+        n = first_marked(mask);
+        w = digits_value(x0, n);
+    } else if ((mask = non_digits(x1))) {
+        int k = first_marked(mask);
+        n = 8 + k;
+        w = digits_value(x0, 8) * powers_of_ten_u64[k] + digits_value(x1, k);
+    } else if ((mask = non_digits(x2))) {
+        int k = first_marked(mask);
+        n = 16 + k;
+        w = (digits_value(x0, 8) * powers_of_ten_u64[8] + digits_value(x1, 8)) * powers_of_ten_u64[k] +
+            digits_value(x2, k); /* modulo 2^64 beyond 19 digits: exact when the leading ones are zeros */
+    } else {
+        return NULL;
+    }
+    m->w = w;
+    m->n_digits = n;
+    m->n_fraction = point ? n - n_int : 0;
+    return p + n + point;
+}
+#else
+enum { FAST_MANTISSA_BYTES = 0 }; /* big-endian: byte by byte only */
+static inline const unsigned char *mantissa_fast(const unsigned char *p, struct mantissa *m) { return NULL; }
+#endif
+
+/* The mantissa at p, byte by byte: any length (near the end of the buffer, or
+ * long tokens). Returns its end. */
+static const unsigned char *mantissa_bytewise(const unsigned char *p, struct mantissa *m) {
+    const unsigned char *start = p;
+    uint64_t w = 0;
+    while (is_digit(*p)) w = w * 10 + (uint64_t)(*p++ - '0');
+    int point = *p == '.';
+    const unsigned char *fraction = p += point;
+    if (point)
+        while (is_digit(*p)) w = w * 10 + (uint64_t)(*p++ - '0');
+    m->w = w;
+    m->n_fraction = p - fraction;
+    m->n_digits = (p - start) - point;
     return p;
 }
 
-/* w * 10^q (w > 0) correctly rounded, through the 128-bit power of five.
- * Returns 0 when undecided (near-tie) or when the result is not a normal double. */
-static int scaled_to_double(uint64_t w, int64_t q, int negative, double *out) {
-    if (q < POW5_Q_MIN || q > POW5_Q_MAX) return 0;
-    const uint64_t *m = pow5_mantissa[q - POW5_Q_MIN];
-    int lz = __builtin_clzll(w);
-    uint64_t W = w << lz; /* 2^63 <= W < 2^64 */
-    /* P = W * M as three 64-bit limbs p2:p1:p0; the exact W*(M+delta) is in [P, P + 2^64). */
+/* The mantissa of W * 5^q rounded to 53 bits (nearest, ties to even) through
+ * the full 192-bit product P = W * M (M: the table's 128 bits of 5^q), whose
+ * top word has `below` bits under the mantissa. The exact W*(M+delta) is in
+ * [P, P + 2^64); returns the rounding of both ends when they agree, else 0
+ * (undecided: a near-tie, about 1 in 2^60 random inputs). */
+static __attribute__((noinline)) uint64_t rounded_product(uint64_t W, const uint64_t *m, int below) {
     unsigned __int128 low = (unsigned __int128)W * m[1];
     unsigned __int128 high = (unsigned __int128)W * m[0];
     unsigned __int128 mid = (low >> 64) + (uint64_t)high;
     uint64_t p0 = (uint64_t)low, p1 = (uint64_t)mid;
     uint64_t p2 = (uint64_t)(high >> 64) + (uint64_t)(mid >> 64);
-    /* P >= 2^190: keep the top 53 bits; `below` bits of p2 lie under them. */
-    int below = 10 + (int)(p2 >> 63);
     uint64_t mant = p2 >> below;
     uint64_t rest_mask = (UINT64_C(1) << below) - 1, half = UINT64_C(1) << (below - 1);
     /* Round P (lower end) to nearest, ties to even. */
@@ -137,41 +203,47 @@ static int scaled_to_double(uint64_t w, int64_t q, int negative, double *out) {
     } else {
         high_end = mant + ((ru > half) | ((ru == half) & (((p1u | p0) != 0) | (mant & 1))));
     }
-    if (low_end != high_end) return 0;
-    /* value = mantissa * 2^(bits under it + e + q - lz) */
+    return low_end == high_end ? low_end : 0;
+}
+
+/* w * 10^q (w > 0) correctly rounded, through the 128-bit power of five.
+ * Returns 0 when undecided (near-tie) or when the result is not a normal double. */
+static inline int scaled_to_double(uint64_t w, int64_t q, int negative, double *out) {
+    if (q < POW5_Q_MIN || q > POW5_Q_MAX) return 0;
+    const uint64_t *m = pow5_mantissa[q - POW5_Q_MIN];
+    int lz = __builtin_clzll(w);
+    uint64_t W = w << lz; /* 2^63 <= W < 2^64 */
+    /* First W times the high word of M alone, H = h1:h0 >= 2^126. The exact
+     * W*(M+delta) lies in [H * 2^64, H * 2^64 + 2^128): h1 is exact up to +1
+     * (a carry from below it). Keep the top 53 bits of h1; `below` bits lie
+     * under them. Unless those bits r are half or half - 1, the carry cannot
+     * change how they round (and a carry into the mantissa itself gives the
+     * same rounded value), so the 192-bit product is needed about once in
+     * 2^(below - 1) >= 512 numbers. */
+    uint64_t h1 = (uint64_t)(((unsigned __int128)W * m[0]) >> 64);
+    int below = 10 + (int)(h1 >> 63); /* a carry never changes bit 63 here: it would need r = all ones */
+    uint64_t half = UINT64_C(1) << (below - 1), r = h1 & ((UINT64_C(1) << below) - 1);
+    uint64_t mant = r - (half - 1) <= 1 ? rounded_product(W, m, below) : (h1 >> below) + (r > half);
+    if (mant == 0) return 0;
+    /* value = mant * 2^(bits under it + e + q - lz) */
     int64_t exponent = (128 + below) + pow5_exponent[q - POW5_Q_MIN] + q - lz;
-    if (low_end == (UINT64_C(1) << 53)) {
-        low_end >>= 1;
+    if (mant == (UINT64_C(1) << 53)) {
+        mant >>= 1;
         exponent += 1;
     }
     int64_t biased = exponent + 52 + 1023;
     if (biased <= 0 || biased >= 2047) return 0;
-    uint64_t bits = ((uint64_t)negative << 63) | ((uint64_t)biased << 52) | (low_end & ((UINT64_C(1) << 52) - 1));
+    uint64_t bits = ((uint64_t)negative << 63) | ((uint64_t)biased << 52) | (mant & ((UINT64_C(1) << 52) - 1));
     memcpy(out, &bits, 8);
     return 1;
-}
-
-/* The token [start, stop) through PyOS_string_to_double (float()'s own conversion).
- * Returns 1 when it is a finite number, 0 when not, -1 on a memory error. */
-/* Skips the digits at p; returns the end of the run. Reads 8 bytes at a time
- * while they lie before hard_end. */
-static inline const unsigned char *skip_digits(const unsigned char *p, const unsigned char *hard_end) {
-    while (hard_end - p >= 8) {
-        uint64_t x;
-        memcpy(&x, p, 8);
-        int k = leading_digits(x);
-        p += k;
-        if (k < 8) return p;
-    }
-    while (is_digit(*p)) p++;
-    return p;
 }
 
 /* The token [start, stop) through PyOS_string_to_double (float()'s own
  * conversion), which needs the GIL: taken for the call when gil_released.
  * Returns 1 when it is a finite number, 0 when not, -1 when out of memory
  * (no Python error set: the caller may not hold the GIL). */
-static int slow_to_double(const unsigned char *start, const unsigned char *stop, double *out, int gil_released) {
+static __attribute__((noinline)) int slow_to_double(const unsigned char *start, const unsigned char *stop,
+                                                    double *out, int gil_released) {
     char small[64];
     size_t len = (size_t)(stop - start);
     char *text = len < sizeof small ? small : PyMem_RawMalloc(len + 1);
@@ -189,27 +261,24 @@ static int slow_to_double(const unsigned char *start, const unsigned char *stop,
     return ok;
 }
 
-/* Parses one number field at p; returns the position after it (at a blank or
- * newline), or NULL when the field is not a finite decimal number. With
- * convert = 0 only the spelling is checked (a plain decimal number) and
- * nothing is written. *error is set to -1 when out of memory. hard_end
- * bounds the 8-byte reads; a newline always lies before it. */
-static inline const unsigned char *parse_number(const unsigned char *p, const unsigned char *hard_end, double *out,
-                                                int *error, const int convert, int gil_released) {
-    const unsigned char *start = p;
-    int negative = *p == '-';
-    p += negative | (*p == '+');
-    const unsigned char *digits_start = p;
-    uint64_t w = 0;
-    p = convert ? scan_digits(p, hard_end, &w) : skip_digits(p, hard_end);
-    int64_t n_digits = p - digits_start, n_fraction = 0;
-    if (*p == '.') {
-        const unsigned char *fraction_start = ++p;
-        p = convert ? scan_digits(p, hard_end, &w) : skip_digits(p, hard_end);
-        n_fraction = p - fraction_start;
-        n_digits += n_fraction;
-    }
-    if (n_digits == 0) return NULL;
+/* A plain decimal number: [sign] mantissa [e|E [sign] digits]. */
+struct decimal {
+    struct mantissa m;
+    int negative;
+    int64_t exponent; /* capped at +-100000: far beyond any double */
+};
+
+/* Reads the number at p into *d; returns the position after it (at a blank
+ * or newline), or NULL when the field is not a plain decimal number. hard_end
+ * bounds the 8-byte reads; a newline always lies before it. Inlined into both
+ * of its callers, so that the column loop makes no calls. */
+static inline __attribute__((always_inline)) const unsigned char *
+scan_decimal(const unsigned char *p, const unsigned char *hard_end, struct decimal *d) {
+    d->negative = *p == '-';
+    p += d->negative | (*p == '+');
+    const unsigned char *fast = hard_end - p >= FAST_MANTISSA_BYTES ? mantissa_fast(p, &d->m) : NULL;
+    p = fast ? fast : mantissa_bytewise(p, &d->m);
+    if (d->m.n_digits == 0) return NULL;
     int64_t exponent = 0;
     if ((*p | 0x20) == 'e') {
         p++;
@@ -227,31 +296,44 @@ static inline const unsigned char *parse_number(const unsigned char *p, const un
         }
         if (exponent_negative) exponent = -exponent;
     }
-    if (!(is_blank(*p) || *p == '\n')) return NULL;
-    if (!convert) return p;
-    int exact = 1;
-    if (n_digits > 19) { /* count significant digits: skip leading zeros (and the point) */
-        const unsigned char *s = digits_start;
-        int64_t zeros = 0;
-        for (; *s == '0' || *s == '.'; s++) zeros += *s == '0';
-        exact = n_digits - zeros <= 19;
-    }
-    if (exact) {
+    d->exponent = exponent;
+    return is_blank(*p) || *p == '\n' ? p : NULL;
+}
+
+/* Whether no more than 19 of the n_digits digits of the mantissa at p are
+ * significant, i.e. whether struct mantissa's w is exact. (Rare, like the
+ * other noinline functions here: kept out of the inlined column loop.) */
+static __attribute__((noinline)) int fits_19_digits(const unsigned char *p, int64_t n_digits) {
+    int64_t zeros = 0;
+    for (; *p == '0' || *p == '.'; p++) zeros += *p == '0';
+    return n_digits - zeros <= 19;
+}
+
+/* The value of the number [start, stop) scanned into *d, as float() gives it;
+ * returns 0 when it is not finite, -1 when out of memory. */
+static inline __attribute__((always_inline)) int
+decimal_to_double(const struct decimal *d, const unsigned char *start, const unsigned char *stop, double *out,
+                  int gil_released) {
+    uint64_t w = d->m.w;
+    int negative = d->negative;
+    const unsigned char *digits = start + (*start == '-' || *start == '+');
+    if (d->m.n_digits <= 19 || fits_19_digits(digits, d->m.n_digits)) {
         if (w == 0) {
             *out = negative ? -0.0 : 0.0;
-            return p;
+            return 1;
         }
-        int64_t q = exponent - n_fraction;
-        if (q == 0 && w <= (UINT64_C(1) << 53)) { /* an integer: exact */
-            double value = (double)w;
+        int64_t q = d->exponent - d->m.n_fraction;
+        if (w <= (UINT64_C(1) << 53) && q >= -22 && q <= 22) {
+            /* w and 10^|q| are exact doubles, and one IEEE multiplication or
+             * division rounds correctly (on x86-64 and arm64 doubles are
+             * computed in double precision: FLT_EVAL_METHOD 0). */
+            double value = q < 0 ? (double)w / exact_powers_of_ten[-q] : (double)w * exact_powers_of_ten[q];
             *out = negative ? -value : value;
-            return p;
+            return 1;
         }
-        if (scaled_to_double(w, q, negative, out)) return p;
+        if (scaled_to_double(w, q, negative, out)) return 1;
     }
-    int ok = slow_to_double(start, p, out, gil_released);
-    if (ok < 0) *error = -1;
-    return ok > 0 ? p : NULL;
+    return slow_to_double(start, stop, out, gil_released);
 }
 
 /* What all pieces of one parse_rows call share. */
@@ -274,49 +356,73 @@ struct piece {
     int error;  /* out: 0, -1 when out of memory, -2 when a Python error is set */
 };
 
+/* One field of a number column (KIND_NUMBER, or KIND_SKIP: checked to be a
+ * plain decimal number, not converted nor written) at p, after its blanks;
+ * returns its end, or NULL when it is not a (finite) number (*error = -1:
+ * out of memory). */
+static inline __attribute__((always_inline)) const unsigned char *
+number_field(const struct table *t, const unsigned char *p, double *o, int kind, int *error) {
+    while (is_blank(*p)) p++;
+    const unsigned char *start = p;
+    struct decimal d;
+    p = scan_decimal(p, t->hard_end, &d);
+    if (p == NULL || kind == KIND_SKIP) return p;
+    int ok = decimal_to_double(&d, start, p, o, t->gil_released);
+    if (ok < 0) *error = -1;
+    return ok > 0 ? p : NULL;
+}
+
+/* The end of a row whose last field ends at p: the position after the
+ * newline, or NULL when more than blanks follow. */
+static inline const unsigned char *row_end(const unsigned char *p) {
+    while (is_blank(*p)) p++;
+    return *p == '\n' ? p + 1 : NULL;
+}
+
+/* Parses the line at p as one row into o; returns the position after its
+ * newline, or NULL when it is not a row (*error: -1 out of memory, -2 a
+ * Python error set). */
+static const unsigned char *parse_row(const struct table *t, const unsigned char *p, double *o, int *error) {
+    for (Py_ssize_t j = 0; j < t->n_cols; j++) {
+        int kind = t->kind == NULL ? KIND_NUMBER : t->kind[j];
+        if (kind != KIND_STRING) {
+            p = number_field(t, p, &o[j], kind, error);
+            if (p == NULL) return NULL;
+            continue;
+        }
+        while (is_blank(*p)) p++;
+        if (*p == '\n') return NULL;
+        const unsigned char *token = p;
+        while (!is_blank(*p) && *p != '\n') p++;
+        PyObject *text = PyUnicode_DecodeUTF8((const char *)token, p - token, "replace");
+        if (text == NULL || PyList_Append(t->strings, text) < 0) {
+            Py_XDECREF(text);
+            *error = -2;
+            return NULL;
+        }
+        Py_DECREF(text);
+        o[j] = NAN;
+    }
+    return row_end(p);
+}
+
 static void parse_piece(struct piece *piece) {
     const struct table *t = piece->table;
-    const unsigned char *p = piece->p, *kind = t->kind;
+    const unsigned char *p = piece->p, *stop = piece->stop;
     Py_ssize_t row = piece->row, n_cols = t->n_cols;
     double *o = t->out + row * n_cols;
     int status = STATUS_DONE, error = 0;
-    for (; row < piece->end_row; row++, o += n_cols) {
-        if (p >= piece->stop) {
+    while (row < piece->end_row) {
+        if (p >= stop) {
             status = STATUS_MORE;
             break;
         }
-        const unsigned char *line = p;
-        for (Py_ssize_t j = 0; j < n_cols; j++) {
-            while (is_blank(*p)) p++;
-            if (*p == '\n') goto bad;
-            int k = kind == NULL ? KIND_NUMBER : kind[j];
-            if (k == KIND_STRING) {
-                const unsigned char *token = p;
-                while (!is_blank(*p) && *p != '\n') p++;
-                PyObject *text = PyUnicode_DecodeUTF8((const char *)token, p - token, "replace");
-                if (text == NULL || PyList_Append(t->strings, text) < 0) {
-                    Py_XDECREF(text);
-                    error = -2;
-                    goto bad;
-                }
-                Py_DECREF(text);
-                o[j] = NAN;
-                continue;
-            }
-            if (k == KIND_SKIP)
-                p = parse_number(p, t->hard_end, NULL, &error, 0, 0);
-            else
-                p = parse_number(p, t->hard_end, &o[j], &error, 1, t->gil_released);
-            if (p == NULL) goto bad;
+        const unsigned char *next = parse_row(t, p, o, &error);
+        if (next == NULL) {
+            status = STATUS_BAD;
+            break;
         }
-        while (is_blank(*p)) p++;
-        if (*p != '\n') goto bad;
-        p++;
-        continue;
-    bad:
-        p = line;
-        status = STATUS_BAD;
-        break;
+        row++, o += n_cols, p = next;
     }
     piece->row = row;
     piece->p = p;
