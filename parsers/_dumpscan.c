@@ -732,6 +732,56 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ id_order
+ *
+ * id_order(table, column, order) -> bool
+ *
+ * When column `column` of table (a C-contiguous (n, n_columns) float64
+ * buffer) holds the integers 1..n, each once (atom ids in the usual case),
+ * sets order[id - 1] = row for each row, order being a writable C-contiguous
+ * int64 buffer of n entries, and returns True: order then sorts the rows by
+ * id. Otherwise returns False, order undefined. (One pass, instead of the half
+ * dozen numpy calls that cost more than the gather itself on 4000 atoms.)
+ */
+static PyObject *id_order(PyObject *self, PyObject *args) {
+    PyObject *table_obj, *order_obj, *result = NULL;
+    Py_ssize_t column;
+    Py_buffer table = {0}, order = {0};
+    if (!PyArg_ParseTuple(args, "OnO:id_order", &table_obj, &column, &order_obj)) return NULL;
+    if (PyObject_GetBuffer(table_obj, &table, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (table.ndim != 2 || table.itemsize != 8 || strcmp(table.format, "d") != 0) {
+        PyErr_SetString(PyExc_TypeError, "table must be a C-contiguous 2-D float64 array");
+        goto done;
+    }
+    Py_ssize_t n = table.shape[0], n_cols = table.shape[1];
+    if (PyObject_GetBuffer(order_obj, &order, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (order.ndim != 1 || order.itemsize != 8 || (strcmp(order.format, "l") && strcmp(order.format, "q")) ||
+        order.shape[0] != n) {
+        PyErr_SetString(PyExc_TypeError, "order must be a C-contiguous 1-D int64 array of len(table)");
+        goto done;
+    }
+    if (column < 0 || column >= n_cols) {
+        PyErr_SetString(PyExc_IndexError, "column out of range");
+        goto done;
+    }
+    int64_t *slots = order.buf;
+    for (Py_ssize_t i = 0; i < n; i++) slots[i] = -1;
+    const double *id = (const double *)table.buf + column;
+    int permutation = 1;
+    for (Py_ssize_t row = 0; row < n && permutation; row++, id += n_cols) {
+        double value = *id;
+        /* non-integers and values out of range fail here, and a repeated id finds its slot taken */
+        permutation = value >= 1 && value <= (double)n && value == (double)(int64_t)value &&
+                      slots[(int64_t)value - 1] < 0;
+        if (permutation) slots[(int64_t)value - 1] = row;
+    }
+    result = Py_NewRef(permutation ? Py_True : Py_False);
+done:
+    if (table.obj) PyBuffer_Release(&table);
+    if (order.obj) PyBuffer_Release(&order);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"parse_rows", (PyCFunction)(void (*)(void))parse_rows, METH_VARARGS | METH_KEYWORDS,
      "parse_rows(buf, pos, end, out, row, kinds=None, strings=None, threads=1) -> (row, pos, status)\n\n"
@@ -741,6 +791,9 @@ static PyMethodDef methods[] = {
      "take_rows(table, order, takes) -> None\n\n"
      "For each (columns, out) in takes: out[i, k] = table[order[i], columns[k]]\n"
      "(order None: the identity; see parsers/_dumpscan.c)."},
+    {"id_order", id_order, METH_VARARGS,
+     "id_order(table, column, order) -> bool\n\n"
+     "If table[:, column] is a permutation of 1..n: order[id - 1] = row, True; else False."},
     {NULL, NULL, 0, NULL},
 };
 
