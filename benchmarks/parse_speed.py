@@ -66,6 +66,7 @@ def _read_by_phase(path: str, phases: dict[str, float]) -> list:
             if header is None:
                 return frames
             table = _AtomTable(reader, header, scratch, type_map, None)
+            table.finish(reader)
             t2 = clock()
             phases["atom_block"] += t2 - t1
             frames.append(table.frame(len(frames)))

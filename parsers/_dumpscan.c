@@ -26,6 +26,10 @@
  * threads=1 returns (on bad input: the first bad line, with every row before
  * it written).
  *
+ * start_rows(...) -> Scan, Scan.finish() -> (row, pos, status): parse_rows in
+ * two steps, the pieces parsed by the workers in the background between
+ * them; see below.
+ *
  * take_rows(table, order, takes): see below; the gather that builds a
  * frame's arrays from the parsed table.
  *
@@ -454,12 +458,12 @@ static void *take_tasks(void *arg) {
 
 /* Worker threads, started when first needed and kept (starting a thread costs
  * tens of microseconds, as much as parsing a few hundred lines). They sleep
- * until run_tasks offers them tasks; a forked child starts without them. */
+ * until offer_tasks offers them tasks; a forked child starts without them. */
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t wake, idle;
     int n_workers;         /* started */
-    int busy;              /* a run_tasks call has them (others run their tasks alone) */
+    int busy;              /* offered tasks have them until finish_tasks (others run their tasks alone) */
     int wanted;            /* workers 0 .. wanted - 1 may join the current tasks */
     int active;            /* workers taking tasks now */
     unsigned long round;   /* counts the offers */
@@ -492,12 +496,11 @@ static void pool_after_fork(void) {
     pool.current = NULL;
 }
 
-/* Runs all tasks on up to n_threads threads (<= MAX_THREADS): the calling one
- * and pool workers. The calling thread takes tasks too, so the tasks get done
- * however late the workers come, or without them (when another call has
- * them, or no thread can be started); it returns when no worker is still in
- * one of its tasks. */
-static void run_tasks(struct tasks *tasks, int n_threads) {
+/* Offers tasks to up to n_threads - 1 pool workers (started when first
+ * needed), which start on them at once; returns whether they were offered
+ * (not when another call has the workers). finish_tasks must follow, and the
+ * tasks must stay in place until it returns. */
+static int offer_tasks(struct tasks *tasks, int n_threads) {
     pthread_mutex_lock(&pool.lock);
     int offered = !pool.busy;
     if (offered) {
@@ -520,6 +523,14 @@ static void run_tasks(struct tasks *tasks, int n_threads) {
         pthread_cond_broadcast(&pool.wake);
     }
     pthread_mutex_unlock(&pool.lock);
+    return offered;
+}
+
+/* Runs the tasks not yet taken in the calling thread, so that all get done
+ * however late the workers come, or without them (offered = 0: another call
+ * had them, or no thread was wanted); returns when no worker is still in one
+ * of them. Called without the GIL. */
+static void finish_tasks(struct tasks *tasks, int offered) {
     take_tasks(tasks);
     if (!offered) return;
     pthread_mutex_lock(&pool.lock);
@@ -536,12 +547,66 @@ enum {
     MIN_PIECE_BYTES = 64 * 1024,  /* a thread per this much text at most */
 };
 
-/* Splits the lines of [p, limit) wanted as rows row .. n_rows - 1 into pieces
- * of consecutive lines, parses them on at most n_threads threads with the GIL
- * released, and puts in *result what parsing them all as one piece gives. */
-static void parse_in_pieces(const struct table *t, const unsigned char *p, const unsigned char *limit,
-                            Py_ssize_t row, Py_ssize_t n_rows, int n_threads, struct piece *result) {
+/* ------------------------------------------------------------------ start_rows
+ *
+ * start_rows(buf, pos, end, out, row, kinds=None, strings=None, threads=1) -> Scan
+ * Scan.finish() -> (row, pos, status)
+ *
+ * parse_rows in two steps, so that a table can be parsed in the background
+ * while the caller does other work (builds the previous frame). start_rows
+ * checks the arguments and, when the table is parsed in pieces (threads > 1,
+ * no string columns, enough text), offers the pieces to the pool's workers,
+ * which start on them at once. finish() parses the pieces not yet taken in
+ * the calling thread (GIL released), waits for the workers, and returns what
+ * parse_rows returns; a table not parsed in pieces is parsed by finish()
+ * alone. Until finish() returns, the Scan holds the buffers of buf, out and
+ * kinds (exported, so that they can be neither resized nor freed); buf's
+ * bytes must not change meanwhile (not checked). A Scan dropped unfinished
+ * waits for its workers first. parse_rows(...) is start_rows(...).finish().
+ */
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer src, dst, kinds;
+    PyObject *strings; /* the list taking string fields (a new reference), or NULL */
+    struct table table;
+    struct piece whole; /* the table as one piece, for finish() when not in pieces */
+    int in_pieces;      /* the pieces are parsed with the GIL released */
+    int offered;        /* ... and were offered to pool workers */
+    int held;           /* buffers held: finish() not yet returned */
+    struct tasks tasks;
     struct piece pieces[MAX_THREADS * PIECES_PER_THREAD + 2];
+} ScanObject;
+
+static void scan_release(ScanObject *self) {
+    if (self->src.obj) PyBuffer_Release(&self->src);
+    if (self->dst.obj) PyBuffer_Release(&self->dst);
+    if (self->kinds.obj) PyBuffer_Release(&self->kinds);
+    Py_CLEAR(self->strings);
+    self->held = 0;
+}
+
+/* Waits for the pieces on offer (parsing those not yet taken). */
+static void scan_wait(ScanObject *self) {
+    Py_BEGIN_ALLOW_THREADS
+    finish_tasks(&self->tasks, self->offered);
+    Py_END_ALLOW_THREADS
+    self->offered = 0;
+}
+
+static void scan_dealloc(ScanObject *self) {
+    if (self->held && self->in_pieces) scan_wait(self);
+    scan_release(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Splits the lines of [p, limit) wanted as rows row .. n_rows - 1 into pieces
+ * of consecutive lines (about PIECES_PER_THREAD per thread) and offers them
+ * to up to n_threads threads. */
+static void scan_offer_pieces(ScanObject *self, const unsigned char *p, const unsigned char *limit,
+                              Py_ssize_t row, Py_ssize_t n_rows, int n_threads) {
+    const struct table *t = &self->table;
+    struct piece *pieces = self->pieces;
     /* Walk the wanted lines; a piece starts at every step-th. */
     Py_ssize_t step = (n_rows - row) / (n_threads * PIECES_PER_THREAD) + 1, n_pieces = 0, n_lines = 0;
     const unsigned char *stop = p;
@@ -561,77 +626,124 @@ static void parse_in_pieces(const struct table *t, const unsigned char *p, const
     pieces[n_pieces - 1].end_row = n_rows; /* the last one ends like the whole */
     Py_ssize_t most = (stop - p) / MIN_PIECE_BYTES;
     if (most < n_threads) n_threads = most < 1 ? 1 : (int)most;
-    struct tasks tasks = {.run = parse_piece_task, .data = (char *)pieces, .size = sizeof pieces[0], .n = n_pieces};
-    Py_BEGIN_ALLOW_THREADS
-    run_tasks(&tasks, n_threads);
-    Py_END_ALLOW_THREADS
-    /* The first piece that did not reach its end is where one piece would have
-     * stopped (each piece but the last ends exactly where the next begins). */
-    Py_ssize_t i = 0;
-    while (i < n_pieces - 1 && pieces[i].status == STATUS_DONE && pieces[i].error == 0) i++;
-    *result = pieces[i];
+    self->tasks = (struct tasks){.run = parse_piece_task, .data = (char *)pieces, .size = sizeof pieces[0],
+                                 .n = n_pieces};
+    self->in_pieces = 1;
+    self->offered = n_threads > 1 && offer_tasks(&self->tasks, n_threads);
 }
 
-static PyObject *parse_rows(PyObject *self, PyObject *args, PyObject *kwargs) {
+static PyTypeObject ScanType;
+
+static PyObject *start_rows(PyObject *module, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"buf", "pos", "end", "out", "row", "kinds", "strings", "threads", NULL};
-    Py_buffer src = {0}, dst = {0}, kinds = {0};
     Py_ssize_t pos, end, row;
-    PyObject *out_obj, *kinds_obj = Py_None, *strings = Py_None, *result = NULL;
+    PyObject *out_obj, *kinds_obj = Py_None, *strings = Py_None;
     int n_threads = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnOn|OOi:parse_rows", keywords, &src, &pos, &end, &out_obj,
-                                     &row, &kinds_obj, &strings, &n_threads))
-        return NULL;
-    if (PyObject_GetBuffer(out_obj, &dst, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto done;
-    if (dst.ndim != 2 || dst.itemsize != 8 || strcmp(dst.format, "d") != 0) {
+    ScanObject *self = PyObject_New(ScanObject, &ScanType);
+    if (self == NULL) return NULL;
+    self->src = self->dst = self->kinds = (Py_buffer){0};
+    self->strings = NULL;
+    self->in_pieces = self->offered = 0;
+    self->held = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnOn|OOi:parse_rows", keywords, &self->src, &pos, &end,
+                                     &out_obj, &row, &kinds_obj, &strings, &n_threads))
+        goto error;
+    if (PyObject_GetBuffer(out_obj, &self->dst, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto error;
+    Py_buffer *dst = &self->dst;
+    if (dst->ndim != 2 || dst->itemsize != 8 || strcmp(dst->format, "d") != 0) {
         PyErr_SetString(PyExc_TypeError, "out must be a C-contiguous 2-D float64 array");
-        goto done;
+        goto error;
     }
-    Py_ssize_t n_rows = dst.shape[0], n_cols = dst.shape[1];
-    if (pos < 0 || end < pos || end > src.len || row < 0 || row > n_rows) {
+    Py_ssize_t n_rows = dst->shape[0], n_cols = dst->shape[1];
+    if (pos < 0 || end < pos || end > self->src.len || row < 0 || row > n_rows) {
         PyErr_SetString(PyExc_ValueError, "pos, end or row out of range");
-        goto done;
+        goto error;
     }
-    if (end > pos && ((const char *)src.buf)[end - 1] != '\n') {
+    if (end > pos && ((const char *)self->src.buf)[end - 1] != '\n') {
         PyErr_SetString(PyExc_ValueError, "buf[end - 1] must be a newline");
-        goto done;
+        goto error;
     }
     if (n_threads < 1) {
         PyErr_SetString(PyExc_ValueError, "threads must be at least 1");
-        goto done;
+        goto error;
     }
     if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
-    struct table table = {.hard_end = (const unsigned char *)src.buf + src.len, .n_cols = n_cols, .out = dst.buf};
+    const unsigned char *base = self->src.buf;
+    self->table = (struct table){.hard_end = base + self->src.len, .n_cols = n_cols, .out = dst->buf};
     int has_strings = 0;
     if (kinds_obj != Py_None) {
-        if (PyObject_GetBuffer(kinds_obj, &kinds, PyBUF_SIMPLE) < 0) goto done;
-        table.kind = kinds.buf;
+        if (PyObject_GetBuffer(kinds_obj, &self->kinds, PyBUF_SIMPLE) < 0) goto error;
+        const unsigned char *kind = self->table.kind = self->kinds.buf;
         int known = 1;
-        for (Py_ssize_t j = 0; j < kinds.len; j++) {
-            known &= table.kind[j] <= KIND_SKIP;
-            has_strings |= table.kind[j] == KIND_STRING;
+        for (Py_ssize_t j = 0; j < self->kinds.len; j++) {
+            known &= kind[j] <= KIND_SKIP;
+            has_strings |= kind[j] == KIND_STRING;
         }
-        if (kinds.len != n_cols || !known || (has_strings && !PyList_Check(strings))) {
+        if (self->kinds.len != n_cols || !known || (has_strings && !PyList_Check(strings))) {
             PyErr_SetString(PyExc_ValueError,
                             "kinds needs one byte (0, 1 or 2) per column, and strings a list for kind 1");
-            goto done;
+            goto error;
         }
-        table.strings = strings;
+        self->table.strings = self->strings = Py_NewRef(strings);
     }
-    const unsigned char *base = src.buf;
-    struct piece piece = {.table = &table, .p = base + pos, .stop = base + end, .row = row, .end_row = n_rows};
+    self->whole = (struct piece){.table = &self->table, .p = base + pos, .stop = base + end, .row = row,
+                                 .end_row = n_rows};
     if (n_threads > 1 && !has_strings && end - pos >= 2 * MIN_PIECE_BYTES) {
-        table.gil_released = 1;
-        parse_in_pieces(&table, base + pos, base + end, row, n_rows, n_threads, &piece);
-    } else {
-        parse_piece(&piece);
+        self->table.gil_released = 1;
+        scan_offer_pieces(self, base + pos, base + end, row, n_rows, n_threads);
     }
-    if (piece.error == -1) PyErr_NoMemory();
-    if (piece.error) goto done;
-    result = Py_BuildValue("nni", piece.row, (Py_ssize_t)(piece.p - base), piece.status);
-done:
-    PyBuffer_Release(&src);
-    if (dst.obj) PyBuffer_Release(&dst);
-    if (kinds.obj) PyBuffer_Release(&kinds);
+    return (PyObject *)self;
+error:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static PyObject *scan_finish(ScanObject *self, PyObject *Py_UNUSED(ignored)) {
+    if (!self->held) {
+        PyErr_SetString(PyExc_ValueError, "finish() was called before");
+        return NULL;
+    }
+    struct piece *piece = &self->whole;
+    if (self->in_pieces) {
+        scan_wait(self);
+        /* The first piece that did not reach its end is where one piece would
+         * have stopped (each piece but the last ends exactly where the next
+         * begins). */
+        Py_ssize_t i = 0;
+        while (i < self->tasks.n - 1 && self->pieces[i].status == STATUS_DONE && self->pieces[i].error == 0) i++;
+        piece = &self->pieces[i];
+    } else {
+        parse_piece(piece);
+    }
+    PyObject *result = NULL;
+    if (piece->error == -1) PyErr_NoMemory();
+    if (!piece->error)
+        result = Py_BuildValue("nni", piece->row, (Py_ssize_t)(piece->p - (const unsigned char *)self->src.buf),
+                               piece->status);
+    scan_release(self);
+    return result;
+}
+
+static PyMethodDef scan_methods[] = {
+    {"finish", (PyCFunction)scan_finish, METH_NOARGS,
+     "finish() -> (row, pos, status): wait for the parse, as parse_rows returns it (once)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ScanType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "parsers._dumpscan.Scan",
+    .tp_basicsize = sizeof(ScanObject),
+    .tp_dealloc = (destructor)scan_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A table being parsed (start_rows); finish() waits for it.",
+    .tp_methods = scan_methods,
+};
+
+static PyObject *parse_rows(PyObject *module, PyObject *args, PyObject *kwargs) {
+    PyObject *scan = start_rows(module, args, kwargs);
+    if (scan == NULL) return NULL;
+    PyObject *result = scan_finish((ScanObject *)scan, NULL);
+    Py_DECREF(scan);
     return result;
 }
 
@@ -787,6 +899,10 @@ static PyMethodDef methods[] = {
      "parse_rows(buf, pos, end, out, row, kinds=None, strings=None, threads=1) -> (row, pos, status)\n\n"
      "Parse lines of buf[pos:end] as rows of numbers into the float64 array out,\n"
      "with up to `threads` threads (see parsers/_dumpscan.c)."},
+    {"start_rows", (PyCFunction)(void (*)(void))start_rows, METH_VARARGS | METH_KEYWORDS,
+     "start_rows(buf, pos, end, out, row, kinds=None, strings=None, threads=1) -> Scan\n\n"
+     "parse_rows started in the background: Scan.finish() waits for it and returns\n"
+     "(row, pos, status) (see parsers/_dumpscan.c)."},
     {"take_rows", take_rows, METH_VARARGS,
      "take_rows(table, order, takes) -> None\n\n"
      "For each (columns, out) in takes: out[i, k] = table[order[i], columns[k]]\n"
@@ -803,6 +919,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__dumpscan(void) {
+    if (PyType_Ready(&ScanType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     pthread_atfork(NULL, NULL, pool_after_fork);

@@ -91,16 +91,53 @@ def read_lammps_dump(
         raise ValueError("give energy_column or log, not both")
     type_map = parse_types(types)
     log_energies = read_thermo_energies(log) if log is not None else None
-    scratch = _Scratch()
     with LineReader(path) as reader:
-        index = 0
-        while (header := _read_header(reader, energy_column)) is not None:
-            table = _AtomTable(reader, header, scratch, type_map, energy_column)
+        yield from _frames(reader, type_map, energy_column, log_energies, log)
+
+
+def _frames(
+    reader: LineReader,
+    type_map: dict[int, int],
+    energy_column: str | None,
+    log_energies: dict[int, float] | None,
+    log: str | Path | None,
+) -> Iterator[Frame]:
+    """The frames of read_lammps_dump, pipelined: while frame k is built from
+    its table, frame k+1's header is read and its atom block is parsed by the
+    scanner's worker threads (the reader's threads beyond this one) into the
+    other of two scratch arrays. A ParseError in frame k+1 is raised only
+    after frame k has been yielded, as without the pipeline; no scan is left
+    running when a frame is yielded, so a caller that stops early leaves no
+    work behind."""
+    scratches = (_Scratch(), _Scratch())
+    index = 0
+    table = _start_table(reader, energy_column, scratches[0], type_map)
+    while table is not None:
+        table.finish(reader)
+        try:
+            following, error = _start_table(reader, energy_column, scratches[(index + 1) % 2], type_map), None
+        except ParseError as exc:  # frame k+1's header: raised after frame k
+            following, error = None, exc
+        try:
             frame = table.frame(index)
             if log_energies is not None:
-                frame.energy = _log_energy(log_energies, header, reader.path, log)
-            yield frame
-            index += 1
+                frame.energy = _log_energy(log_energies, table.header, reader.path, log)
+        finally:
+            if following is not None:
+                following.wait()  # also when frame k fails: the workers must not outlive the reader
+        yield frame
+        if error is not None:
+            raise error
+        table, index = following, index + 1
+
+
+def _start_table(
+    reader: LineReader, energy_column: str | None, scratch: _Scratch, type_map: dict[int, int]
+) -> _AtomTable | None:
+    """Read the next frame's header and start parsing its atom block into
+    ``scratch`` (in the background); None at end of file."""
+    header = _read_header(reader, energy_column)
+    return None if header is None else _AtomTable(reader, header, scratch, type_map, energy_column)
 
 
 def _log_energy(energies: dict[int, float], header: _Header, path: str, log: str | Path) -> float:
@@ -254,7 +291,9 @@ def _needed_columns(columns: list[str], positions: tuple[tuple[str, ...], bool, 
 class _AtomTable:
     """The atom block of one frame, parsed in bulk and checked; only the columns
     needed for ``type_map`` and ``energy_column`` are converted. Its array
-    lives in ``scratch``: the Frame gets copies."""
+    lives in ``scratch``: the Frame gets copies. The parse starts when the
+    table is made (in the background with several threads); :meth:`wait`
+    joins it and :meth:`finish` checks it, before anything else is used."""
 
     def __init__(
         self,
@@ -273,19 +312,28 @@ class _AtomTable:
         self.index = {name: j for j, name in enumerate(self.columns)}
         #: (position column names, scaled, unwrapped); the header has checked that there is one
         self.position_set = _position_set(self.columns)
-        n = header.n_atoms
         needed = _needed_columns(self.columns, self.position_set, type_map, energy_column)
-        string_columns = [c for c in self.columns if c in _STRING_COLUMNS]
         kinds = bytes(1 if c in _STRING_COLUMNS else 0 if c in needed else 2 for c in self.columns)
-        words: list[str] = []
+        self._words: list[str] = []
         #: (n, n_columns) float64, file order; NaN in string columns, undefined in skipped ones
-        self.numeric = scratch.array((n, len(self.columns)))
-        got = reader.read_table(self.numeric, kinds, words)
+        self.numeric = scratch.array((header.n_atoms, len(self.columns)))
+        self.strings: dict[str, np.ndarray] = {}
+        self._pending = reader.start_table(self.numeric, kinds, self._words)
+
+    def wait(self) -> None:
+        """Wait for the parse to end (the reader is free again afterwards)."""
+        self._pending.wait()
+
+    def finish(self, reader: LineReader) -> None:
+        """Wait for the parse, raise ParseError unless every atom line was read
+        (the reader stands at the bad line), and collect the string columns."""
+        n = self.header.n_atoms
+        got = self._pending.wait()
         if got < n:
             self._diagnose(reader, got)
-        self.strings: dict[str, np.ndarray] = {}
+        string_columns = [c for c in self.columns if c in _STRING_COLUMNS]
         if string_columns:
-            table = np.array(words, dtype=str).reshape(n, len(string_columns))
+            table = np.array(self._words, dtype=str).reshape(n, len(string_columns))
             self.strings = {c: table[:, k] for k, c in enumerate(string_columns)}
 
     def _count_error(self, line: int, found: str) -> NoReturn:

@@ -7,10 +7,14 @@ only the current chunk in memory, and counts 1-based line numbers for error
 messages.
 
 Large tables without string columns are parsed by several threads (the
-scanner releases the GIL; the result is the same as with one thread). Their
-number is the ``threads`` argument of :class:`LineReader`, else the
-environment variable ``MLIP_PARSE_THREADS``, else the number of CPU cores
-this process may run on, at most 8.
+scanner releases the GIL; the result is the same as with one thread), and
+can be parsed in the background (:meth:`LineReader.start_table`: the
+scanner's worker threads start on the table while the caller does other
+work, and the caller joins them when it waits for the table). Their number,
+the caller included, is the ``threads`` argument of :class:`LineReader`, else
+the environment variable ``MLIP_PARSE_THREADS``, else the number of CPU cores
+this process may run on, at most 8; with one thread nothing runs in the
+background.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import IO
 
 import numpy as np
 
-from parsers._dumpscan import MORE, parse_rows
+from parsers._dumpscan import MORE, start_rows
 
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 COMPRESSED_SUFFIXES = tuple(_OPENERS)
@@ -85,6 +89,7 @@ class LineReader:
         self._pos = 0  # start of the unread data in _buf
         self._end = 0  # end of the data in _buf
         self._eof = False
+        self._pending: PendingTable | None = None  # a table whose scan may still read _buf
 
     def close(self) -> None:
         self._file.close()
@@ -119,8 +124,15 @@ class LineReader:
             self._buf[rest] = 10
             self._end += 1
 
+    def _check_free(self) -> None:
+        """Refuse to go on while a table is pending: its workers may be reading
+        the buffer that reading on would move or overwrite."""
+        if self._pending is not None:
+            raise RuntimeError("LineReader used before PendingTable.wait()")
+
     def readline(self) -> bytes | None:
         """The next line without its line ending, or None at end of file."""
+        self._check_free()
         end = self._buf.find(b"\n", self._pos, self._end)
         while end < 0:
             if self._eof:
@@ -147,18 +159,56 @@ class LineReader:
         Returns the number of rows read: ``n_rows``, or fewer when the next
         line is not such a row or the file ended first; the reader then stands
         before that line (``line`` counts the rows read)."""
-        row, size = 0, 0
+        return self.start_table(out, kinds, strings).wait()
+
+    def start_table(
+        self, out: np.ndarray, kinds: bytes | None = None, strings: list[str] | None = None
+    ) -> PendingTable:
+        """:meth:`read_table` started in the background: with more than one
+        thread, the scanner's workers parse the rows now in the buffer while
+        the caller goes on. The reader may not be used until the returned
+        table's :meth:`PendingTable.wait` (which returns what read_table
+        returns) has been called."""
+        self._check_free()
         if not self._eof and self._end - self._pos < self._table_bytes:
             self._more()  # so that a table as long as the last one is parsed in one call (and its threads)
-        while True:
-            limit = max(self._buf.rfind(b"\n", self._pos, self._end) + 1, self._pos)
-            first, start = row, self._pos
-            row, self._pos, status = parse_rows(
-                self._buf, self._pos, limit, out, row, kinds, strings, self.threads
-            )
-            self.line += row - first
-            size += self._pos - start
-            if status != MORE or self._eof:
-                self._table_bytes = size
-                return row
-            self._more()
+        return PendingTable(self, out, kinds, strings)
+
+
+class PendingTable:
+    """A table being read by :meth:`LineReader.start_table`; :meth:`wait` finishes it."""
+
+    def __init__(
+        self, reader: LineReader, out: np.ndarray, kinds: bytes | None, strings: list[str] | None
+    ) -> None:
+        self._reader = reader
+        self._args = (out, kinds, strings)
+        self._start = reader._pos
+        self._rows: int | None = None  # the result, once waited for
+        limit = max(reader._buf.rfind(b"\n", reader._pos, reader._end) + 1, reader._pos)
+        self._scan = start_rows(reader._buf, reader._pos, limit, out, 0, kinds, strings, reader.threads)
+        reader._pending = self
+
+    def wait(self) -> int:
+        """Finish the table (the rows the workers have not parsed are parsed by
+        the calling thread, and more of the file is read as needed); the
+        number of rows read, as :meth:`LineReader.read_table` says. Further
+        calls return the same number."""
+        if self._rows is not None:
+            return self._rows
+        reader, (out, kinds, strings) = self._reader, self._args
+        row, reader._pos, status = self._scan.finish()
+        reader._pending = None
+        size = reader._pos - self._start
+        while status == MORE and not reader._eof:
+            reader._more()
+            start = reader._pos
+            limit = max(reader._buf.rfind(b"\n", start, reader._end) + 1, start)
+            row, reader._pos, status = start_rows(
+                reader._buf, start, limit, out, row, kinds, strings, reader.threads
+            ).finish()
+            size += reader._pos - start
+        reader.line += row
+        reader._table_bytes = size
+        self._rows = row
+        return row
