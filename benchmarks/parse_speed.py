@@ -53,10 +53,11 @@ def _read_by_phase(path: str, phases: dict[str, float]) -> list:
     time of each step to ``phases``: header lines, atom block (file reads and
     the compiled scan), Frame building (sorting by id, copies into new arrays)."""
     from parsers.elements import parse_types
-    from parsers.lammps_dump import _AtomTable, _read_header, _Scratch
+    from parsers.lammps_dump import _AtomTable, _FrameMemory, _read_header, _Scratch
     from parsers.textio import LineReader
 
-    type_map, scratch, frames, clock = parse_types({1: "Cu"}), _Scratch(), [], time.process_time
+    type_map, scratch, memory = parse_types({1: "Cu"}), _Scratch(), _FrameMemory()
+    frames, clock = [], time.process_time
     with LineReader(path) as reader:
         while True:
             t0 = clock()
@@ -69,7 +70,7 @@ def _read_by_phase(path: str, phases: dict[str, float]) -> list:
             table.finish(reader)
             t2 = clock()
             phases["atom_block"] += t2 - t1
-            frames.append(table.frame(len(frames)))
+            frames.append(table.frame(len(frames), memory))
             phases["frame"] += clock() - t2
 
 

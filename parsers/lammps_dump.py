@@ -109,7 +109,7 @@ def _frames(
     after frame k has been yielded, as without the pipeline; no scan is left
     running when a frame is yielded, so a caller that stops early leaves no
     work behind."""
-    scratches = (_Scratch(), _Scratch())
+    scratches, memory = (_Scratch(), _Scratch()), _FrameMemory()
     index = 0
     table = _start_table(reader, energy_column, scratches[0], type_map)
     while table is not None:
@@ -119,7 +119,7 @@ def _frames(
         except ParseError as exc:  # frame k+1's header: raised after frame k
             following, error = None, exc
         try:
-            frame = table.frame(index)
+            frame = table.frame(index, memory)
             if log_energies is not None:
                 frame.energy = _log_energy(log_energies, table.header, reader.path, log)
         finally:
@@ -270,6 +270,34 @@ class _Scratch:
         if self._buffer.size < size:
             self._buffer = np.empty(size)
         return self._buffer[:size].reshape(shape)
+
+
+class _FrameMemory:
+    """Memory for the arrays the Frames keep, cut from blocks of ``block_bytes``.
+
+    First writes to new memory fault once per 4 kB page (several ms per MB
+    on virtual machines, half the cost of building a Frame); numpy asks the
+    kernel for 2 MB huge pages for arrays of 4 MB or more, so blocks of 8 MB
+    fault a few times instead of 2048. The price: a Frame's arrays are views
+    into a block, which stays alive as long as any of them does, so a caller
+    that keeps one frame in 30 still holds the memory of all of them (no
+    more than keeping every frame, as a training set build does)."""
+
+    def __init__(self, block_bytes: int = 8 << 20) -> None:
+        self._block_bytes = block_bytes
+        self._block = np.empty(0, dtype=np.uint8)
+        self._used = 0
+
+    def array(self, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
+        """A new C-contiguous array (contents undefined), 64-byte aligned within its block."""
+        itemsize = np.dtype(dtype).itemsize
+        nbytes = math.prod(shape) * itemsize
+        if self._used + nbytes > self._block.size:
+            self._block = np.empty(max(self._block_bytes, nbytes), dtype=np.uint8)
+            self._used = 0
+        view = self._block[self._used : self._used + nbytes]
+        self._used += -(-nbytes // 64) * 64
+        return view.view(dtype).reshape(shape)
 
 
 def _needed_columns(columns: list[str], positions: tuple[tuple[str, ...], bool, bool],
@@ -432,10 +460,12 @@ class _AtomTable:
             found,
         )
 
-    def _take(self, order: np.ndarray | None, groups: dict[str, tuple[str, ...]]) -> dict[str, np.ndarray]:
+    def _take(
+        self, order: np.ndarray | None, groups: dict[str, tuple[str, ...]], memory: _FrameMemory
+    ) -> dict[str, np.ndarray]:
         """Each group of named columns in atom order (``order`` from _order), as
-        a new C-contiguous (n, len(group)) array."""
-        arrays = {key: np.empty((self.header.n_atoms, len(names))) for key, names in groups.items()}
+        a new C-contiguous (n, len(group)) array from ``memory``."""
+        arrays = {key: memory.array((self.header.n_atoms, len(names))) for key, names in groups.items()}
         takes = [([self.index[c] for c in groups[key]], out) for key, out in arrays.items()]
         take_rows(self.numeric, order, takes)
         return arrays
@@ -452,13 +482,14 @@ class _AtomTable:
             xyz = xyz + images @ box.cell
         return xyz
 
-    def frame(self, index: int) -> Frame:
-        """The Frame (number ``index`` in its file) of this table."""
+    def frame(self, index: int, memory: _FrameMemory) -> Frame:
+        """The Frame (number ``index`` in its file) of this table, its arrays
+        (those in atom order) from ``memory``."""
         h = self.header
         order = self._order()
         numbers = self._numbers()
         if order is not None:
-            numbers = np.take(numbers, order)
+            numbers = np.take(numbers, order, out=memory.array(numbers.shape, np.int64))
         names, scaled, unwrapped = self.position_set
         groups = {"xyz": names}
         if not unwrapped and self.has("ix", "iy", "iz"):
@@ -467,7 +498,7 @@ class _AtomTable:
             groups["forces"] = ("fx", "fy", "fz")
         if self.has("q"):
             groups["charges"] = ("q",)
-        arrays = self._take(order, groups)
+        arrays = self._take(order, groups, memory)
         charges = arrays["charges"].reshape(-1) if "charges" in arrays else None
         energy = h.energy
         if self.energy_column is not None:

@@ -1,8 +1,9 @@
 """The dump reader's pipeline: frame k+1's atom block is parsed by the
 scanner's worker threads (parsers._dumpscan.start_rows) while frame k is
 built. Frames are the same as with one thread; errors come in file order
-(frame k is yielded before frame k+1's error is raised); and a caller that stops
-early leaves no file open and no scan running."""
+(frame k is yielded before frame k+1's error is raised); a caller that stops
+early leaves no file open and no scan running; and the Frames' arrays, cut
+from shared blocks, are independent of each other."""
 
 from __future__ import annotations
 
@@ -62,6 +63,21 @@ def test_pipelined_frames_equal_one_thread_frames(tmp_path, lines, monkeypatch):
             for name in ("numbers", "positions", "forces", "cell"):
                 assert getattr(a, name).tobytes() == getattr(b, name).tobytes()
             assert a.index == b.index
+
+
+def test_frame_arrays_are_independent(tmp_path, lines, monkeypatch):
+    """The arrays of all frames share memory blocks: writing one changes no other."""
+    frames = _read(_write(tmp_path, lines), 2, monkeypatch)
+    copies = [(f.positions.copy(), f.forces.copy(), f.numbers.copy()) for f in frames]
+    for f in frames:
+        assert f.positions.flags.c_contiguous and f.forces.flags.c_contiguous
+        f.positions[:] = -1.0
+        f.forces[:] = -2.0
+        f.numbers[:] = -3
+        assert not np.shares_memory(f.positions, f.forces)
+    frames[0].positions[:] = copies[0][0]
+    assert np.array_equal(frames[0].positions, copies[0][0])
+    assert all((f.positions == -1.0).all() and (f.forces == -2.0).all() for f in frames[1:])
 
 
 @pytest.mark.parametrize("threads", [1, 2])
