@@ -273,30 +273,35 @@ class _Scratch:
 
 
 class _FrameMemory:
-    """Memory for the arrays the Frames keep, cut from blocks of ``block_bytes``.
+    """Memory for the arrays the Frames keep, cut from blocks of up to ``block_bytes``.
 
     First writes to new memory fault once per 4 kB page (several ms per MB
     on virtual machines, half the cost of building a Frame); numpy asks the
     kernel for 2 MB huge pages for arrays of 4 MB or more, so blocks of 8 MB
-    fault a few times instead of 2048. The price: a Frame's arrays are views
-    into a block, which stays alive as long as any of them does, so a caller
-    that keeps one frame in 30 still holds the memory of all of them (no
-    more than keeping every frame, as a training set build does)."""
+    fault a few times instead of 2048. Blocks grow with what has been cut so
+    far (twice as much), so that a small file gets small blocks. The price: a
+    Frame's arrays are views into a block, which stays alive as long as any
+    of them does, so a caller that keeps one frame in 30 still holds the
+    memory of all of them (no more than keeping every frame, as a training
+    set build does)."""
 
     def __init__(self, block_bytes: int = 8 << 20) -> None:
         self._block_bytes = block_bytes
         self._block = np.empty(0, dtype=np.uint8)
-        self._used = 0
+        self._used = 0  # bytes of the current block cut
+        self._total = 0  # bytes cut from all blocks
 
     def array(self, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
         """A new C-contiguous array (contents undefined), 64-byte aligned within its block."""
-        itemsize = np.dtype(dtype).itemsize
-        nbytes = math.prod(shape) * itemsize
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         if self._used + nbytes > self._block.size:
-            self._block = np.empty(max(self._block_bytes, nbytes), dtype=np.uint8)
+            size = max(nbytes, min(self._block_bytes, 2 * self._total))
+            self._block = np.empty(size, dtype=np.uint8)
             self._used = 0
         view = self._block[self._used : self._used + nbytes]
-        self._used += -(-nbytes // 64) * 64
+        step = -(-nbytes // 64) * 64
+        self._used += step
+        self._total += step
         return view.view(dtype).reshape(shape)
 
 

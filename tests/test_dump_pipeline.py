@@ -7,6 +7,7 @@ from shared blocks, are independent of each other."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 import parsers
 from parsers._dumpscan import DONE, parse_rows, start_rows
+from parsers.lammps_dump import _FrameMemory
 from parsers.textio import LineReader
 
 N_ATOMS = 1200  # ~150 kB atom blocks: large enough to be parsed in pieces by the workers
@@ -78,6 +80,27 @@ def test_frame_arrays_are_independent(tmp_path, lines, monkeypatch):
     frames[0].positions[:] = copies[0][0]
     assert np.array_equal(frames[0].positions, copies[0][0])
     assert all((f.positions == -1.0).all() and (f.forces == -2.0).all() for f in frames[1:])
+
+
+def _block(array: np.ndarray) -> np.ndarray:
+    while array.base is not None:
+        array = array.base
+    return array
+
+
+def test_frame_memory_blocks_grow_with_use():
+    """Small files get small blocks (a kept frame keeps its whole block), large
+    ones blocks of block_bytes; arrays are aligned and do not overlap."""
+    memory = _FrameMemory(block_bytes=1 << 20)
+    first = memory.array((10, 3))
+    assert _block(first).nbytes == 240
+    arrays = [first] + [memory.array((1000, 3)) for _ in range(100)] + [memory.array((5,), np.int64)]
+    sizes = sorted({_block(a).nbytes for a in arrays})
+    assert sizes[-1] == 1 << 20 and len(sizes) > 3
+    assert all((a.ctypes.data - _block(a).ctypes.data) % 64 == 0 for a in arrays)
+    assert arrays[-1].dtype == np.int64 and arrays[-1].shape == (5,)
+    for a, b in itertools.pairwise(arrays):
+        assert not np.shares_memory(a, b)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
