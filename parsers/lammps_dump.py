@@ -5,7 +5,9 @@ ATOMS, ITEM: BOX BOUNDS, ITEM: ATOMS <columns>`` followed by one line per atom.
 The atom block is parsed straight from the read buffer into a float64 array by
 the compiled scanner (:mod:`parsers._dumpscan`, one call per block, numbers
 converted exactly as ``float()`` does); Python looks only at the line where it
-stopped, to say what is wrong there.
+stopped, to say what is wrong there. With more than one parse thread
+(``MLIP_PARSE_THREADS``, see :mod:`parsers.textio`) the scanner's workers parse
+frame k+1's block while frame k is built; errors still come in file order.
 
 - RANN variant: ``ITEM: TIMESTEP energy, energy_weight, force_weight, nsims``
   followed by ``step E_total w_E w_F nsims`` (6, 11 or 12 fields are accepted
