@@ -923,7 +923,7 @@ PyMODINIT_FUNC PyInit__dumpscan(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     pthread_atfork(NULL, NULL, pool_after_fork);
-    if (PyModule_AddIntConstant(m, "DONE", STATUS_DONE) < 0 || PyModule_AddIntConstant(m, "MORE", STATUS_MORE) < 0 ||
+    if (PyModule_AddType(m, &ScanType) < 0 || PyModule_AddIntConstant(m, "DONE", STATUS_DONE) < 0 || PyModule_AddIntConstant(m, "MORE", STATUS_MORE) < 0 ||
         PyModule_AddIntConstant(m, "BAD", STATUS_BAD) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -126,7 +126,7 @@ def _frames(
                 frame.energy = _log_energy(log_energies, table.header, reader.path, log)
         finally:
             if following is not None:
-                following.wait()  # also when frame k fails: the workers must not outlive the reader
+                following.wait(reader)  # also when frame k fails: the workers must not outlive the reader
         yield frame
         if error is not None:
             raise error
@@ -287,6 +287,8 @@ class _FrameMemory:
     memory of all of them (no more than keeping every frame, as a training
     set build does)."""
 
+    SMALL = 2048
+
     def __init__(self, block_bytes: int = 8 << 20) -> None:
         self._block_bytes = block_bytes
         self._block = np.empty(0, dtype=np.uint8)
@@ -294,17 +296,23 @@ class _FrameMemory:
         self._total = 0  # bytes cut from all blocks
 
     def array(self, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
-        """A new C-contiguous array (contents undefined), 64-byte aligned within its block."""
-        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        """A new C-contiguous array (contents undefined), 64-byte aligned within
+        its block; one of fewer than SMALL items is an array of its own (a few
+        faults saved would cost less than cutting it here, for frames of a few
+        hundred atoms)."""
+        size = math.prod(shape)
+        if size < self.SMALL:
+            return np.empty(shape, dtype)
+        dtype = np.dtype(dtype)
+        nbytes = size * dtype.itemsize
         if self._used + nbytes > self._block.size:
-            size = max(nbytes, min(self._block_bytes, 2 * self._total))
-            self._block = np.empty(size, dtype=np.uint8)
+            self._block = np.empty(max(nbytes, min(self._block_bytes, 2 * self._total)), dtype=np.uint8)
             self._used = 0
-        view = self._block[self._used : self._used + nbytes]
+        out = np.ndarray(shape, dtype, self._block, self._used)
         step = -(-nbytes // 64) * 64
         self._used += step
         self._total += step
-        return view.view(dtype).reshape(shape)
+        return out
 
 
 def _needed_columns(columns: list[str], positions: tuple[tuple[str, ...], bool, bool],
@@ -353,17 +361,21 @@ class _AtomTable:
         #: (n, n_columns) float64, file order; NaN in string columns, undefined in skipped ones
         self.numeric = scratch.array((header.n_atoms, len(self.columns)))
         self.strings: dict[str, np.ndarray] = {}
-        self._pending = reader.start_table(self.numeric, kinds, self._words)
+        self._got: int | None = None  # atom lines read, once the parse has ended
+        reader.start_table(self.numeric, kinds, self._words)
 
-    def wait(self) -> None:
-        """Wait for the parse to end (the reader is free again afterwards)."""
-        self._pending.wait()
+    def wait(self, reader: LineReader) -> int:
+        """Wait for the parse to end (the reader is free again afterwards);
+        the number of atom lines read."""
+        if self._got is None:
+            self._got = reader.wait_table()
+        return self._got
 
     def finish(self, reader: LineReader) -> None:
         """Wait for the parse, raise ParseError unless every atom line was read
         (the reader stands at the bad line), and collect the string columns."""
         n = self.header.n_atoms
-        got = self._pending.wait()
+        got = self.wait(reader)
         if got < n:
             self._diagnose(reader, got)
         string_columns = [c for c in self.columns if c in _STRING_COLUMNS]

@@ -28,7 +28,7 @@ from typing import IO
 
 import numpy as np
 
-from parsers._dumpscan import MORE, start_rows
+from parsers._dumpscan import MORE, Scan, start_rows
 
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 COMPRESSED_SUFFIXES = tuple(_OPENERS)
@@ -89,7 +89,8 @@ class LineReader:
         self._pos = 0  # start of the unread data in _buf
         self._end = 0  # end of the data in _buf
         self._eof = False
-        self._pending: PendingTable | None = None  # a table whose scan may still read _buf
+        # the table started (its Scan, start, out, kinds, strings), whose scan may still read _buf
+        self._pending: tuple[Scan, int, np.ndarray, bytes | None, list[str] | None] | None = None
 
     def close(self) -> None:
         self._file.close()
@@ -124,15 +125,10 @@ class LineReader:
             self._buf[rest] = 10
             self._end += 1
 
-    def _check_free(self) -> None:
-        """Refuse to go on while a table is pending: its workers may be reading
-        the buffer that reading on would move or overwrite."""
-        if self._pending is not None:
-            raise RuntimeError("LineReader used before PendingTable.wait()")
-
     def readline(self) -> bytes | None:
         """The next line without its line ending, or None at end of file."""
-        self._check_free()
+        if self._pending is not None:  # its workers may be reading the buffer this would move
+            raise RuntimeError("LineReader used before wait_table()")
         end = self._buf.find(b"\n", self._pos, self._end)
         while end < 0:
             if self._eof:
@@ -159,56 +155,42 @@ class LineReader:
         Returns the number of rows read: ``n_rows``, or fewer when the next
         line is not such a row or the file ended first; the reader then stands
         before that line (``line`` counts the rows read)."""
-        return self.start_table(out, kinds, strings).wait()
+        self.start_table(out, kinds, strings)
+        return self.wait_table()
 
     def start_table(
         self, out: np.ndarray, kinds: bytes | None = None, strings: list[str] | None = None
-    ) -> PendingTable:
+    ) -> None:
         """:meth:`read_table` started in the background: with more than one
         thread, the scanner's workers parse the rows now in the buffer while
-        the caller goes on. The reader may not be used until the returned
-        table's :meth:`PendingTable.wait` (which returns what read_table
-        returns) has been called."""
-        self._check_free()
+        the caller goes on. The reader may not be used until
+        :meth:`wait_table` (which returns what read_table returns) has been
+        called."""
+        if self._pending is not None:
+            raise RuntimeError("LineReader used before wait_table()")
         if not self._eof and self._end - self._pos < self._table_bytes:
             self._more()  # so that a table as long as the last one is parsed in one call (and its threads)
-        return PendingTable(self, out, kinds, strings)
+        limit = max(self._buf.rfind(b"\n", self._pos, self._end) + 1, self._pos)
+        scan = start_rows(self._buf, self._pos, limit, out, 0, kinds, strings, self.threads)
+        self._pending = (scan, self._pos, out, kinds, strings)
 
-
-class PendingTable:
-    """A table being read by :meth:`LineReader.start_table`; :meth:`wait` finishes it."""
-
-    def __init__(
-        self, reader: LineReader, out: np.ndarray, kinds: bytes | None, strings: list[str] | None
-    ) -> None:
-        self._reader = reader
-        self._args = (out, kinds, strings)
-        self._start = reader._pos
-        self._rows: int | None = None  # the result, once waited for
-        limit = max(reader._buf.rfind(b"\n", reader._pos, reader._end) + 1, reader._pos)
-        self._scan = start_rows(reader._buf, reader._pos, limit, out, 0, kinds, strings, reader.threads)
-        reader._pending = self
-
-    def wait(self) -> int:
-        """Finish the table (the rows the workers have not parsed are parsed by
-        the calling thread, and more of the file is read as needed); the
-        number of rows read, as :meth:`LineReader.read_table` says. Further
-        calls return the same number."""
-        if self._rows is not None:
-            return self._rows
-        reader, (out, kinds, strings) = self._reader, self._args
-        row, reader._pos, status = self._scan.finish()
-        reader._pending = None
-        size = reader._pos - self._start
-        while status == MORE and not reader._eof:
-            reader._more()
-            start = reader._pos
-            limit = max(reader._buf.rfind(b"\n", start, reader._end) + 1, start)
-            row, reader._pos, status = start_rows(
-                reader._buf, start, limit, out, row, kinds, strings, reader.threads
-            ).finish()
-            size += reader._pos - start
-        reader.line += row
-        reader._table_bytes = size
-        self._rows = row
+    def wait_table(self) -> int:
+        """Finish the table started by :meth:`start_table` (the rows the
+        workers have not parsed are parsed by the calling thread, and more of
+        the file is read as needed); the number of rows read, as
+        :meth:`read_table` says."""
+        if self._pending is None:
+            raise RuntimeError("no table started")
+        (scan, start, out, kinds, strings), self._pending = self._pending, None
+        row, self._pos, status = scan.finish()
+        size = self._pos - start
+        while status == MORE and not self._eof:
+            self._more()
+            start = self._pos
+            limit = max(self._buf.rfind(b"\n", start, self._end) + 1, start)
+            scan = start_rows(self._buf, start, limit, out, row, kinds, strings, self.threads)
+            row, self._pos, status = scan.finish()
+            size += self._pos - start
+        self.line += row
+        self._table_bytes = size
         return row

@@ -89,16 +89,19 @@ def _block(array: np.ndarray) -> np.ndarray:
 
 
 def test_frame_memory_blocks_grow_with_use():
-    """Small files get small blocks (a kept frame keeps its whole block), large
-    ones blocks of block_bytes; arrays are aligned and do not overlap."""
+    """Small arrays are arrays of their own; small files get small blocks (a
+    kept frame keeps its whole block), large ones blocks of block_bytes;
+    arrays are aligned and do not overlap."""
     memory = _FrameMemory(block_bytes=1 << 20)
-    first = memory.array((10, 3))
-    assert _block(first).nbytes == 240
-    arrays = [first] + [memory.array((1000, 3)) for _ in range(100)] + [memory.array((5,), np.int64)]
+    small = memory.array((10, 3))
+    assert _block(small).nbytes == 240
+    first = memory.array((1000, 3))
+    assert _block(first).nbytes == 24000
+    arrays = [small, first, *(memory.array((1000, 3)) for _ in range(100)), memory.array((3000,), np.int64)]
     sizes = sorted({_block(a).nbytes for a in arrays})
     assert sizes[-1] == 1 << 20 and len(sizes) > 3
     assert all((a.ctypes.data - _block(a).ctypes.data) % 64 == 0 for a in arrays)
-    assert arrays[-1].dtype == np.int64 and arrays[-1].shape == (5,)
+    assert arrays[-1].dtype == np.int64 and arrays[-1].shape == (3000,)
     for a, b in itertools.pairwise(arrays):
         assert not np.shares_memory(a, b)
 
@@ -198,11 +201,13 @@ def test_reader_refuses_to_move_under_a_pending_table(tmp_path, lines):
         for _ in range(HEADER_LINES):
             reader.readline()
         out = np.empty((N_ATOMS, 8))
-        pending = reader.start_table(out)
-        with pytest.raises(RuntimeError, match="wait"):
+        reader.start_table(out)
+        with pytest.raises(RuntimeError, match="wait_table"):
             reader.readline()
-        with pytest.raises(RuntimeError, match="wait"):
+        with pytest.raises(RuntimeError, match="wait_table"):
             reader.read_table(np.empty((1, 8)))
-        assert pending.wait() == N_ATOMS and pending.wait() == N_ATOMS
+        assert reader.wait_table() == N_ATOMS
+        with pytest.raises(RuntimeError, match="no table"):
+            reader.wait_table()
         assert reader.line == HEADER_LINES + N_ATOMS
         assert reader.readline() == b"ITEM: TIMESTEP"
