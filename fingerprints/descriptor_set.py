@@ -125,9 +125,10 @@ class DescriptorSet(torch.nn.Module):
         self.cutoff = float(max(float(d.cutoff) for d in descriptors))
         slices: List[Tuple[int, int]] = []
         start = 0
-        for d in descriptors:
-            slices.append((start, start + int(d.n_features)))
-            start += int(d.n_features)
+        for d in descriptors:  # one normalisation block per descriptor, or per entry of its block_sizes
+            for size in getattr(d, "block_sizes", [int(d.n_features)]):
+                slices.append((start, start + int(size)))
+                start += int(size)
         self.feature_slices = slices
         self.n_features = start
         self.config_json = config_json
@@ -175,11 +176,12 @@ class DescriptorSet(torch.nn.Module):
         ``(species, edge_index, edge_vec, n_centers)`` (torch tensors or numpy arrays; without
         ``n_centers`` every atom is a centre). Statistics accumulate in float64 (Chan's
         pairwise update). Each feature gets its own mean. ``scaling``: ``"block"`` divides all
-        features of one descriptor by one std (the root of their mean variance), which keeps the
-        features that bulk symmetry nearly switches off (odd l of a power spectrum in a cubic
-        crystal) small, instead of blowing them up to tens of standard deviations at surfaces and
-        defects; ``"feature"`` gives every feature its own std. Elements absent from the data
-        keep mean 0, std 1; a std < 1e-12 (relative to the features' scale) stays 1.
+        features of one block (a descriptor, or each part of one that has ``block_sizes``) by one
+        std (the root of their mean variance), which keeps the features that bulk symmetry
+        nearly switches off (odd l of a power spectrum in a cubic crystal) small, instead of
+        blowing them up to tens of standard deviations at surfaces and defects; ``"feature"``
+        gives every feature its own std. Elements absent from the data keep mean 0, std 1; a
+        std < 1e-12 (relative to the features' scale) stays 1.
         """
         count = torch.zeros(self.n_species, dtype=torch.float64)
         mean = torch.zeros(self.n_species, self.n_features, dtype=torch.float64)
@@ -207,7 +209,7 @@ class DescriptorSet(torch.nn.Module):
             raise ValueError("fit_normalization got no atoms")
         std = torch.sqrt(m2 / count.clamp(min=1.0).unsqueeze(1))
         scale = mean.abs()
-        if scaling == "block":  # one std per descriptor: the root mean variance of its features
+        if scaling == "block":  # one std per block: the root mean variance of its features
             for a, b in self.feature_slices:
                 std[:, a:b] = torch.sqrt((std[:, a:b] ** 2).mean(dim=1, keepdim=True))
                 scale[:, a:b] = scale[:, a:b].mean(dim=1, keepdim=True)

@@ -73,6 +73,11 @@ class DensityExpansion(torch.nn.Module):
     (default 32768), each padded only to its own largest count: bounded temporaries (about 20 %
     faster for 8000 Cu atoms than one block) and little padding where neighbour counts vary
     (surfaces).
+
+    ``n_density`` > 0 also sums, on the same layout, that many Gaussian radial functions
+    (the ``"gaussian"`` basis with n_max = n_density) into an l = 0 density
+    (:meth:`expand`): the features of a Gaussian :class:`RadialDensity`, for the price of the
+    radial functions alone.
     """
 
     cutoff: float
@@ -80,14 +85,15 @@ class DensityExpansion(torch.nn.Module):
     n_max: int
     l_max: int
     gaussian: bool
+    n_density: int
     block_neighbors: int
 
     def __init__(self, n_species: int, cutoff: float, n_max: int, l_max: int,
-                 radial_basis: str = "bessel") -> None:
+                 radial_basis: str = "bessel", n_density: int = 0) -> None:
         super().__init__()
-        if n_species < 1 or n_max < 1 or l_max < 0:
-            raise ValueError(f"need n_species >= 1, n_max >= 1 and l_max >= 0, got n_species={n_species}, "
-                             f"n_max={n_max}, l_max={l_max}")
+        if n_species < 1 or n_max < 1 or l_max < 0 or n_density < 0:
+            raise ValueError(f"need n_species >= 1, n_max >= 1, l_max >= 0 and n_density >= 0, got "
+                             f"n_species={n_species}, n_max={n_max}, l_max={l_max}, n_density={n_density}")
         if not cutoff > 0.0:
             raise ValueError(f"cutoff must be > 0 Å, got {cutoff}")
         if radial_basis not in RADIAL_BASES:
@@ -103,17 +109,17 @@ class DensityExpansion(torch.nn.Module):
             self.register_buffer("radial_parameter", torch.linspace(0.0, cutoff, n_max, dtype=torch.float64))
         else:
             self.register_buffer("radial_parameter", n * math.pi / cutoff)
+        self.n_density = n_density
+        self.register_buffer("density_centers", torch.linspace(0.0, cutoff, n_density, dtype=torch.float64))
         # derived from l_max alone: kept out of state_dict so older checkpoints still load
         self.register_buffer("harmonic_coefficients", harmonic_coefficients(l_max), persistent=False)
         self.register_buffer("species_range", torch.arange(n_species), persistent=False)
 
-    def radial(self, r: Tensor) -> Tensor:
-        """Radial functions times the cutoff, (B, 1, K) Å -> (B, n_max, K)."""
+    def radial(self, r: Tensor, fc: Tensor) -> Tensor:
+        """Radial functions times the cutoff fc, (B, 1, K) Å -> (B, n_max, K)."""
         p = self.radial_parameter.to(r.dtype).view(1, self.n_max, 1)
-        fc = polynomial_cutoff(r, self.cutoff)
         if self.gaussian:
-            sigma = self.cutoff / self.n_max
-            return torch.exp(-((r - p) ** 2) / (2.0 * sigma * sigma)) * fc
+            return _gaussians(r, p, self.cutoff / self.n_max) * fc
         return torch.sin(p * r) * (math.sqrt(2.0 / self.cutoff) * fc / r)
 
     def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centers: int) -> Tensor:
@@ -122,6 +128,12 @@ class DensityExpansion(torch.nn.Module):
         species: (N,) int64; edge_index: (2, E) int64 (centre, neighbour; any order);
         edge_vec: (E, 3) Å, r_ij; centres are 0 .. n_centers - 1.
         """
+        return self.expand(species, edge_index, edge_vec, n_centers)[0]
+
+    def expand(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor,
+               n_centers: int) -> Tuple[Tensor, Tensor]:
+        """:meth:`forward`'s coefficients and the Gaussian radial density (n_centers,
+        n_species * n_density), channel z * n_density + (n - 1) (empty for n_density 0)."""
         center = edge_index[0]
         neighbor = edge_index[1]
         outside = torch.linalg.norm(edge_vec, dim=1) >= self.cutoff
@@ -146,16 +158,20 @@ class DensityExpansion(torch.nn.Module):
             z = torch.zeros(size, dtype=species.dtype, device=species.device)
             z = z.index_copy(0, dest, species.index_select(0, neighbor))
         parts: List[Tensor] = []
+        densities: List[Tensor] = []
         for block in blocks:
             n_block, width, first = block[0], block[1], block[2]
             vec = padded[first:first + n_block * width].view(n_block, width, 3).transpose(1, 2)
             block_z = z
             if self.n_species > 1:
                 block_z = z[first:first + n_block * width].view(n_block, 1, 1, width)
-            parts.append(self._moments(vec, block_z))
+            moments, density = self._moments(vec, block_z)
+            parts.append(moments)
+            densities.append(density)
         moments = torch.cat(parts, dim=0).index_select(0, rank)
         c = torch.matmul(moments, self.harmonic_coefficients.to(moments.dtype))
-        return c.view(n_centers, self.n_species, self.n_max, c.shape[2])
+        density = torch.cat(densities, dim=0).index_select(0, rank)
+        return c.view(n_centers, self.n_species, self.n_max, c.shape[2]), density
 
     def _layout(self, center: Tensor, n_centers: int) -> Tuple[Tensor, Tensor, List[List[int]]]:
         """Where each edge goes in the padded neighbour layout.
@@ -189,22 +205,40 @@ class DensityExpansion(torch.nn.Module):
         widths = torch.tensor([b[1] for b in blocks], device=center.device).index_select(0, block)
         return firsts + (r - block * step) * widths + slot, rank, blocks
 
-    def _moments(self, vec: Tensor, z: Tensor) -> Tensor:
-        """Density moments on the sphere basis of :mod:`fingerprints.harmonics`.
+    def _moments(self, vec: Tensor, z: Tensor) -> Tuple[Tensor, Tensor]:
+        """Density moments on the sphere basis of :mod:`fingerprints.harmonics`, and the
+        Gaussian radial density.
 
         vec: (B, 3, width) Å padded bond vectors; z: (B, 1, 1, width) neighbour species (unused
-        for one element) -> (B, n_species * n_max, (l_max+1)^2): x^a y^b, then z x^a y^b.
+        for one element) -> (B, n_species * n_max, (l_max+1)^2): x^a y^b, then z x^a y^b;
+        and (B, n_species * n_density).
         """
         r = torch.linalg.norm(vec, dim=1, keepdim=True)  # (B, 1, width)
-        radial = self.radial(r)
-        if self.n_species > 1:
-            one_hot = (z == self.species_range.view(1, self.n_species, 1, 1)).to(radial.dtype)
-            radial = (one_hot * radial.unsqueeze(1)).view(vec.shape[0], self.n_species * self.n_max,
-                                                          vec.shape[2])
+        fc = polynomial_cutoff(r, self.cutoff)
+        radial = self._by_species(self.radial(r, fc), z)
+        density = torch.zeros(vec.shape[0], 0, vec.shape[2], dtype=r.dtype, device=r.device)
+        if self.n_density > 0:
+            centers = self.density_centers.to(r.dtype).view(1, self.n_density, 1)
+            density = self._by_species(_gaussians(r, centers, self.cutoff / self.n_density) * fc, z)
         u = vec / r
         plane = plane_monomials(u[:, 0:1], u[:, 1:2], self.l_max).transpose(1, 2)
         lower = plane[:, :, :self.l_max * (self.l_max + 1) // 2]
-        return torch.cat([torch.bmm(radial, plane), torch.bmm(radial * u[:, 2:3], lower)], dim=2)
+        moments = torch.cat([torch.bmm(radial, plane), torch.bmm(radial * u[:, 2:3], lower)], dim=2)
+        return moments, density.sum(dim=2)
+
+    def _by_species(self, radial: Tensor, z: Tensor) -> Tensor:
+        """(B, n, width) radial functions -> (B, n_species * n, width), zero where the
+        neighbour is not of that element (unchanged for one element)."""
+        if self.n_species == 1:
+            return radial
+        one_hot = (z == self.species_range.view(1, self.n_species, 1, 1)).to(radial.dtype)
+        return (one_hot * radial.unsqueeze(1)).view(radial.shape[0], self.n_species * radial.shape[1],
+                                                    radial.shape[2])
+
+
+def _gaussians(r: Tensor, centers: Tensor, sigma: float) -> Tensor:
+    """exp(-(r - mu)^2 / (2 sigma^2)): r (B, 1, K) Å, centers mu (1, n, 1) Å -> (B, n, K)."""
+    return torch.exp(-((r - centers) ** 2) / (2.0 * sigma * sigma))
 
 
 class RadialDensity(torch.nn.Module):
@@ -253,32 +287,47 @@ class PowerSpectrum(torch.nn.Module):
     Features: l-major; within each l the pairs (a, b), a <= b, of channels
     a = z * n_max + (n - 1) in row-major upper-triangle order.
     n_features = (l_max + 1) * A (A + 1) / 2 with A = n_species * n_max.
+
+    ``radial_density`` = K > 0 appends a Gaussian radial density with K functions per element
+    (the features of ``RadialDensity(n_max=K, radial_basis="gaussian")``, computed on the power
+    spectrum's own neighbour layout) as a second block: ``block_sizes`` = [power spectrum,
+    n_species K], each normalised by its own std in a
+    :class:`~fingerprints.descriptor_set.DescriptorSet`. Linear in the neighbour density and
+    local in r, these features drop less than the quadratic power spectrum at under-coordinated
+    atoms and resolve short bonds (Mo's (211) test surface: benchmarks/RESULTS.md).
     """
 
     cutoff: float
     n_features: int
     l_max: int
+    radial_density: int
+    block_sizes: List[int]
 
     def __init__(self, n_species: int, cutoff: float = 5.0, n_max: int = 8, l_max: int = 4,
-                 radial_basis: str = "bessel") -> None:
+                 radial_basis: str = "bessel", radial_density: int = 0) -> None:
         super().__init__()
-        self.density = DensityExpansion(n_species, cutoff, n_max, l_max, radial_basis)
+        self.density = DensityExpansion(n_species, cutoff, n_max, l_max, radial_basis, radial_density)
         self.cutoff = float(cutoff)
         self.l_max = l_max
         channels = n_species * n_max
         upper = torch.triu_indices(channels, channels)
         self.register_buffer("pair_flat", upper[0] * channels + upper[1])
-        self.n_features = (l_max + 1) * upper.shape[1]
+        self.radial_density = int(radial_density)
+        self.block_sizes = [(l_max + 1) * upper.shape[1]]
+        if radial_density > 0:
+            self.block_sizes.append(n_species * radial_density)
+        self.n_features = sum(self.block_sizes)
         self.radial_basis = radial_basis
 
     def extra_repr(self) -> str:
         d = self.density
         return (f"n_species={d.n_species}, cutoff={self.cutoff}, n_max={d.n_max}, l_max={self.l_max}, "
-                f"radial_basis={self.radial_basis}, n_features={self.n_features}")
+                f"radial_basis={self.radial_basis}, radial_density={self.radial_density}, "
+                f"n_features={self.n_features}")
 
     def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centers: int) -> Tensor:
         """Power spectrum (n_centers, n_features); edge_vec (E, 3) Å, r_ij."""
-        c = self.density(species, edge_index, edge_vec, n_centers)
+        c, density = self.density.expand(species, edge_index, edge_vec, n_centers)
         channels = c.shape[1] * c.shape[2]
         c = c.reshape(n_centers, channels, c.shape[3])
         grams: List[Tensor] = []
@@ -286,7 +335,10 @@ class PowerSpectrum(torch.nn.Module):
             block = c[:, :, l * l:(l + 1) * (l + 1)]
             grams.append(torch.bmm(block, block.transpose(1, 2)))
         p = torch.stack(grams, dim=1).view(n_centers, self.l_max + 1, channels * channels)
-        return p.index_select(2, self.pair_flat).reshape(n_centers, self.n_features)
+        p = p.index_select(2, self.pair_flat).reshape(n_centers, self.block_sizes[0])
+        if self.radial_density > 0:
+            p = torch.cat([p, density], dim=1)
+        return p
 
 
 class Bispectrum(torch.nn.Module):

@@ -68,6 +68,25 @@ def test_radial_density_equals_sum_over_neighbours(basis):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
 
 
+def test_power_spectrum_radial_density_block(cell):
+    """radial_density=K appends a Gaussian RadialDensity with n_max K as a second block."""
+    from fingerprints import DescriptorSet
+
+    both = PowerSpectrum(n_species=2, cutoff=4.5, n_max=4, l_max=3, radial_density=5)
+    alone = PowerSpectrum(n_species=2, cutoff=4.5, n_max=4, l_max=3)
+    radial = RadialDensity(n_species=2, cutoff=4.5, n_max=5, radial_basis="gaussian")
+    assert both.block_sizes == [alone.n_features, radial.n_features] and radial.n_features == 10
+    assert both.n_features == alone.n_features + radial.n_features
+    expected = torch.cat([descriptor(alone, cell), descriptor(radial, cell)], dim=1)
+    assert torch.allclose(descriptor(both, cell), expected, rtol=0, atol=1e-12)
+    assert torch.allclose(descriptor(torch.jit.script(both), cell), expected, rtol=0, atol=1e-12)
+    config = {"type": "power_spectrum", "cutoff": 4.5, "n_max": 4, "l_max": 3, "radial_density": 5}
+    ds = DescriptorSet.from_config([config], ["H", "O"])
+    assert ds.feature_slices == [(0, alone.n_features), (alone.n_features, both.n_features)]
+    one = PowerSpectrum(n_species=1, cutoff=4.5, n_max=4, l_max=3, radial_density=5)
+    assert one.n_features == PowerSpectrum(n_species=1, cutoff=4.5, n_max=4, l_max=3).n_features + 5
+
+
 def complex_density(atoms, rc, n_max, l_max, n_species=2):
     """a^z_{n l m} = sum_j R_n Y_lm with scipy's complex orthonormal harmonics; [atom][z][n][l] -> (2l+1,)."""
     result = []
@@ -136,6 +155,7 @@ def cell():
 MODULES = {
     "radial": lambda: RadialDensity(n_species=2, cutoff=4.5, n_max=4),
     "power": lambda: PowerSpectrum(n_species=2, cutoff=4.5, n_max=4, l_max=4),
+    "power_radial": lambda: PowerSpectrum(n_species=2, cutoff=4.5, n_max=3, l_max=2, radial_density=4),
     "bispectrum": lambda: Bispectrum(n_species=2, cutoff=4.5, n_max=3, l_max=4, include_odd=True),
 }
 
