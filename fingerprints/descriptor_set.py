@@ -75,7 +75,8 @@ def build_descriptor(entry: Mapping[str, Any], elements: Sequence[str]) -> torch
 
 def default_config(elements: Sequence[str], cutoff: Optional[float] = None) -> List[Dict[str, Any]]:
     """The default descriptor: a SOAP-like power spectrum (Bessel radial basis, n_max 6, l_max 4;
-    105 features for one element, (6·S)(6·S + 1)/2 · 5 for S elements).
+    105 features for one element, (6·S)(6·S + 1)/2 · 5 for S elements) and, as a second block,
+    a Gaussian radial density (8 functions per element, ``radial_density: 8``).
 
     ``cutoff`` (Å) defaults to twice the mean nearest-neighbour distance of the elements, at
     least 5 Å (Cu 5.1, Li 6.08, Mo 5.46, Si 5.0, Y 7.12): about 45 neighbours in a metal.
@@ -91,7 +92,7 @@ def default_config(elements: Sequence[str], cutoff: Optional[float] = None) -> L
     if cutoff is None:
         cutoff = max(5.0, round(2.0 * re, 2))
     return [{"type": "power_spectrum", "cutoff": float(cutoff), "n_max": 6, "l_max": 4,
-             "radial_basis": "bessel"}]
+             "radial_basis": "bessel", "radial_density": 8}]
 
 
 class DescriptorSet(torch.nn.Module):

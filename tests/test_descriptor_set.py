@@ -215,8 +215,9 @@ def test_normalisation_per_element():
 def test_default_config_and_errors():
     config = default_config(["Cu"])
     ds = DescriptorSet.from_config(config, ["Cu"])
-    assert 5.0 <= ds.cutoff <= 6.0 and ds.n_features == 21 * 5
-    assert DescriptorSet.from_config(default_config(["Ni", "Cu"]), ["Ni", "Cu"]).n_features == 78 * 5
+    assert 5.0 <= ds.cutoff <= 6.0 and ds.n_features == 21 * 5 + 8
+    assert ds.feature_slices == [(0, 105), (105, 113)]  # power spectrum, radial density
+    assert DescriptorSet.from_config(default_config(["Ni", "Cu"]), ["Ni", "Cu"]).n_features == 78 * 5 + 16
     with pytest.raises(ValueError, match="unknown descriptor type"):
         DescriptorSet.from_config([{"type": "soap"}], ["Cu"])
     with pytest.raises(ValueError, match="missing"):

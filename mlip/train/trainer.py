@@ -135,10 +135,9 @@ class Trainer:
         if config["model"]["feature_scaling"] not in ("block", "feature"):
             raise UserError("model.feature_scaling must be 'block' or 'feature', "
                             f"got {config['model']['feature_scaling']!r}")
-        if not 0 <= int(tc["stage_two_epochs"]) <= int(tc["epochs"]):
-            raise UserError(f"train.stage_two_epochs must be between 0 and train.epochs ({tc['epochs']}), "
-                            f"got {tc['stage_two_epochs']}")
-        self.stage_two_start = int(tc["epochs"]) - int(tc["stage_two_epochs"])
+        if not 0.0 <= float(tc["stage_two_fraction"]) <= 1.0:
+            raise UserError(f"train.stage_two_fraction must be between 0 and 1, got {tc['stage_two_fraction']}")
+        self.stage_two_start = int(tc["epochs"]) - round(float(tc["stage_two_fraction"]) * int(tc["epochs"]))
         if tc["export"] not in ("last", "best"):
             raise UserError(f"train.export must be 'last' or 'best', got {tc['export']!r}")
 
