@@ -18,7 +18,7 @@ from parsers import Frame
 
 SMALL = ["--set", "model.hidden=[8]", "--batch-size", "2", "--set", "train.scheduler=plateau",
          "--set", "train.energy_weight=1", "--set", "train.force_weight=1", "--set", "train.ema_decay=0",
-         "--set", "data.val_fraction=0"]
+         "--set", "data.val_fraction=0", "--set", "train.stage_two_fraction=0"]
 
 
 @pytest.fixture(scope="module")

@@ -123,7 +123,8 @@ def test_stage_two_raises_the_energy_weight_and_exports_its_own_best_epoch(dumps
     best = load_checkpoint(run / "checkpoints" / "best.pt")
     assert best["best_epoch"] in (3, 4)
     assert best["best_val"] == min(val_loss[3:])
-    res = _cli("train", dumps, "--epochs", 3, "--set", "train.stage_two_fraction=1.5", "--out", tmp_path / "bad")
+    res = _cli("train", dumps, "--epochs", 3, "--set", "train.stage_two_fraction=1.5",
+               "--out", tmp_path / "bad")
     assert res.returncode == 2 and "train.stage_two_fraction" in res.stderr
 
 

@@ -136,7 +136,8 @@ class Trainer:
             raise UserError("model.feature_scaling must be 'block' or 'feature', "
                             f"got {config['model']['feature_scaling']!r}")
         if not 0.0 <= float(tc["stage_two_fraction"]) <= 1.0:
-            raise UserError(f"train.stage_two_fraction must be between 0 and 1, got {tc['stage_two_fraction']}")
+            raise UserError("train.stage_two_fraction must be between 0 and 1, "
+                            f"got {tc['stage_two_fraction']}")
         self.stage_two_start = int(tc["epochs"]) - round(float(tc["stage_two_fraction"]) * int(tc["epochs"]))
         if tc["export"] not in ("last", "best"):
             raise UserError(f"train.export must be 'last' or 'best', got {tc['export']!r}")
