@@ -5,7 +5,8 @@ Both sides get a precomputed neighbour list (ours: vesin, outside the timed regi
 the same pairs as a half list through ``AEVComputer.compute_from_neighbors``), and the timed
 region is: edge vectors from positions → features → Σ w·features → backward to positions.
 
-Ours: ``default_config(["Cu"])`` (the power spectrum, n_max 6, l_max 4: 105 features, 5.1 Å).
+Ours: ``default_config(["Cu"])`` (the power spectrum, n_max 6, l_max 4, and 8 radial-density
+functions: 113 features, 5.1 Å).
 TorchANI (benchmark-only, ``.venv/bin/pip install torchani --no-deps``) is configured with
 the same cutoff for its radial and angular parts (8 radial shifts, 4 angular shifts × 4 angle
 sections = 24 features; sized like the RANN set that was our default before).
