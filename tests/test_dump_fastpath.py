@@ -104,10 +104,14 @@ def test_bad_field_stops_at_its_row(bad_field):
     np.testing.assert_array_equal(out[:2], [[1, 2, 3], [4, 5, 6]])
 
 
+# the bad line last, before one more row, and with more than 32 bytes after it (the scanner's
+# word-at-a-time path)
+@pytest.mark.parametrize("tail", ["", "7 8 9\n", "0.123456789012345 -1.5e-3 42.0\n" * 3])
 @pytest.mark.parametrize("line", ["1 2", "1 2 3 4", "", "   ", "1 2 3 x"])
-def test_wrong_field_count_is_bad(line):
-    text = f"1 2 3\n{line}\n".encode()
-    row, pos, status = parse_rows(text, 0, len(text), np.zeros((2, 3)), 0)
+def test_wrong_field_count_is_bad(line, tail):
+    text = f"1 2 3\n{line}\n{tail}".encode()
+    out = np.zeros((2 + tail.count("\n"), 3))
+    row, pos, status = parse_rows(text, 0, len(text), out, 0)
     assert (row, pos, status) == (1, 6, BAD)
 
 

@@ -131,13 +131,6 @@ def test_bad_line_found_at_any_row(bad_row):
     np.testing.assert_array_equal(out[:bad_row], np.reshape(want, (bad_row, 3)))
 
 
-@pytest.mark.parametrize("line", ["1 2", "1 2 3 4", "1 2 3 x"])
-def test_field_count_checked_on_every_line(line):
-    text = f"1 2 3\n{line}\n7 8 9\n".encode()
-    row, pos, status = parse_rows(text, 0, len(text), np.zeros((3, 3)), 0)
-    assert (row, pos, status) == (1, 6, BAD)
-
-
 def test_skipped_columns_are_checked():
     text = b"1 2 3\n4 5 6\n7 8 9\n1 2 1e\n"
     out = np.zeros((4, 3))
