@@ -17,8 +17,11 @@ The last line printed is one JSON object with both throughputs (MB/s, MB =
 parsers used for the atom blocks (``parse_threads``: ``MLIP_PARSE_THREADS``,
 else the usable cores, at most 8).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/parse_speed.py [--mb 200] [--keep DIR | --dump F] \
-        [--phases] [--scan]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/parse_speed.py [--mb 200] [--size 10] \
+        [--keep DIR | --dump F] [--phases] [--scan]
+
+``--size 2`` writes frames of 32 atoms, where the cost per frame (headers,
+Frame building) matters more than the scan.
 
 ``--phases`` adds a third child that runs the dump reader's own loop step by
 step and reports the CPU time of each step, and the CPU time of just reading
@@ -42,7 +45,7 @@ import time
 from pathlib import Path
 
 BYTES_PER_ATOM_LINE = 145  # measured for these columns at %.17g
-SIZE = 10  # fcc cells per edge: 4000 atoms
+SIZE = 10  # fcc cells per edge, by default: 4000 atoms
 
 
 def _peak_rss() -> int:
@@ -58,15 +61,17 @@ def _read_by_phase(path: str, phases: dict[str, float]) -> list:
     time of each step to ``phases``: header lines, atom block (file reads and
     the compiled scan), Frame building (sorting by id, copies into new arrays)."""
     from parsers.elements import parse_types
-    from parsers.lammps_dump import _AtomTable, _FrameMemory, _read_header, _Scratch
+    from parsers.lammps_dump import _AtomTable, _FrameMemory, _Scratch
+    from parsers.lammps_dump_header import HeaderReader
     from parsers.textio import LineReader
 
     type_map, scratch, memory = parse_types({1: "Cu"}), _Scratch(), _FrameMemory()
+    headers = HeaderReader(None)
     frames, clock = [], time.process_time
     with LineReader(path) as reader:
         while True:
             t0 = clock()
-            header = _read_header(reader, None)
+            header = headers.read(reader)
             t1 = clock()
             phases["header"] += t1 - t0
             if header is None:
@@ -188,6 +193,8 @@ def _run_child(reader: str, path: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=float, default=200.0, help="approximate dump size in MB (default 200)")
+    ap.add_argument("--size", type=int, default=SIZE,
+                    help=f"fcc cells per edge of the written dump (4 size^3 atoms per frame; default {SIZE})")
     ap.add_argument("--keep", type=Path, help="write the dump into this folder and keep it")
     ap.add_argument("--dump", type=Path, help="read this dump (from an earlier --keep), write none")
     ap.add_argument("--phases", action="store_true", help="also time parsers' steps (header, atoms, Frame)")
@@ -201,17 +208,22 @@ def main() -> None:
     from mlip.lammps.datagen import write_cu_eam_dumps
     from parsers.textio import default_threads
 
-    n_atoms = 4 * SIZE**3
+    n_atoms = 4 * args.size**3
     n_frames = max(2, round(args.mb * 1e6 / (n_atoms * BYTES_PER_ATOM_LINE)))
     with tempfile.TemporaryDirectory() as tmp:
         if args.dump:
             dump = args.dump
             with open(dump, "rb") as fh:  # streamed: a child starts with this process's peak RSS
-                n_frames = sum(line.startswith(b"ITEM: TIMESTEP") for line in fh)
+                n_frames, previous = 0, b""
+                for line in fh:
+                    n_frames += line.startswith(b"ITEM: TIMESTEP")
+                    if n_frames == 1 and previous.startswith(b"ITEM: NUMBER OF ATOMS"):
+                        n_atoms = int(line)
+                    previous = line
         else:
             start = time.perf_counter()
             folder = args.keep or Path(tmp)
-            run = write_cu_eam_dumps(folder, n_frames=n_frames, every=1, size=SIZE, temperature=600.0)
+            run = write_cu_eam_dumps(folder, n_frames=n_frames, every=1, size=args.size, temperature=600.0)
             dump = run.dump
             print(f"wrote {dump} in {time.perf_counter() - start:.1f} s")
         size = dump.stat().st_size

@@ -41,37 +41,63 @@ def _is_flag(word: str) -> bool:
     return len(word) == 2 and set(word) <= _BOUNDARY_LETTERS
 
 
+@dataclass(frozen=True)
+class BoxForm:
+    """What the words after ``ITEM: BOX BOUNDS`` say: the form (``"orthogonal"``,
+    ``"triclinic"`` with the tilt labels in header order, or ``"general"``)
+    and the periodicity; :meth:`box` builds a box from the three rows."""
+
+    kind: str
+    pbc: tuple[bool, bool, bool]
+    labels: tuple[str, ...] = ()
+
+    def box(self, rows: np.ndarray) -> Box:
+        """The box from the three numeric rows (shape (3, 2), (3, 3) or (3, 4),
+        as the form needs); ValueError when they do not fit."""
+        rows = np.asarray(rows, dtype=float)
+        pbc = np.array(self.pbc)
+        if self.kind == "general":
+            if rows.shape != (3, 4):
+                raise ValueError(f"rows 'ax ay az origin' for a general triclinic box, got {rows.shape}")
+            return Box(cell=rows[:, :3].copy(), origin=rows[:, 3].copy(), pbc=pbc)
+        if self.kind == "orthogonal":
+            if rows.shape != (3, 2):
+                raise ValueError(f"rows 'lo hi' for an orthogonal box, got shape {rows.shape}")
+            lo, hi = rows[:, 0], rows[:, 1]
+            return Box(cell=np.diag(hi - lo), origin=lo.copy(), pbc=pbc)
+        if rows.shape != (3, 3):
+            raise ValueError(f"'xy xz yz' with rows 'lo_bound hi_bound tilt', got shape {rows.shape}")
+        tilt = dict(zip(self.labels, rows[:, 2], strict=True))
+        xy, xz, yz = tilt["xy"], tilt["xz"], tilt["yz"]
+        (xlo_b, xhi_b), (ylo_b, yhi_b), (zlo, zhi) = rows[:, :2]
+        xlo = xlo_b - min(0.0, xy, xz, xy + xz)
+        xhi = xhi_b - max(0.0, xy, xz, xy + xz)
+        ylo = ylo_b - min(0.0, yz)
+        yhi = yhi_b - max(0.0, yz)
+        cell = np.array([[xhi - xlo, 0.0, 0.0], [xy, yhi - ylo, 0.0], [xz, yz, zhi - zlo]])
+        return Box(cell=cell, origin=np.array([xlo, ylo, zlo]), pbc=pbc)
+
+
+def box_form(header_words: list[str]) -> BoxForm:
+    """The form of a box from the words after ``ITEM: BOX BOUNDS``; ValueError
+    when they are not one of the three forms."""
+    flags = [w for w in header_words if _is_flag(w)]
+    labels = [w for w in header_words if not _is_flag(w)]
+    if flags and len(flags) != 3:
+        raise ValueError(f"three boundary flags like 'pp pp pp', got {' '.join(flags)}")
+    pbc = tuple(f == "pp" for f in flags) if flags else (True, True, True)
+    if labels[:2] == ["abc", "origin"]:
+        return BoxForm("general", pbc)
+    if not labels:
+        return BoxForm("orthogonal", pbc)
+    if sorted(labels) != ["xy", "xz", "yz"]:
+        raise ValueError(f"'xy xz yz' with rows 'lo_bound hi_bound tilt', got {' '.join(labels)}")
+    return BoxForm("triclinic", pbc, tuple(labels))
+
+
 def box_from_dump(header_words: list[str], rows: np.ndarray) -> Box:
     """Build the box from the words after ``ITEM: BOX BOUNDS`` and its three
     numeric rows (shape (3, 2), (3, 3) or (3, 4)).
 
     Raises ValueError when the rows do not fit the header's form."""
-    flags = [w for w in header_words if _is_flag(w)]
-    labels = [w for w in header_words if not _is_flag(w)]
-    if flags and len(flags) != 3:
-        raise ValueError(f"three boundary flags like 'pp pp pp', got {' '.join(flags)}")
-    pbc = np.array([f == "pp" for f in flags] if flags else [True, True, True])
-    rows = np.asarray(rows, dtype=float)
-
-    if labels[:2] == ["abc", "origin"]:
-        if rows.shape != (3, 4):
-            raise ValueError(f"rows 'ax ay az origin' for a general triclinic box, got shape {rows.shape}")
-        return Box(cell=rows[:, :3].copy(), origin=rows[:, 3].copy(), pbc=pbc)
-
-    if not labels:
-        if rows.shape != (3, 2):
-            raise ValueError(f"rows 'lo hi' for an orthogonal box, got shape {rows.shape}")
-        lo, hi = rows[:, 0], rows[:, 1]
-        return Box(cell=np.diag(hi - lo), origin=lo.copy(), pbc=pbc)
-
-    if sorted(labels) != ["xy", "xz", "yz"] or rows.shape != (3, 3):
-        raise ValueError(f"'xy xz yz' with rows 'lo_bound hi_bound tilt', got {' '.join(labels)}")
-    tilt = dict(zip(labels, rows[:, 2], strict=True))
-    xy, xz, yz = tilt["xy"], tilt["xz"], tilt["yz"]
-    (xlo_b, xhi_b), (ylo_b, yhi_b), (zlo, zhi) = rows[:, :2]
-    xlo = xlo_b - min(0.0, xy, xz, xy + xz)
-    xhi = xhi_b - max(0.0, xy, xz, xy + xz)
-    ylo = ylo_b - min(0.0, yz)
-    yhi = yhi_b - max(0.0, yz)
-    cell = np.array([[xhi - xlo, 0.0, 0.0], [xy, yhi - ylo, 0.0], [xz, yz, zhi - zlo]])
-    return Box(cell=cell, origin=np.array([xlo, ylo, zlo]), pbc=pbc)
+    return box_form(header_words).box(rows)

@@ -29,6 +29,7 @@ frame k+1's block while frame k is built; errors still come in file order.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,38 +42,11 @@ from parsers._dumpscan import id_order, take_rows
 from parsers.elements import TypesOption, numbers_from_masses, numbers_from_symbols, parse_types
 from parsers.errors import ParseError
 from parsers.frame import Frame
-from parsers.lammps_box import Box, box_from_dump
+from parsers.lammps_dump_header import DumpHeader, HeaderReader, line_text, position_set, quoted
 from parsers.lammps_log import read_thermo_energies
 from parsers.textio import LineReader
 
-# (column names, scaled, unwrapped), in order of preference
-_POSITION_SETS = (
-    (("xu", "yu", "zu"), False, True),
-    (("x", "y", "z"), False, False),
-    (("xsu", "ysu", "zsu"), True, True),
-    (("xs", "ys", "zs"), True, False),
-)
-_RANN_FIELDS = (5, 6, 11, 12)
 _STRING_COLUMNS = ("element",)
-
-
-def _position_set(columns: list[str]) -> tuple[tuple[str, ...], bool, bool] | None:
-    """The preferred entry of _POSITION_SETS whose columns are all present, or None."""
-    return next((s for s in _POSITION_SETS if set(s[0]) <= set(columns)), None)
-
-
-@dataclass
-class _Header:
-    step: int
-    step_line: int
-    n_atoms: int
-    natoms_line: int
-    box: Box
-    columns: list[str]
-    atoms_line: int
-    energy: float | None = None
-    energy_weight: float = 1.0
-    force_weight: float = 1.0
 
 
 def read_lammps_dump(
@@ -111,13 +85,13 @@ def _frames(
     after frame k has been yielded, as without the pipeline; no scan is left
     running when a frame is yielded, so a caller that stops early leaves no
     work behind."""
-    scratches, memory = (_Scratch(), _Scratch()), _FrameMemory()
+    scratches, memory, headers = (_Scratch(), _Scratch()), _FrameMemory(), HeaderReader(energy_column)
     index = 0
-    table = _start_table(reader, energy_column, scratches[0], type_map)
+    table = _start_table(reader, headers, scratches[0], type_map)
     while table is not None:
         table.finish(reader)
         try:
-            following, error = _start_table(reader, energy_column, scratches[(index + 1) % 2], type_map), None
+            following, error = _start_table(reader, headers, scratches[(index + 1) % 2], type_map), None
         except ParseError as exc:  # frame k+1's header: raised after frame k
             following, error = None, exc
         try:
@@ -134,126 +108,18 @@ def _frames(
 
 
 def _start_table(
-    reader: LineReader, energy_column: str | None, scratch: _Scratch, type_map: dict[int, int]
+    reader: LineReader, headers: HeaderReader, scratch: _Scratch, type_map: dict[int, int]
 ) -> _AtomTable | None:
     """Read the next frame's header and start parsing its atom block into
     ``scratch`` (in the background); None at end of file."""
-    header = _read_header(reader, energy_column)
-    return None if header is None else _AtomTable(reader, header, scratch, type_map, energy_column)
+    header = headers.read(reader)
+    return None if header is None else _AtomTable(reader, header, scratch, type_map, headers.energy_column)
 
 
-def _log_energy(energies: dict[int, float], header: _Header, path: str, log: str | Path) -> float:
+def _log_energy(energies: dict[int, float], header: DumpHeader, path: str, log: str | Path) -> float:
     if header.step not in energies:
         raise ParseError(path, header.step_line, f"a PotEng for step {header.step} in {log}", "none")
     return energies[header.step]
-
-
-# ----------------------------------------------------------------------------- headers
-
-
-def _text(line: bytes) -> str:
-    return line.decode("utf-8", "replace").strip()
-
-
-def _found(text: str) -> str:
-    return repr(text if len(text) <= 60 else text[:57] + "...")
-
-
-def _next_line(reader: LineReader, expected: str) -> str:
-    line = reader.readline()
-    if line is None:
-        raise ParseError(reader.path, reader.line + 1, expected, "end of file")
-    return _text(line)
-
-
-def _item(reader: LineReader, name: str, text: str | None = None) -> list[str]:
-    """Check that the next line (or ``text``) is ``ITEM: name ...``; return the words after it."""
-    if text is None:
-        text = _next_line(reader, f"ITEM: {name}")
-    if not text.startswith(f"ITEM: {name}"):
-        raise ParseError(reader.path, reader.line, f"ITEM: {name}", _found(text))
-    return text[len("ITEM: ") + len(name) :].split()
-
-
-def _numbers(reader: LineReader, words: list[str], what: str) -> list[float]:
-    try:
-        values = [float(w) for w in words]
-    except ValueError:
-        raise ParseError(reader.path, reader.line, what, _found(" ".join(words))) from None
-    if not all(math.isfinite(v) for v in values):
-        raise ParseError(reader.path, reader.line, what + " (finite)", _found(" ".join(words)))
-    return values
-
-
-def _int(reader: LineReader, word: str, what: str) -> int:
-    try:
-        return int(word)
-    except ValueError:
-        raise ParseError(reader.path, reader.line, what, _found(word)) from None
-
-
-def _read_header(reader: LineReader, energy_column: str | None) -> _Header | None:
-    """Read one frame's ITEM sections up to ``ITEM: ATOMS``; None at end of file."""
-    line = reader.readline()
-    while line is not None and not line.strip():
-        line = reader.readline()
-    if line is None:
-        return None
-    text = _text(line)
-    while text.startswith(("ITEM: UNITS", "ITEM: TIME")) and not text.startswith("ITEM: TIMESTEP"):
-        item = text
-        value = _next_line(reader, f"a value after {item}")
-        if item.startswith("ITEM: UNITS") and value != "metal":
-            raise ParseError(reader.path, reader.line, "metal units", _found(value))
-        text = _next_line(reader, "ITEM: TIMESTEP")
-
-    _item(reader, "TIMESTEP", text)
-    words = _next_line(reader, "a timestep").split()
-    step_line = reader.line
-    energy, w_e, w_f = None, 1.0, 1.0
-    if len(words) in _RANN_FIELDS:
-        step = _int(reader, words[0], "an integer timestep")
-        energy, w_e, w_f = _numbers(reader, words[1:4], "numbers 'E_total w_E w_F' after the timestep")
-    elif len(words) == 1:
-        step = _int(reader, words[0], "an integer timestep")
-    else:
-        raise ParseError(
-            reader.path,
-            step_line,
-            "a timestep, or 5, 6, 11 or 12 fields 'step E_total w_E w_F nsims ...'",
-            f"{len(words)} fields",
-        )
-
-    _item(reader, "NUMBER OF ATOMS")
-    words = _next_line(reader, "the number of atoms").split()
-    n_atoms = _int(reader, words[0] if words else "", "a non-negative number of atoms")
-    natoms_line = reader.line
-    if n_atoms < 0:
-        raise ParseError(reader.path, natoms_line, "a non-negative number of atoms", str(n_atoms))
-
-    box_words = _item(reader, "BOX BOUNDS")
-    box_line = reader.line
-    rows = [_numbers(reader, _next_line(reader, "a box bounds row").split(), "box bounds numbers")
-            for _ in range(3)]
-    if len({len(r) for r in rows}) != 1:
-        raise ParseError(reader.path, box_line, "three box rows of equal length", str([len(r) for r in rows]))
-    try:
-        box = box_from_dump(box_words, np.array(rows))
-    except ValueError as exc:
-        raise ParseError(reader.path, box_line, str(exc), _found(" ".join(box_words))) from None
-
-    columns = _item(reader, "ATOMS")
-    atoms_line = reader.line
-    if _position_set(columns) is None:
-        raise ParseError(
-            reader.path, atoms_line, "position columns x y z, xu yu zu, xs ys zs or xsu ysu zsu",
-            _found(" ".join(columns)),
-        )
-    if energy_column is not None and energy_column not in columns:
-        raise ParseError(
-            reader.path, atoms_line, f"a column {energy_column!r} (energy_column)", _found(" ".join(columns))
-        )
-    return _Header(step, step_line, n_atoms, natoms_line, box, columns, atoms_line, energy, w_e, w_f)
 
 
 # ----------------------------------------------------------------------------- atoms
@@ -315,20 +181,44 @@ class _FrameMemory:
         return out
 
 
-def _needed_columns(columns: list[str], positions: tuple[tuple[str, ...], bool, bool],
-                    type_map: dict[int, int], energy_column: str | None) -> set[str]:
-    """The columns a Frame is built from (the ``positions`` entry of _POSITION_SETS,
-    image flags for wrapped ones, forces, charges, ids, types, and what gives
-    the elements and the energy); the others need not be converted."""
+@dataclass(frozen=True)
+class _Layout:
+    """What a frame's column list implies, worked out once per distinct list."""
+
+    index: dict[str, int]  # column name -> position
+    position_set: tuple[tuple[str, ...], bool, bool]  # (position column names, scaled, unwrapped)
+    kinds: bytes  # the scanner's kind of each column: 0 converted, 1 string, 2 checked only
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(columns: tuple[str, ...], typed: bool, energy_column: str | None) -> _Layout:
+    """The layout of ``columns`` (a header that has passed read_header's checks);
+    ``typed``: a types= mapping was given. Only the columns a Frame is built
+    from are converted: positions, image flags for wrapped ones, forces,
+    charges, ids, types, and what gives the elements and the energy."""
+    positions = position_set(list(columns))
     names, _, unwrapped = positions
     needed = {*names, "id", "type", "fx", "fy", "fz", "q", *_STRING_COLUMNS}
     if not unwrapped:
         needed |= {"ix", "iy", "iz"}
-    if not (type_map and "type" in columns):
+    if not (typed and "type" in columns):
         needed.add("mass")
     if energy_column is not None:
         needed.add(energy_column)
-    return needed & set(columns)
+    kinds = bytes(1 if c in _STRING_COLUMNS else 0 if c in needed else 2 for c in columns)
+    return _Layout({name: j for j, name in enumerate(columns)}, positions, kinds)
+
+
+@functools.lru_cache(maxsize=16)
+def _type_table(type_map: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Atomic number by LAMMPS type for the ``(type, Z)`` pairs; 0 where none
+    is given, and one slot past the largest type (types beyond it are clipped
+    to it)."""
+    table = np.zeros(max(t for t, _ in type_map) + 2, dtype=np.int64)
+    for atom_type, number in type_map:
+        table[atom_type] = number
+    table.flags.writeable = False
+    return table
 
 
 class _AtomTable:
@@ -341,7 +231,7 @@ class _AtomTable:
     def __init__(
         self,
         reader: LineReader,
-        header: _Header,
+        header: DumpHeader,
         scratch: _Scratch,
         type_map: dict[int, int],
         energy_column: str | None,
@@ -352,11 +242,11 @@ class _AtomTable:
         self.energy_column = energy_column
         self.first_line = header.atoms_line + 1
         self.columns = header.columns
-        self.index = {name: j for j, name in enumerate(self.columns)}
+        layout = _layout(tuple(self.columns), bool(type_map), energy_column)
+        self.index = layout.index
         #: (position column names, scaled, unwrapped); the header has checked that there is one
-        self.position_set = _position_set(self.columns)
-        needed = _needed_columns(self.columns, self.position_set, type_map, energy_column)
-        kinds = bytes(1 if c in _STRING_COLUMNS else 0 if c in needed else 2 for c in self.columns)
+        self.position_set = layout.position_set
+        kinds = layout.kinds
         self._words: list[str] = []
         #: (n, n_columns) float64, file order; NaN in string columns, undefined in skipped ones
         self.numeric = scratch.array((header.n_atoms, len(self.columns)))
@@ -397,7 +287,7 @@ class _AtomTable:
             self._count_error(line, f"end of file after {got} atom lines")
         if raw.startswith(b"ITEM:"):
             self._count_error(line, f"'ITEM:' after {got} atom lines")
-        text = _text(raw)
+        text = line_text(raw)
         words = text.split()
         ncol = len(self.columns)
         if len(words) != ncol:
@@ -409,11 +299,11 @@ class _AtomTable:
             try:
                 value = float(word)
             except ValueError:
-                raise ParseError(self.path, line, f"a number in column {name!r}", _found(word)) from None
+                raise ParseError(self.path, line, f"a number in column {name!r}", quoted(word)) from None
             if not math.isfinite(value):
-                raise ParseError(self.path, line, f"a finite number in column {name!r}", _found(word))
+                raise ParseError(self.path, line, f"a finite number in column {name!r}", quoted(word))
         # float() takes a few spellings the scanner does not (e.g. '1_000'): plain decimals only.
-        raise ParseError(self.path, line, "plain decimal numbers", _found(text))
+        raise ParseError(self.path, line, "plain decimal numbers", quoted(text))
 
     def column(self, name: str) -> np.ndarray:
         return self.numeric[:, self.index[name]]
@@ -445,8 +335,7 @@ class _AtomTable:
         type_map = self.type_map
         if type_map and self.has("type"):
             atom_types = self.column("type").astype(np.int64)
-            table = np.zeros(max(type_map) + 2, dtype=np.int64)  # 0 = no mapping
-            table[list(type_map)] = list(type_map.values())
+            table = _type_table(tuple(type_map.items()))
             numbers = np.take(table, atom_types, mode="clip")  # out-of-range types hit a 0
             if not numbers.all():
                 row = int(np.argmin(numbers))
@@ -462,7 +351,7 @@ class _AtomTable:
             except ValueError as exc:
                 bad = str(exc).split(": ", 1)[-1].strip("'\"")
                 row = int(np.flatnonzero(symbols == bad)[0]) if (symbols == bad).any() else 0
-                raise ParseError(self.path, self._line_of(row), "an element symbol", _found(bad)) from None
+                raise ParseError(self.path, self._line_of(row), "an element symbol", quoted(bad)) from None
         if self.has("mass"):
             try:
                 return numbers_from_masses(self.column("mass"))

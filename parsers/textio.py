@@ -89,6 +89,7 @@ class LineReader:
         self._pos = 0  # start of the unread data in _buf
         self._end = 0  # end of the data in _buf
         self._eof = False
+        self._peeked = (0, 0)  # end and number of the lines of the last peek_lines
         # the table started (its Scan, start, out, kinds, strings), whose scan may still read _buf
         self._pending: tuple[Scan, int, np.ndarray, bytes | None, list[str] | None] | None = None
 
@@ -139,6 +140,33 @@ class LineReader:
         self._pos = end + 1
         self.line += 1
         return line.rstrip(b"\r")
+
+    def peek_lines(self, count: int) -> list[bytes] | None:
+        """The next ``count`` lines without their newlines (a carriage return
+        before one is kept), not yet handed out: :meth:`skip_peeked` hands
+        them out; None when the file ends first."""
+        if self._pending is not None:
+            raise RuntimeError("LineReader used before wait_table()")
+        end = self._pos
+        for _ in range(count):
+            newline = self._buf.find(b"\n", end, self._end)
+            while newline < 0:
+                if self._eof:
+                    return None
+                offset = end - self._pos
+                self._more()  # moves the unread data to the front of the buffer
+                end = self._pos + offset
+                newline = self._buf.find(b"\n", end, self._end)
+            end = newline + 1
+        self._peeked = (end, count)
+        return bytes(self._buf[self._pos : end - 1]).split(b"\n")
+
+    def skip_peeked(self) -> None:
+        """Hand out the lines of the last :meth:`peek_lines` call (no other
+        call in between), as that many :meth:`readline` calls would."""
+        end, count = self._peeked
+        self._pos = end
+        self.line += count
 
     def read_table(
         self, out: np.ndarray, kinds: bytes | None = None, strings: list[str] | None = None
