@@ -188,6 +188,9 @@ class _Layout:
     index: dict[str, int]  # column name -> position
     position_set: tuple[tuple[str, ...], bool, bool]  # (position column names, scaled, unwrapped)
     kinds: bytes  # the scanner's kind of each column: 0 converted, 1 string, 2 checked only
+    # the Frame's arrays taken from the table: "xyz", and "images", "forces", "charges" when
+    # their columns are there, each with its column positions
+    groups: dict[str, tuple[int, ...]]
 
 
 @functools.lru_cache(maxsize=64)
@@ -206,7 +209,12 @@ def _layout(columns: tuple[str, ...], typed: bool, energy_column: str | None) ->
     if energy_column is not None:
         needed.add(energy_column)
     kinds = bytes(1 if c in _STRING_COLUMNS else 0 if c in needed else 2 for c in columns)
-    return _Layout({name: j for j, name in enumerate(columns)}, positions, kinds)
+    index = {name: j for j, name in enumerate(columns)}
+    groups = {"xyz": names, "images": ("ix", "iy", "iz"), "forces": ("fx", "fy", "fz"), "charges": ("q",)}
+    if unwrapped:
+        del groups["images"]
+    groups = {key: tuple(index[c] for c in cols) for key, cols in groups.items() if set(cols) <= set(index)}
+    return _Layout(index, positions, kinds, groups)
 
 
 @functools.lru_cache(maxsize=16)
@@ -246,6 +254,7 @@ class _AtomTable:
         self.index = layout.index
         #: (position column names, scaled, unwrapped); the header has checked that there is one
         self.position_set = layout.position_set
+        self.groups = layout.groups
         kinds = layout.kinds
         self._words: list[str] = []
         #: (n, n_columns) float64, file order; NaN in string columns, undefined in skipped ones
@@ -368,14 +377,11 @@ class _AtomTable:
             found,
         )
 
-    def _take(
-        self, order: np.ndarray | None, groups: dict[str, tuple[str, ...]], memory: _FrameMemory
-    ) -> dict[str, np.ndarray]:
-        """Each group of named columns in atom order (``order`` from _order), as
-        a new C-contiguous (n, len(group)) array from ``memory``."""
-        arrays = {key: memory.array((self.header.n_atoms, len(names))) for key, names in groups.items()}
-        takes = [([self.index[c] for c in groups[key]], out) for key, out in arrays.items()]
-        take_rows(self.numeric, order, takes)
+    def _take(self, order: np.ndarray | None, memory: _FrameMemory) -> dict[str, np.ndarray]:
+        """Each group of columns of the layout in atom order (``order`` from
+        _order), as a new C-contiguous (n, len(group)) array from ``memory``."""
+        arrays = {key: memory.array((self.header.n_atoms, len(cols))) for key, cols in self.groups.items()}
+        take_rows(self.numeric, order, [(self.groups[key], out) for key, out in arrays.items()])
         return arrays
 
     def _positions(self, xyz: np.ndarray, images: np.ndarray | None, scaled: bool) -> np.ndarray:
@@ -398,22 +404,14 @@ class _AtomTable:
         numbers = self._numbers()
         if order is not None:
             numbers = np.take(numbers, order, out=memory.array(numbers.shape, np.int64))
-        names, scaled, unwrapped = self.position_set
-        groups = {"xyz": names}
-        if not unwrapped and self.has("ix", "iy", "iz"):
-            groups["images"] = ("ix", "iy", "iz")
-        if self.has("fx", "fy", "fz"):
-            groups["forces"] = ("fx", "fy", "fz")
-        if self.has("q"):
-            groups["charges"] = ("q",)
-        arrays = self._take(order, groups, memory)
+        arrays = self._take(order, memory)
         charges = arrays["charges"].reshape(-1) if "charges" in arrays else None
         energy = h.energy
         if self.energy_column is not None:
             energy = float(np.sum(self.column(self.energy_column)))
         return Frame(
             numbers=numbers,
-            positions=self._positions(arrays["xyz"], arrays.get("images"), scaled),
+            positions=self._positions(arrays["xyz"], arrays.get("images"), self.position_set[1]),
             cell=h.box.cell,
             pbc=h.box.pbc,
             energy=energy,

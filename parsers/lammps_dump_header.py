@@ -214,8 +214,10 @@ class HeaderReader:
             box = template.box.box(rows) if n_atoms >= 0 else None
         except ValueError:
             return None
-        values = [energy or 0.0, w_e, w_f, *(v for row in rows for v in row)]
-        if box is None or not all(math.isfinite(v) for v in values):
+        # NaN or infinity anywhere makes the sum so (a sum that overflows only sends
+        # the header to read_header, which accepts it)
+        total = sum(v for row in rows for v in row) + (energy or 0.0) + w_e + w_f
+        if box is None or not math.isfinite(total):
             return None
         return DumpHeader(
             step, before + 2, n_atoms, before + 4, box, template.columns, before + 9, energy, w_e, w_f
