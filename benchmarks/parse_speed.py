@@ -86,9 +86,10 @@ def _read_by_phase(path: str, phases: dict[str, float]) -> list:
 
 def _scan_alone(path: str) -> dict:
     """The compiled scanner alone on every atom line of the dump (copied into
-    one buffer, the output array touched beforehand): best of five wall-clock
-    times with one thread and with default_threads(), in s and ns per field;
-    before it, the time to touch as much fresh memory as the frames need."""
+    one buffer): best of five wall-clock times (so not the first writes to
+    the output array) with one thread and with default_threads(), in s and
+    ns per field; before it, the time to touch as much fresh memory as the
+    frames need."""
     import numpy as np
 
     from parsers._dumpscan import DONE, parse_rows

@@ -188,6 +188,7 @@ class _Layout:
     index: dict[str, int]  # column name -> position
     position_set: tuple[tuple[str, ...], bool, bool]  # (position column names, scaled, unwrapped)
     kinds: bytes  # the scanner's kind of each column: 0 converted, 1 string, 2 checked only
+    string_columns: tuple[str, ...]  # the kind-1 columns, in order
     # the Frame's arrays taken from the table: "xyz", and "images", "forces", "charges" when
     # their columns are there, each with its column positions
     groups: dict[str, tuple[int, ...]]
@@ -209,12 +210,13 @@ def _layout(columns: tuple[str, ...], typed: bool, energy_column: str | None) ->
     if energy_column is not None:
         needed.add(energy_column)
     kinds = bytes(1 if c in _STRING_COLUMNS else 0 if c in needed else 2 for c in columns)
+    string_columns = tuple(c for c in columns if c in _STRING_COLUMNS)
     index = {name: j for j, name in enumerate(columns)}
     groups = {"xyz": names, "images": ("ix", "iy", "iz"), "forces": ("fx", "fy", "fz"), "charges": ("q",)}
     if unwrapped:
         del groups["images"]
     groups = {key: tuple(index[c] for c in cols) for key, cols in groups.items() if set(cols) <= set(index)}
-    return _Layout(index, positions, kinds, groups)
+    return _Layout(index, positions, kinds, string_columns, groups)
 
 
 @functools.lru_cache(maxsize=16)
@@ -255,6 +257,7 @@ class _AtomTable:
         #: (position column names, scaled, unwrapped); the header has checked that there is one
         self.position_set = layout.position_set
         self.groups = layout.groups
+        self.string_columns = layout.string_columns
         kinds = layout.kinds
         self._words: list[str] = []
         #: (n, n_columns) float64, file order; NaN in string columns, undefined in skipped ones
@@ -277,10 +280,9 @@ class _AtomTable:
         got = self.wait(reader)
         if got < n:
             self._diagnose(reader, got)
-        string_columns = [c for c in self.columns if c in _STRING_COLUMNS]
-        if string_columns:
-            table = np.array(self._words, dtype=str).reshape(n, len(string_columns))
-            self.strings = {c: table[:, k] for k, c in enumerate(string_columns)}
+        if self.string_columns:
+            table = np.array(self._words, dtype=str).reshape(n, len(self.string_columns))
+            self.strings = {c: table[:, k] for k, c in enumerate(self.string_columns)}
 
     def _count_error(self, line: int, found: str) -> NoReturn:
         h = self.header

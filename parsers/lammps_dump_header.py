@@ -167,7 +167,7 @@ class _Template:
 
     items: tuple[bytes, bytes, bytes, bytes]  # lines 1, 3, 5 and 9: the ITEM lines, as bytes
     step_fields: int  # words on the timestep line (1, or the RANN variant's 5, 6, 11 or 12)
-    box: BoxForm  # what the words after ITEM: BOX BOUNDS say
+    box_form: BoxForm  # what the words after ITEM: BOX BOUNDS say
     columns: list[str]
 
 
@@ -211,13 +211,13 @@ class HeaderReader:
             step, n_atoms = int(words[0]), int(lines[3])
             energy, w_e, w_f = (float(w) for w in words[1:4]) if len(words) > 1 else (None, 1.0, 1.0)
             rows = [[float(w) for w in line.split()] for line in lines[5:8]]
-            box = template.box.box(rows) if n_atoms >= 0 else None
+            box = template.box_form.box(rows)
         except ValueError:
             return None
         # NaN or infinity anywhere makes the sum so (a sum that overflows only sends
         # the header to read_header, which accepts it)
         total = sum(v for row in rows for v in row) + (energy or 0.0) + w_e + w_f
-        if box is None or not math.isfinite(total):
+        if n_atoms < 0 or not math.isfinite(total):
             return None
         return DumpHeader(
             step, before + 2, n_atoms, before + 4, box, template.columns, before + 9, energy, w_e, w_f

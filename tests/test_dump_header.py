@@ -48,10 +48,7 @@ def _same(a: parsers.Frame, b: parsers.Frame) -> None:
     assert (a.energy, a.energy_weight, a.force_weight) == (b.energy, b.energy_weight, b.force_weight)
 
 
-@pytest.mark.parametrize("chunk", [None, 64])
-def test_frames_equal_frames_read_alone(tmp_path, monkeypatch, chunk):
-    if chunk is not None:  # lines peeked across buffer refills
-        monkeypatch.setattr(LineReader.__init__, "__defaults__", (chunk, None))
+def test_frames_equal_frames_read_alone(tmp_path):
     path = tmp_path / "mixed.dump"
     path.write_text("".join(FRAMES))
     frames = list(parsers.read(path, types={1: "Cu", 2: "Ni"}))
@@ -111,11 +108,12 @@ def test_peek_lines_hands_out_nothing_until_skipped(tmp_path):
         assert reader.peek_lines(1) is None
 
 
-def test_headers_equal_headers_read_line_by_line(tmp_path):
+@pytest.mark.parametrize("chunk", [4 << 20, 64])  # 64 bytes: lines peeked across buffer refills
+def test_headers_equal_headers_read_line_by_line(tmp_path, chunk):
     path = tmp_path / "mixed.dump"
     path.write_text("".join(FRAMES))
     headers, first = HeaderReader(None), 0
-    with LineReader(path) as reader:
+    with LineReader(path, chunk_size=chunk) as reader:
         for k, text in enumerate(FRAMES):
             header = headers.read(reader)
             for _ in range(header.n_atoms):
