@@ -67,6 +67,8 @@ class MLIPCalculator(Calculator):
         self.elements: list[str] = list(self.metadata["elements"])
         self.cutoff = float(self.metadata["cutoff"])
         self.long_range = bool(self.metadata.get("long_range", False))
+        if self.metadata.get("charges", False):
+            self.implemented_properties = [*type(self).implemented_properties, "charges"]
         self._graph: dict[str, torch.Tensor] | None = None
         self.timings: dict[str, float] = {}
         self.n_neighbor_builds = 0

@@ -102,7 +102,7 @@ class Frame:
             {
                 "energy_weight": self.energy_weight,
                 "force_weight": self.force_weight,
-                "total_charge": self.total_charge,
+                "charge": self.total_charge,
                 "source": self.source,
                 "index": self.index,
             }

@@ -21,6 +21,7 @@ from mlip import MLIPCalculator
 from mlip.errors import UserError
 from mlip.export import export_model, model_metadata
 from mlip.model import Potential
+from parsers import Frame
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +205,27 @@ def test_model_file_errors(model_file, tmp_path):
         MLIPCalculator(model_file, dtype="float32")
     with pytest.raises(UserError, match="dtype must be float64 or float32"):
         MLIPCalculator(model_file, dtype="float16")
+
+
+def test_get_charges_for_charge_models_only(model):
+    """``atoms.get_charges()`` works through ASE's property machinery for a charge model (its
+    ``implemented_properties`` lists ``charges``); a model without charges does not claim them."""
+    atoms = triclinic_cell()
+    atoms.info["charge"] = -1.0
+    atoms.calc = MLIPCalculator(physics_model())
+    assert "charges" in atoms.calc.implemented_properties
+    assert atoms.get_charges().sum() == pytest.approx(-1.0, abs=1e-10)
+    assert "charges" not in MLIPCalculator(model).implemented_properties
+
+
+def test_frame_to_ase_total_charge_reaches_the_calculator():
+    """One total-charge key: ``Frame.to_ase`` writes ``atoms.info["charge"]``, the key the
+    calculator reads (and ``Frame.from_ase`` reads back)."""
+    cell = triclinic_cell()
+    frame = Frame(numbers=cell.numbers, positions=cell.positions, cell=cell.cell.array, pbc=cell.pbc,
+                  total_charge=1.0)
+    atoms = frame.to_ase()
+    assert atoms.info["charge"] == 1.0 and "total_charge" not in atoms.info
+    assert Frame.from_ase(atoms).total_charge == 1.0
+    atoms.calc = MLIPCalculator(physics_model())
+    assert atoms.get_charges().sum() == pytest.approx(1.0, abs=1e-10)
