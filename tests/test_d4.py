@@ -19,7 +19,7 @@ from mlip.physics.d4 import BOHR, HARTREE, D4Dispersion, d4_parameters
 from mlip.physics.ewald import Ewald
 from mlip.physics.images import image_pairs
 from mlip.physics.registry import build_terms
-from mlip.physics.zbl import COULOMB_EV_ANGSTROM
+from parsers.units import COULOMB_EV_ANGSTROM
 
 PBE = {"s8": 0.95948085, "a1": 0.38574991, "a2": 4.80688534}  # D4(BJ, EEQ, ATM) for PBE, a2 in bohr
 

@@ -55,9 +55,9 @@ from mlip.errors import UserError
 from mlip.export import export_model, model_metadata
 from mlip.model import Activation, Potential
 from parsers.elements import atomic_number
+from parsers.units import BOHR_CODATA2014, HARTREE_CODATA2014
 
-BOHR_ANGSTROM = 0.52917721067  # CODATA 2014, Å
-HARTREE_EV = 27.21138602  # CODATA 2014, eV
+BOHR_ANGSTROM, HARTREE_EV = BOHR_CODATA2014, HARTREE_CODATA2014  # what n2p2 models were fitted with
 
 SUPPORTED_ACTIVATIONS = ("t", "l", "s", "p")
 # n2p2 cutoff_type codes that fingerprints.acsf implements (cos, tanhu, tanh, exp, poly1..poly4).

@@ -53,9 +53,9 @@ from torch import Tensor
 from mlip.errors import UserError
 from mlip.physics.base import PhysicsTerm
 from mlip.physics.images import image_pairs
+from parsers.units import BOHR_LAMMPS_D3, HARTREE_LAMMPS_D3
 
-BOHR = 0.52917725  # Å (LAMMPS dispersion/d3 constant)
-HARTREE = 27.21140795  # eV (LAMMPS dispersion/d3 constant)
+BOHR, HARTREE = BOHR_LAMMPS_D3, HARTREE_LAMMPS_D3  # the constants of LAMMPS dispersion/d3
 K1 = 16.0  # steepness of the CN counting function
 K2 = 4.0 / 3.0  # scaling of the covalent radii
 K3 = 4.0  # width of the Gaussian reference weights

@@ -94,9 +94,9 @@ from mlip.errors import UserError
 from mlip.physics.base import PhysicsTerm
 from mlip.physics.eeq import EEQCharges, erf_count
 from mlip.physics.images import image_pairs
+from parsers.units import BOHR_CODATA2018, HARTREE_CODATA2018
 
-BOHR = 0.529177210903  # Å, CODATA 2018 (the reference program's constants)
-HARTREE = 27.211386245988  # eV, CODATA 2018
+BOHR, HARTREE = BOHR_CODATA2018, HARTREE_CODATA2018  # the reference program's constants
 DATA_FILE = Path(__file__).parent / "data" / "d4_reference.npz"
 CN_STEEPNESS = 7.5
 K4, K5, K6 = 4.10451, 19.08857, 2.0 * 11.28174**2

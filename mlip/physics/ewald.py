@@ -56,7 +56,7 @@ from torch import Tensor
 
 from mlip.errors import UserError
 from mlip.physics.base import PhysicsTerm
-from mlip.physics.zbl import COULOMB_EV_ANGSTROM
+from parsers.units import COULOMB_EV_ANGSTROM
 
 
 def _switch(x: Tensor, start: Tensor) -> Tensor:

@@ -30,8 +30,8 @@ from torch import Tensor
 
 from mlip.errors import UserError
 from mlip.physics.base import PhysicsTerm
+from parsers.units import COULOMB_EV_ANGSTROM
 
-COULOMB_EV_ANGSTROM = 14.399645
 """k_e = e²/(4πε₀) in eV·Å, the value of LAMMPS ``qqr2e`` in metal units."""
 
 _SCREEN_LENGTH = 0.46850
