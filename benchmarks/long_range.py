@@ -1,6 +1,6 @@
 """Where long range matters: short-range-only models against short-range + Ewald (learned charges).
 
-1. Synthetic ionic data generated now by LAMMPS (:mod:`mlip.lammps.nacl`: rigid-ion NaCl,
+1. Synthetic ionic data generated now by LAMMPS (:mod:`mlip.demo.nacl`: rigid-ion NaCl,
    Fumi–Tosi Born–Mayer–Huggins cut at 5 Å + full Ewald Coulomb, charges ±1 e): bulk at several
    temperatures and strains, slabs (periodic cells with vacuum along z), neutral vacancy pairs at
    random separations and charged vacancies (total charge ∓1 e, neutralising background). Training
@@ -45,8 +45,8 @@ import torch
 
 from fingerprints.descriptor_set import default_config
 from mlip.data.store import write_dataset
+from mlip.demo.nacl import Config, run_config
 from mlip.inference import load_model, predict_frames
-from mlip.lammps.nacl import Config, run_config
 from mlip.train.config import load_config
 from mlip.train.trainer import train
 from parsers import Frame, read

@@ -206,7 +206,7 @@ def main() -> None:
         _child(*args.child)
         return
 
-    from mlip.lammps.datagen import write_cu_eam_dumps
+    from mlip.demo.cu_eam import write_cu_eam_dumps
     from parsers.textio import default_threads
 
     n_atoms = 4 * args.size**3

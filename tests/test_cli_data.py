@@ -148,7 +148,7 @@ def test_info_errors(tmp_path):
 def cu_dumps(tmp_path_factory):
     """Two LAMMPS Cu EAM runs (orthogonal and triclinic box) dumped into one folder,
     with LAMMPS' own positions, forces, energies and cells recorded at each dump."""
-    from mlip.lammps.datagen import write_cu_eam_dumps
+    from mlip.demo.cu_eam import write_cu_eam_dumps
 
     root = tmp_path_factory.mktemp("cu")
     reference: dict[str, list[dict]] = {}

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from mlip.cli import main
 from mlip.data.store import write_dataset
+from mlip.demo.nacl import Config, run_config
 from mlip.inference import load_model, predict_frames
-from mlip.lammps.nacl import Config, run_config
 from parsers import Frame
 
 SMALL = ["--set", "model.hidden=[8]", "--batch-size", "2", "--set", "train.scheduler=plateau",

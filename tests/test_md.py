@@ -13,7 +13,7 @@ from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS, FIRE
 
 from mlip import MLIPCalculator
-from mlip.lammps.datagen import CU_LATTICE, write_cu_eam_dumps
+from mlip.demo.cu_eam import CU_LATTICE, write_cu_eam_dumps
 from mlip.train.config import load_config
 from mlip.train.trainer import train
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import parsers
-from mlip.lammps.datagen import write_cu_eam_dumps
+from mlip.demo.cu_eam import write_cu_eam_dumps
 
 
 # Two sizes of atom block (32 and 256 atoms), both through the compiled scanner.

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import parsers
-from mlip.lammps.datagen import write_cu_eam_dumps
+from mlip.demo.cu_eam import write_cu_eam_dumps
 
 BOHR = 0.529177210903
 HARTREE = 27.211386245988

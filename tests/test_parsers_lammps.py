@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import parsers
+from mlip.demo.cu_eam import write_cu_eam_dumps, write_rann_dump
 from mlip.lammps import load_lammps
-from mlip.lammps.datagen import write_cu_eam_dumps, write_rann_dump
 
 TOL = 1e-10
 

@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 
 from mlip.cli import main
-from mlip.lammps.datagen import write_cu_eam_dumps, write_rann_dump
+from mlip.demo.cu_eam import write_cu_eam_dumps, write_rann_dump
 from mlip.train.checkpoint import load_checkpoint
 
 # Tiny runs at the one energy weight these tests were written for (the default, 10, leaves a

@@ -22,6 +22,6 @@ def demo(out: str, fast: bool) -> None:
       mlip demo                 # about 3-5 minutes on 2 cores
       mlip demo --fast --out /tmp/demo
     """
-    from mlip.demo import FAST, FULL, run_demo
+    from mlip.demo.run import FAST, FULL, run_demo
 
     run_demo(out, FAST if fast else FULL, echo=click.echo)

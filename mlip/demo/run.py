@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from mlip.demo.cu_eam import CU_LATTICE, CU_MASS, CuEamRun, write_rann_dump
 from mlip.lammps import load_lammps, potentials_dir
-from mlip.lammps.datagen import CU_LATTICE, CU_MASS, CuEamRun, write_rann_dump
 
 TIMESTEP_PS = 0.002
 
