@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import h5py
@@ -39,6 +38,7 @@ import numpy as np
 
 from mlip import __version__
 from mlip.errors import UserError
+from mlip.fileio import OutputFile, atomic_write
 from parsers.frame import Frame
 
 FORMAT_NAME = "mlip-dataset"
@@ -47,12 +47,6 @@ UNITS = "metal"
 
 _BLOCK_ROWS = 1 << 16  # atoms buffered before a write
 _STR = h5py.string_dtype()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -129,30 +123,31 @@ def write_dataset(frames: Iterable[Frame], path: str | os.PathLike) -> int:
     ``path`` only when every frame was written, so an error or an interruption
     (an exception from the ``frames`` iterator included) leaves no file behind.
     Source files are hashed (SHA-256) once each. Returns the number of frames.
-    Raises :class:`~mlip.errors.UserError` when there are no frames.
+    Raises :class:`~mlip.errors.UserError` when there are no frames or the file cannot be
+    written (:func:`mlip.fileio.atomic_write`).
     """
     from ase.data import chemical_symbols
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as h5:
-            n_frames, elements = _write(h5, frames)
-            if n_frames == 0:
-                raise UserError(f"no frames to write to {path}")
-            h5.attrs["format"] = FORMAT_NAME
-            h5.attrs["format_version"] = FORMAT_VERSION
-            h5.attrs["units"] = UNITS
-            h5.attrs["elements"] = [chemical_symbols[z] for z in elements]
-            h5.attrs["mlip_version"] = __version__
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private; give it the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, defer_errors=True) as out, h5py.File(out, "w") as h5:
+        # HDF5 never sees a failed write (it crashes the process at exit after one): the
+        # output file keeps the writes after a failure in memory, and this stops at the next frame
+        n_frames, elements = _write(h5, _until_failed(frames, out))
+        if n_frames == 0:
+            raise UserError(f"no frames to write to {path}")
+        h5.attrs["format"] = FORMAT_NAME
+        h5.attrs["format_version"] = FORMAT_VERSION
+        h5.attrs["units"] = UNITS
+        h5.attrs["elements"] = [chemical_symbols[z] for z in elements]
+        h5.attrs["mlip_version"] = __version__
     return n_frames
+
+
+def _until_failed(frames: Iterable[Frame], out: OutputFile) -> Iterator[Frame]:
+    """``frames``, stopping with the write error of ``out`` once one happened."""
+    for frame in frames:
+        if out.error is not None:
+            raise out.error
+        yield frame
 
 
 def _write(h5: h5py.File, frames: Iterable[Frame]) -> tuple[int, list[int]]:
