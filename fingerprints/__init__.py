@@ -2,8 +2,8 @@
 
 - :mod:`fingerprints.neighbors`: periodic neighbour lists (numpy, vesin).
 - :mod:`fingerprints.cutoffs`: cutoff functions.
-- :mod:`fingerprints.rann`: RANN radial/bond fingerprints (optionally MEAM-screened) and the
-  RANN parameter-file reader :func:`fingerprints.rann.read_input`.
+- :mod:`fingerprints.rann`: RANN radial/bond fingerprints (optionally MEAM-screened); RANN
+  parameter files are read by :mod:`mlip.interop.rann`.
 - :mod:`fingerprints.acsf`: Behler–Parrinello symmetry functions.
 - :mod:`fingerprints.spectral`: e3nn power spectrum and bispectrum.
 - :mod:`fingerprints.descriptor_set`: :class:`DescriptorSet`, descriptors from a config.

@@ -29,7 +29,7 @@ All lengths in Å. For a centre atom i with neighbours j (edge vectors r_ij):
 
 ``fc`` is the RANN/MEAM cutoff :func:`fingerprints.cutoffs.rann_cutoff` with ``rc`` and ``dr``.
 
-RANN parameter files are read by :func:`read_input` (:mod:`fingerprints.rann_input`).
+RANN parameter files are read by :func:`mlip.interop.rann.read_input`.
 
 Neighbour selection: ``neighbors`` (radial) lists species indices, ``pairs`` (bond) lists
 species-index pairs; the index -1 means "all elements" (RANN's ``all``). Defaults: every
@@ -44,10 +44,8 @@ import torch
 from torch import Tensor
 
 from fingerprints.cutoffs import meam_shape, rann_cutoff
-from fingerprints.rann_input import RannInput, read_input
 
-__all__ = ["RannBond", "RannInput", "RannRadial", "read_input", "screening_factors",
-           "screening_radius_factor"]
+__all__ = ["RannBond", "RannRadial", "screening_factors", "screening_radius_factor"]
 
 ALL = -1  # neighbour index meaning "every element"
 DEFAULT_CMIN = 0.8

@@ -1,4 +1,4 @@
-"""fingerprints.rann.read_input on the yttrium parameter set of ../shared/data/README.md
+"""mlip.interop.rann.read_input on the yttrium parameter set of ../shared/data/README.md
 (file written here), checked against the double-loop reference of test_rann."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from ase.build import bulk
 from test_rann import reference
 
 from fingerprints.neighbors import neighbor_list
-from fingerprints.rann import read_input
+from mlip.interop.rann import read_input
 from parsers.errors import ParseError
 
 RADIAL = {"re": 3.607, "rc": 8.0, "dr": 2.393, "alpha": [4.5] * 5, "o": -1, "n": 3}
