@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 
 from mlip.data import read_sources
 from mlip.errors import UserError
+from mlip.fileio import atomic_write_text
 from mlip.inference import load_model, predict_frames
 from mlip.train.metrics import error_table
 
@@ -70,13 +72,13 @@ def evaluate_model(model: str, data: list[str], read_options: dict[str, Any], de
 
 
 def _write_csv(path: Path, frames: list, preds: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["source", "index", "group", "n_atoms", "energy_ref_eV", "energy_pred_eV",
-                    "energy_err_meV_atom", "force_mae_eV_A"])
-        for f, p in zip(frames, preds, strict=True):
-            e_err = (p["energy"] - f.energy) / len(f) * 1000 if f.energy is not None else ""
-            f_mae = float(np.mean(np.abs(p["forces"] - f.forces))) if f.forces is not None else ""
-            w.writerow([f.source, f.index, f.group or "", len(f), f.energy, p["energy"], e_err, f_mae])
-    tmp.replace(path)
+    """One row per frame: reference and predicted energy, their error and the force MAE."""
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(["source", "index", "group", "n_atoms", "energy_ref_eV", "energy_pred_eV",
+                "energy_err_meV_atom", "force_mae_eV_A"])
+    for f, p in zip(frames, preds, strict=True):
+        e_err = (p["energy"] - f.energy) / len(f) * 1000 if f.energy is not None else ""
+        f_mae = float(np.mean(np.abs(p["forces"] - f.forces))) if f.forces is not None else ""
+        w.writerow([f.source, f.index, f.group or "", len(f), f.energy, p["energy"], e_err, f_mae])
+    atomic_write_text(path, text.getvalue())

@@ -8,13 +8,13 @@ where mlip is not installed (ASE calculator, LAMMPS plugin).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mlip import __version__
+from mlip.fileio import atomic_write
 from mlip.model import Potential
 
 METADATA_FILE = "metadata.json"
@@ -40,7 +40,7 @@ def model_metadata(model: Potential, descriptors: Any = None, data_hash: str | N
 def export_model(model: Potential | torch.jit.ScriptModule, path: str | Path,
                  metadata: dict[str, Any]) -> Path:
     """Script (unless ``model`` is scripted already), freeze where possible and write ``model`` to
-    ``path`` atomically.
+    ``path`` atomically (:func:`mlip.fileio.atomic_write`).
 
     Training scripts its model when it starts and passes that module here with the best weights
     loaded, so the exported code is the code that was trained even if the sources change meanwhile.
@@ -52,10 +52,8 @@ def export_model(model: Potential | torch.jit.ScriptModule, path: str | Path,
         scripted = torch.jit.freeze(scripted, preserved_attrs=["compute"])
     except RuntimeError:  # freezing is an optimisation; an unfrozen module is still valid
         pass
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata)})
-    os.replace(tmp, path)
+    with atomic_write(path) as out:
+        torch.jit.save(scripted, out, _extra_files={METADATA_FILE: json.dumps(metadata)})
     return path
 
 

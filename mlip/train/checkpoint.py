@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mlip.fileio import atomic_write
+
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` ``obj`` to ``path`` with :func:`mlip.fileio.atomic_write` (all or nothing;
+    a failed write raises :class:`~mlip.errors.UserError`)."""
+    with atomic_write(path) as out:
+        torch.save(obj, out)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
