@@ -66,7 +66,7 @@ def _frame(record: dict, path: str, index: int) -> Frame:
 def read_mlearn_json(path: str | Path) -> Iterator[Frame]:
     """Yield one Frame per record of an mlearn JSON file (see module docstring).
 
-    Raises ParseError naming the record index when a record is malformed."""
+    Raises ParseError naming the record index (as the frame) when a record is malformed."""
     with open_binary(path) as fh:
         try:
             records = json.load(fh)
@@ -79,6 +79,7 @@ def read_mlearn_json(path: str | Path) -> Iterator[Frame]:
             frame = _frame(record, str(path), index)
         except (KeyError, TypeError, ValueError) as exc:
             raise ParseError(
-                str(path), None, f"record {index} with structure and outputs", f"{type(exc).__name__}: {exc}"
+                str(path), None, "a record with structure and outputs", f"{type(exc).__name__}: {exc}",
+                frame=index,
             ) from None
         yield frame

@@ -3,7 +3,7 @@
 Formats (``format=`` names, aliases in parentheses):
 
 - ``lammps-dump`` (``lammps-dump-text``, ``dump``, ``lammpstrj``): ``*.dump``,
-  ``*.lammpstrj``, content starting with ``ITEM:``;
+  ``*.lammpstrj``, ``dump.*``, content starting with ``ITEM:``;
 - ``extxyz`` (``xyz``): ``*.xyz``, ``*.extxyz``;
 - ``mlearn`` (``json``, ``mlearn-json``): ``*.json``;
 - ``runner`` (``n2p2``, ``input.data``): ``input.data``, ``*.data`` starting with
@@ -12,15 +12,24 @@ Formats (``format=`` names, aliases in parentheses):
 - ``vasp-xml`` (``vasprun``): ``vasprun*.xml``.
 
 Any of them may be compressed (``.gz``, ``.bz2``, ``.xz``). A folder is read
-file by file, sorted by name, taking the files that match the patterns above
-(not recursing into sub-folders).
+with its sub-folders (``calcs/*/OUTCAR``), file by file in natural name order
+(``dump.2`` before ``dump.10``), taking the files whose name matches a pattern
+above or whose content is unmistakably a LAMMPS dump, RuNNer file or
+vasprun.xml; the others are skipped with a reason (:func:`list_files`).
+Every frame passes :meth:`Frame.check` (finite numbers, at least one atom, no
+two atoms at the same place); an empty file, or one without frames, is an
+error.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from parsers.ase_formats import read_with_ase
 from parsers.elements import TypesOption, parse_types
@@ -54,7 +63,11 @@ _NAME_PATTERNS = (
     ("input.data", "runner"),
     ("*outcar*", "vasp-outcar"),
     ("vasprun*.xml", "vasp-xml"),
+    ("dump.*", "lammps-dump"),
 )
+# formats whose content signature is specific enough to take a file of any name from a folder
+_DISTINCT_CONTENT = ("lammps-dump", "runner", "vasp-xml")
+Echo = Callable[[str], Any]
 
 
 def normalise_format(format: str) -> str:
@@ -104,9 +117,58 @@ def detect_format(path: str | Path) -> str:
     return fmt
 
 
-def files_in(folder: str | Path) -> list[Path]:
-    """Files of ``folder`` that :func:`read` takes, sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and format_from_name(p) is not None)
+@dataclass
+class FileList:
+    """What a source path stands for: the ``files`` to read, in order, and the
+    ``skipped`` ones as ``(path, reason)``."""
+
+    files: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _natural_key(path: Path) -> list[str | int]:
+    return [int(t) if k % 2 else t for k, t in enumerate(re.split(r"(\d+)", path.as_posix()))]
+
+
+def _skip_reason(path: Path) -> str | None:
+    """Why a file found in a folder is not read, or None when it is."""
+    if format_from_name(path) is not None:
+        return None
+    name = path.name.lower()
+    if name.startswith("log.") or fnmatch.fnmatchcase(name, "log*.lammps*"):
+        return "a LAMMPS log, not a data file (give it with --log)"
+    try:
+        if path.stat().st_size and format_from_content(path) in _DISTINCT_CONTENT:
+            return None
+    except OSError as exc:
+        return f"not readable ({exc})"
+    return "not a data file (name and content match no format)"
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """The files under ``folder``, leaving out hidden files and folders (names starting with '.')."""
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if not name.startswith(".") and os.path.isfile(os.path.join(root, name)):
+                yield Path(root, name)
+
+
+def list_files(path: str | Path) -> FileList:
+    """The files :func:`read` takes for ``path``: the file itself, or the files
+    of a folder and its sub-folders (hidden ones left out) in natural name
+    order, with the skipped ones and why (see the module docstring)."""
+    path = Path(path)
+    if not path.is_dir():
+        return FileList([path])
+    found = FileList()
+    for file in sorted(_walk(path), key=_natural_key):
+        reason = _skip_reason(file)
+        if reason is None:
+            found.files.append(file)
+        else:
+            found.skipped.append((file, reason))
+    return found
 
 
 def read(
@@ -117,6 +179,10 @@ def read(
     energy_column: str | None = None,
     log: str | Path | None = None,
     units: str = "atomic",
+    energy_key: str | None = None,
+    forces_key: str | None = None,
+    stress_key: str | None = None,
+    echo: Echo | None = None,
 ) -> Iterator[Frame]:
     """Frames (metal units, see :class:`parsers.Frame`) from a file or folder, lazily.
 
@@ -125,11 +191,17 @@ def read(
     ``["Cu", "Ni"]`` or ``"1=Cu,2=Ni"``), ``energy_column`` (per-atom energy
     column summed, e.g. ``"c_pe"``), ``log`` (LAMMPS log; thermo PotEng matched
     by timestep). RuNNer option: ``units`` (``"atomic"``: Bohr/Hartree, the
-    default; ``"metal"``: Å/eV). Options that do not apply to a file's format
-    are ignored.
+    default; ``"metal"``: Å/eV). extxyz options: ``energy_key``, ``forces_key``,
+    ``stress_key`` (``info``/``arrays`` keys holding the labels, e.g.
+    ``"REF_energy"``; see :func:`parsers.ase_formats.read_with_ase`). Options
+    that do not apply to a file's format are ignored. ``echo`` receives one line
+    per file read (frames and format) or skipped (and why), and notes such as
+    auto-detected extxyz keys.
 
     Checked at the call: FileNotFoundError for a missing path or log, ValueError
-    for a bad option. Raised while iterating: ParseError for malformed input.
+    for a bad option. Raised while iterating: ParseError for malformed input,
+    naming the file (and line or frame), also for a frame that fails
+    :meth:`Frame.check`, an empty file and a file without frames.
     """
     path = Path(path)
     forced = normalise_format(format) if format is not None else None
@@ -141,27 +213,46 @@ def read(
     for required in (path, log):
         if required is not None and not Path(required).exists():
             raise FileNotFoundError(f"no such file or folder: {required}")
-    files = files_in(path) if path.is_dir() else [path]
-    if not files:
-        raise ParseError(str(path), None, "files named *.dump, *.lammpstrj, *.xyz, *.extxyz, *.json, "
-                         "input.data, OUTCAR or vasprun.xml", "none")
-    return _frames(files, forced, types, energy_column, log, units)
+    found = list_files(path)
+    if echo is not None:
+        for file, reason in found.skipped:
+            echo(f"skipped {file}: {reason}")
+    if not found.files:
+        raise ParseError(str(path), None, "files named *.dump, dump.*, *.lammpstrj, *.xyz, *.extxyz, "
+                         "*.json, input.data, OUTCAR or vasprun.xml", "none")
+    keys = {"energy_key": energy_key, "forces_key": forces_key, "stress_key": stress_key}
+    return _frames(found.files, forced, echo, types=types, energy_column=energy_column, log=log,
+                   units=units, keys=keys)
 
 
-def _frames(
-    files: list[Path], forced: str | None, types: TypesOption, energy_column: str | None,
-    log: str | Path | None, units: str,
-) -> Iterator[Frame]:
+def _file_frames(file: Path, fmt: str, echo: Echo | None, *, types: TypesOption,
+                 energy_column: str | None, log: str | Path | None, units: str,
+                 keys: dict[str, str | None]) -> Iterator[Frame]:
+    """The frames of one file in format ``fmt``, unchecked."""
+    if fmt == "lammps-dump":
+        return read_lammps_dump(file, types=types, energy_column=energy_column, log=log)
+    if fmt == "mlearn":
+        return read_mlearn_json(file)
+    if fmt == "runner":
+        return read_runner(file, units=units)
+    return read_with_ase(file, fmt, echo=echo, **keys)
+
+
+def _frames(files: list[Path], forced: str | None, echo: Echo | None, **options: Any) -> Iterator[Frame]:
     for file in files:
+        with open_binary(file) as fh:
+            if not fh.read(1):
+                raise ParseError(str(file), None, "data", "an empty file")
         fmt = forced or detect_format(file)
-        if fmt == "lammps-dump":
-            yield from read_lammps_dump(file, types=types, energy_column=energy_column, log=log)
-        elif fmt == "mlearn":
-            yield from read_mlearn_json(file)
-        elif fmt == "runner":
-            yield from read_runner(file, units=units)
-        else:
-            yield from read_with_ase(file, fmt)
+        count = 0
+        for frame in _file_frames(file, fmt, echo, **options):
+            frame.check()
+            count += 1
+            yield frame
+        if count == 0:
+            raise ParseError(str(file), None, f"at least one frame ({fmt})", "none")
+        if echo is not None:
+            echo(f"read {file}: {count} frame{'s' * (count != 1)} ({fmt})")
 
 
 def read_frames(path: str | Path, format: str | None = None, **options) -> list[Frame]:
