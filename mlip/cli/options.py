@@ -1,8 +1,9 @@
 """Command-line options shared by several subcommands.
 
 :func:`data_options` adds the options that say how to read training data
-(``--types``, ``--energy-column``, ``--log``, ``--format``) and hands the
-command one ``read_options`` dict, ready for ``parsers.read(path, **read_options)``.
+(``--types``, ``--energy-column``, ``--log``, ``--format``, ``--energy-key``,
+``--forces-key``, ``--stress-key``) and hands the command one ``read_options``
+dict, ready for ``parsers.read(path, **read_options)``.
 """
 
 from __future__ import annotations
@@ -92,17 +93,39 @@ _DATA_OPTIONS = [
         help="Force the input format instead of detecting it from content and name "
         "(lammps-dump, extxyz, mlearn, runner, vasp-outcar, vasp-xml).",
     ),
+    click.option(
+        "--energy-key",
+        metavar="KEY",
+        help="extxyz info key holding the energy (eV), e.g. REF_energy "
+        "(default: the calculator energy, else REF_energy).",
+    ),
+    click.option(
+        "--forces-key",
+        metavar="KEY",
+        help="extxyz per-atom property holding the forces (eV/Å), e.g. REF_forces "
+        "(default: the calculator forces, else REF_forces).",
+    ),
+    click.option(
+        "--stress-key",
+        metavar="KEY",
+        help="extxyz info key holding the stress (eV/Å³, 9 or 6 Voigt numbers), e.g. REF_stress "
+        "(default: the calculator stress, else REF_stress).",
+    ),
 ]
 
 
 def data_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator for a click command that reads data files: adds ``--types``,
-    ``--energy-column``, ``--log`` and ``--format`` and passes the command a
-    single ``read_options`` keyword (see :func:`read_options`)."""
+    ``--energy-column``, ``--log``, ``--format``, ``--energy-key``,
+    ``--forces-key`` and ``--stress-key`` and passes the command a single
+    ``read_options`` keyword (see :func:`read_options`)."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, types: dict[int, str], energy_column, log, format, **kwargs: Any) -> Any:
-        options = read_options(types=types, energy_column=energy_column, log=log, format=format)
+    def wrapper(*args: Any, types: dict[int, str], energy_column: str | None, log: str | None,
+                format: str | None, energy_key: str | None, forces_key: str | None,
+                stress_key: str | None, **kwargs: Any) -> Any:
+        options = read_options(types=types, energy_column=energy_column, log=log, format=format,
+                               energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
         return func(*args, read_options=options, **kwargs)
 
     for option in reversed(_DATA_OPTIONS):

@@ -36,7 +36,9 @@ class Dataset:
     Per-frame arrays, all of length ``len(ds)``: ``n_atoms`` (atoms per frame),
     ``cell`` (n, 3, 3) Å, ``pbc`` (n, 3), ``energy`` (eV, NaN when absent),
     ``stress`` (n, 3, 3) eV/Å³ (NaN when absent), ``has_energy``, ``has_forces``,
-    ``has_stress``, ``has_charges``, ``energy_weight``, ``force_weight``,
+    ``has_stress``, ``has_charges`` (the masks alone say what is present; a
+    present value that is not finite, which the writer never stores, is a
+    :class:`UserError` at opening or at reading the frame), ``energy_weight``, ``force_weight``,
     ``total_charge`` (e), ``group_id`` (index into ``groups``, -1 for none),
     ``source_id`` (index into ``sources``, whose SHA-256 are ``source_sha256``)
     and ``frame_index`` (frame number within its source).
@@ -88,6 +90,17 @@ class Dataset:
         self.groups: list[str] = list(h5["groups"].asstr()[()])
         self.sources: list[str] = list(h5["sources/path"].asstr()[()])
         self.source_sha256: list[str] = list(h5["sources/sha256"].asstr()[()])
+        for name, values in (("energy", self.energy), ("stress", self.stress)):
+            bad = getattr(self, f"has_{name}") & ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+            if bad.any():
+                raise self._not_finite(name, int(np.argmax(bad)))
+
+    def _not_finite(self, name: str, i: int) -> UserError:
+        """The error for frame ``i``, marked as having ``name`` but holding a value that is not finite."""
+        return UserError(
+            f"{self.path}: frame {i} ({self.sources[self.source_id[i]]} frame {self.frame_index[i]}) "
+            f"is marked as having {name} but its {name} is not finite; rebuild the dataset"
+        )
 
     # -- file handle ---------------------------------------------------------
     def _file_stamp(self) -> tuple[int, int, int]:
@@ -171,6 +184,13 @@ class Dataset:
         numbers = atoms["numbers"][a0:a1].astype(np.int64)
         forces = atoms["forces"][a0:a1] if self.has_forces[start:stop].any() else None
         charges = atoms["charges"][a0:a1] if self.has_charges[start:stop].any() else None
+        for name, array in (("forces", forces), ("charges", charges)):
+            if array is not None:
+                bad_atoms = np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1)) + a0
+                frame_of = np.searchsorted(self._offsets, bad_atoms, side="right") - 1
+                marked = frame_of[getattr(self, f"has_{name}")[frame_of]]
+                if marked.size:
+                    raise self._not_finite(name, int(marked[0]))
         frames = []
         for i in range(start, stop):
             s = slice(self._offsets[i] - a0, self._offsets[i + 1] - a0)

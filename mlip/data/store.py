@@ -11,7 +11,7 @@ Layout (``format_version`` 1, LAMMPS ``metal`` units)::
     /frames/offsets   (n_frames + 1,) int64        atoms of frame i are offsets[i]:offsets[i+1]
     /frames/cell      (n_frames, 3, 3) float64, Å  lattice vectors as rows
     /frames/pbc       (n_frames, 3) bool
-    /frames/energy    (n_frames,) float64, eV      NaN where has_energy is False
+    /frames/energy    (n_frames,) float64, eV      NaN where has_energy is False (fill only)
     /frames/stress    (n_frames, 3, 3) float64, eV/Å³ (ASE sign), NaN where has_stress is False
     /frames/has_energy, has_forces, has_stress, has_charges   (n_frames,) bool
     /frames/energy_weight, force_weight, total_charge          (n_frames,) float64
@@ -21,6 +21,11 @@ Layout (``format_version`` 1, LAMMPS ``metal`` units)::
     /groups           (n_groups,) str
     /sources/path     (n_sources,) str, as the reader gave it (``Frame.source``)
     /sources/sha256   (n_sources,) str, SHA-256 of the file's bytes ("" if it is not a file)
+
+Absent and not-a-number are kept apart: the ``has_*`` masks alone say whether
+a label is present, NaN is only the fill value of absent ones, and the writer
+rejects a frame whose present values are not finite (:meth:`Frame.check_values`),
+so a NaN can never be read back as "absent".
 
 The writer streams: atom arrays are appended in blocks, so memory stays bounded
 by the per-frame table plus one block.
@@ -171,6 +176,7 @@ def _write(h5: h5py.File, frames: Iterable[Frame]) -> tuple[int, list[int]]:
     nan33 = np.full((3, 3), np.nan)
     for frame in frames:
         n = frame.n_atoms
+        frame.check_values()
         _check_symbols(frame.numbers, frame)
         present[frame.numbers] = True
         columns["positions"].append(frame.positions, n)
