@@ -9,7 +9,7 @@ Ours: ``default_config(["Cu"])`` (the power spectrum, n_max 6, l_max 4, and 8 ra
 functions: 113 features, 5.1 Å).
 TorchANI (benchmark-only, ``.venv/bin/pip install torchani --no-deps``) is configured with
 the same cutoff for its radial and angular parts (8 radial shifts, 4 angular shifts × 4 angle
-sections = 24 features; sized like the RANN set that was our default before).
+sections = 24 features), so both sides see the same neighbours.
 
 Run: ``.venv/bin/python benchmarks/descriptor_speed.py [--repeat 5] [--threads 1]``.
 The last printed line is a JSON object with ``speedup_vs_torchani`` (float32, our atoms/s

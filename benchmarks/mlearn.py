@@ -10,7 +10,7 @@ next to the published GAP/MTP and recomputed NNP/SNAP/qSNAP numbers of
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/mlearn.py Cu Li Mo Si --threads 2 --results
+    .venv/bin/python benchmarks/mlearn.py Cu --threads 1 --results     # one element per process
 
 ``--set key=value`` (YAML value) overrides a training config key, for tuning experiments only:
 the published numbers must come from the defaults. ``--eval-only RUN_DIR`` skips training.
