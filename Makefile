@@ -10,7 +10,7 @@ venv: $(STAMP)
 
 # torch is pinned to the local CPU wheel first, so that `torch>=2.4` in
 # pyproject.toml is already satisfied and pip never fetches CUDA packages.
-$(STAMP): pyproject.toml setup.py parsers/_dumpscan.c
+$(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0

@@ -2,12 +2,11 @@
 
 Each frame is ``[ITEM: UNITS] [ITEM: TIME] ITEM: TIMESTEP, ITEM: NUMBER OF
 ATOMS, ITEM: BOX BOUNDS, ITEM: ATOMS <columns>`` followed by one line per atom.
-The atom block is parsed straight from the read buffer into a float64 array by
-the compiled scanner (:mod:`parsers._dumpscan`, one call per block, numbers
-converted exactly as ``float()`` does); Python looks only at the line where it
-stopped, to say what is wrong there. With more than one parse thread
-(``MLIP_PARSE_THREADS``, see :mod:`parsers.textio`) the scanner's workers parse
-frame k+1's block while frame k is built; errors still come in file order.
+Headers are read line by line; each atom block is handed whole to pandas' C
+reader (one call per frame, numbers converted exactly as ``float()`` does).
+When that fails, or gives anything but the announced rows of finite numbers,
+the block is read again line by line with ``float()``, which names the first
+bad line (:class:`ParseError` with file and line).
 
 - RANN variant: ``ITEM: TIMESTEP energy, energy_weight, force_weight, nsims``
   followed by ``step E_total w_E w_F nsims`` (6, 11 or 12 fields are accepted
@@ -17,36 +16,72 @@ frame k+1's block while frame k is built; errors still come in file order.
   ``xu yu zu`` / ``x y z`` / ``xsu ysu zsu`` / ``xs ys zs`` (first found wins;
   scaled ones are converted with the box), image flags ``ix iy iz`` (added to
   wrapped positions), ``fx fy fz`` (eV/Å), ``q`` (e) and any others (``vx``,
-  ``c_*``, ``v_*``, ``d_*``, ``i_*``...), which are only read when asked for
-  (the others are only checked to be plain decimal numbers).
+  ``c_*``, ``v_*``, ``d_*``, ``i_*``...). Every column but ``element`` must
+  hold finite plain decimal numbers.
 - Atoms are sorted by ``id`` when that column exists.
 - Energies: ``energy_column`` (a per-atom column, summed), or ``log`` (a LAMMPS
   log whose thermo ``PotEng`` is matched by timestep), or the RANN header, or
   none.
 - Elements: ``types`` (``{1: "Cu"}``), else an ``element`` column, else a
   ``mass`` column (nearest standard mass).
+- Box: orthogonal, restricted triclinic (bounds form) or general triclinic
+  (``abc origin``), see :mod:`parsers.lammps_box`.
 """
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
+import itertools
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import IO, NoReturn
 
 import numpy as np
+import pandas as pd
 
-from parsers._dumpscan import id_order, take_rows
 from parsers.elements import TypesOption, numbers_from_masses, numbers_from_symbols, parse_types
 from parsers.errors import ParseError
 from parsers.frame import Frame
-from parsers.lammps_dump_header import DumpHeader, HeaderReader, line_text, position_set, quoted
+from parsers.lammps_box import Box, box_from_dump
 from parsers.lammps_log import read_thermo_energies
-from parsers.textio import LineReader
+from parsers.textio import open_binary
 
 _STRING_COLUMNS = ("element",)
+
+# (column names, scaled, unwrapped), in order of preference
+_POSITION_SETS = (
+    (("xu", "yu", "zu"), False, True),
+    (("x", "y", "z"), False, False),
+    (("xsu", "ysu", "zsu"), True, True),
+    (("xs", "ys", "zs"), True, False),
+)
+
+_RANN_FIELDS = (5, 6, 11, 12)
+
+# A number as LAMMPS writes one; float() also takes '1_000', '١' and the like, which are refused.
+_PLAIN_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
+def _pandas_version() -> tuple[int, int]:
+    major, minor = pd.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+# pandas' C reader, atom lines as they are: no header, no quotes, no NA words ("NA" is not a number).
+# Before pandas 3.1 only the "round_trip" converter is exact; from 3.1 on every converter is (and the
+# option is deprecated).
+_READ_CSV = {
+    "header": None,
+    "engine": "c",
+    "quoting": csv.QUOTE_NONE,
+    "na_filter": False,
+    **({"float_precision": "round_trip"} if _pandas_version() < (3, 1) else {}),
+}
 
 
 def read_lammps_dump(
@@ -67,53 +102,15 @@ def read_lammps_dump(
         raise ValueError("give energy_column or log, not both")
     type_map = parse_types(types)
     log_energies = read_thermo_energies(log) if log is not None else None
-    with LineReader(path) as reader:
-        yield from _frames(reader, type_map, energy_column, log_energies, log)
-
-
-def _frames(
-    reader: LineReader,
-    type_map: dict[int, int],
-    energy_column: str | None,
-    log_energies: dict[int, float] | None,
-    log: str | Path | None,
-) -> Iterator[Frame]:
-    """The frames of read_lammps_dump, pipelined: while frame k is built from
-    its table, frame k+1's header is read and its atom block is parsed by the
-    scanner's worker threads (the reader's threads beyond this one) into the
-    other of two scratch arrays. A ParseError in frame k+1 is raised only
-    after frame k has been yielded, as without the pipeline; no scan is left
-    running when a frame is yielded, so a caller that stops early leaves no
-    work behind."""
-    scratches, memory, headers = (_Scratch(), _Scratch()), _FrameMemory(), HeaderReader(energy_column)
-    index = 0
-    table = _start_table(reader, headers, scratches[0], type_map)
-    while table is not None:
-        table.finish(reader)
-        try:
-            following, error = _start_table(reader, headers, scratches[(index + 1) % 2], type_map), None
-        except ParseError as exc:  # frame k+1's header: raised after frame k
-            following, error = None, exc
-        try:
-            frame = table.frame(index, memory)
+    with open_binary(path) as fh:
+        lines = _Lines(fh, str(path))
+        index = 0
+        while (header := read_header(lines, energy_column)) is not None:
+            frame = _AtomTable(lines, header).frame(index, type_map, energy_column)
             if log_energies is not None:
-                frame.energy = _log_energy(log_energies, table.header, reader.path, log)
-        finally:
-            if following is not None:
-                following.wait(reader)  # also when frame k fails: the workers must not outlive the reader
-        yield frame
-        if error is not None:
-            raise error
-        table, index = following, index + 1
-
-
-def _start_table(
-    reader: LineReader, headers: HeaderReader, scratch: _Scratch, type_map: dict[int, int]
-) -> _AtomTable | None:
-    """Read the next frame's header and start parsing its atom block into
-    ``scratch`` (in the background); None at end of file."""
-    header = headers.read(reader)
-    return None if header is None else _AtomTable(reader, header, scratch, type_map, headers.energy_column)
+                frame.energy = _log_energy(log_energies, header, lines.path, log)
+            yield frame
+            index += 1
 
 
 def _log_energy(energies: dict[int, float], header: DumpHeader, path: str, log: str | Path) -> float:
@@ -122,101 +119,192 @@ def _log_energy(energies: dict[int, float], header: DumpHeader, path: str, log: 
     return energies[header.step]
 
 
+class _Lines:
+    """The lines of an open binary file, counted: ``line`` is the 1-based
+    number of the last line handed out (0 before the first)."""
+
+    def __init__(self, fh: IO[bytes], path: str) -> None:
+        self.path = path
+        self.line = 0
+        self._fh = fh
+
+    def readline(self) -> bytes | None:
+        """The next line without its line ending, or None at end of file."""
+        raw = self._fh.readline()
+        if not raw:
+            return None
+        self.line += 1
+        return raw.rstrip(b"\r\n")
+
+    def block(self, n: int) -> list[bytes]:
+        """The next ``n`` lines as they are (line endings kept); fewer at end of file."""
+        lines = list(itertools.islice(self._fh, n))
+        self.line += len(lines)
+        return lines
+
+
+# ----------------------------------------------------------------------------- headers
+
+
+def position_set(columns: list[str]) -> tuple[tuple[str, ...], bool, bool] | None:
+    """The preferred entry of _POSITION_SETS whose columns are all present, or None."""
+    return next((s for s in _POSITION_SETS if set(s[0]) <= set(columns)), None)
+
+
+@dataclass
+class DumpHeader:
+    """One frame's header; ``*_line`` are 1-based line numbers in the file."""
+
+    step: int
+    step_line: int
+    n_atoms: int
+    natoms_line: int
+    box: Box
+    columns: list[str]
+    atoms_line: int
+    energy: float | None = None
+    energy_weight: float = 1.0
+    force_weight: float = 1.0
+
+
+def line_text(line: bytes) -> str:
+    """A line as text, decoded leniently and stripped."""
+    return line.decode("utf-8", "replace").strip()
+
+
+def quoted(text: str) -> str:
+    """``text`` quoted for an error message, cut to 60 characters."""
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
+def _next_line(lines: _Lines, expected: str) -> str:
+    line = lines.readline()
+    if line is None:
+        raise ParseError(lines.path, lines.line + 1, expected, "end of file")
+    return line_text(line)
+
+
+def _item(lines: _Lines, name: str, text: str | None = None) -> list[str]:
+    """Check that the next line (or ``text``) is ``ITEM: name ...``; return the words after it."""
+    if text is None:
+        text = _next_line(lines, f"ITEM: {name}")
+    if not text.startswith(f"ITEM: {name}"):
+        raise ParseError(lines.path, lines.line, f"ITEM: {name}", quoted(text))
+    return text[len("ITEM: ") + len(name) :].split()
+
+
+def _numbers(lines: _Lines, words: list[str], what: str) -> list[float]:
+    try:
+        values = [float(w) for w in words]
+    except ValueError:
+        raise ParseError(lines.path, lines.line, what, quoted(" ".join(words))) from None
+    if not all(math.isfinite(v) for v in values):
+        raise ParseError(lines.path, lines.line, what + " (finite)", quoted(" ".join(words)))
+    return values
+
+
+def _int(lines: _Lines, word: str, what: str) -> int:
+    try:
+        return int(word)
+    except ValueError:
+        raise ParseError(lines.path, lines.line, what, quoted(word)) from None
+
+
+def read_header(lines: _Lines, energy_column: str | None) -> DumpHeader | None:
+    """Read one frame's ITEM sections up to ``ITEM: ATOMS``; None at end of file."""
+    line = lines.readline()
+    while line is not None and not line.strip():
+        line = lines.readline()
+    if line is None:
+        return None
+    text = line_text(line)
+    while text.startswith(("ITEM: UNITS", "ITEM: TIME")) and not text.startswith("ITEM: TIMESTEP"):
+        item = text
+        value = _next_line(lines, f"a value after {item}")
+        if item.startswith("ITEM: UNITS") and value != "metal":
+            raise ParseError(lines.path, lines.line, "metal units", quoted(value))
+        text = _next_line(lines, "ITEM: TIMESTEP")
+
+    _item(lines, "TIMESTEP", text)
+    words = _next_line(lines, "a timestep").split()
+    step_line = lines.line
+    energy, w_e, w_f = None, 1.0, 1.0
+    if len(words) in _RANN_FIELDS:
+        step = _int(lines, words[0], "an integer timestep")
+        energy, w_e, w_f = _numbers(lines, words[1:4], "numbers 'E_total w_E w_F' after the timestep")
+    elif len(words) == 1:
+        step = _int(lines, words[0], "an integer timestep")
+    else:
+        raise ParseError(
+            lines.path,
+            step_line,
+            "a timestep, or 5, 6, 11 or 12 fields 'step E_total w_E w_F nsims ...'",
+            f"{len(words)} fields",
+        )
+
+    _item(lines, "NUMBER OF ATOMS")
+    words = _next_line(lines, "the number of atoms").split()
+    n_atoms = _int(lines, words[0] if words else "", "a non-negative number of atoms")
+    natoms_line = lines.line
+    if n_atoms < 0:
+        raise ParseError(lines.path, natoms_line, "a non-negative number of atoms", str(n_atoms))
+
+    box_words = _item(lines, "BOX BOUNDS")
+    box_line = lines.line
+    rows = [_numbers(lines, _next_line(lines, "a box bounds row").split(), "box bounds numbers")
+            for _ in range(3)]
+    if len({len(r) for r in rows}) != 1:
+        raise ParseError(lines.path, box_line, "three box rows of equal length", str([len(r) for r in rows]))
+    try:
+        box = box_from_dump(box_words, np.array(rows))
+    except ValueError as exc:
+        raise ParseError(lines.path, box_line, str(exc), quoted(" ".join(box_words))) from None
+
+    columns = _item(lines, "ATOMS")
+    atoms_line = lines.line
+    if position_set(columns) is None:
+        raise ParseError(
+            lines.path, atoms_line, "position columns x y z, xu yu zu, xs ys zs or xsu ysu zsu",
+            quoted(" ".join(columns)),
+        )
+    if energy_column is not None and energy_column not in columns:
+        raise ParseError(
+            lines.path, atoms_line, f"a column {energy_column!r} (energy_column)", quoted(" ".join(columns))
+        )
+    return DumpHeader(step, step_line, n_atoms, natoms_line, box, columns, atoms_line, energy, w_e, w_f)
+
+
 # ----------------------------------------------------------------------------- atoms
-
-
-class _Scratch:
-    """A float64 work array reused from frame to frame: new memory costs page
-    faults (several ms per MB on virtual machines), reused memory does not."""
-
-    def __init__(self) -> None:
-        self._buffer = np.empty(0)
-
-    def array(self, shape: tuple[int, int]) -> np.ndarray:
-        """The work array with ``shape``, C-contiguous, contents undefined."""
-        size = shape[0] * shape[1]
-        if self._buffer.size < size:
-            self._buffer = np.empty(size)
-        return self._buffer[:size].reshape(shape)
-
-
-class _FrameMemory:
-    """Memory for the arrays the Frames keep, cut from blocks of up to ``block_bytes``.
-
-    First writes to new memory fault once per 4 kB page (several ms per MB
-    on virtual machines, half the cost of building a Frame); numpy asks the
-    kernel for 2 MB huge pages for arrays of 4 MB or more, so blocks of 8 MB
-    fault a few times instead of 2048. Blocks grow with what has been cut so
-    far (twice as much), so that a small file gets small blocks. The price: a
-    Frame's arrays are views into a block, which stays alive as long as any
-    of them does, so a caller that keeps one frame in 30 still holds the
-    memory of all of them (no more than keeping every frame, as a training
-    set build does)."""
-
-    SMALL = 2048
-
-    def __init__(self, block_bytes: int = 8 << 20) -> None:
-        self._block_bytes = block_bytes
-        self._block = np.empty(0, dtype=np.uint8)
-        self._used = 0  # bytes of the current block cut
-        self._total = 0  # bytes cut from all blocks
-
-    def array(self, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
-        """A new C-contiguous array (contents undefined), 64-byte aligned within
-        its block; one of fewer than SMALL items is an array of its own (a few
-        faults saved would cost less than cutting it here, for frames of a few
-        hundred atoms)."""
-        size = math.prod(shape)
-        if size < self.SMALL:
-            return np.empty(shape, dtype)
-        dtype = np.dtype(dtype)
-        nbytes = size * dtype.itemsize
-        if self._used + nbytes > self._block.size:
-            self._block = np.empty(max(nbytes, min(self._block_bytes, 2 * self._total)), dtype=np.uint8)
-            self._used = 0
-        out = np.ndarray(shape, dtype, self._block, self._used)
-        step = -(-nbytes // 64) * 64
-        self._used += step
-        self._total += step
-        return out
 
 
 @dataclass(frozen=True)
 class _Layout:
     """What a frame's column list implies, worked out once per distinct list."""
 
-    index: dict[str, int]  # column name -> position
+    index: dict[str, int]  # numeric column name -> its position in _AtomTable.values
+    numeric: list[int]  # file positions of the numeric columns, in order
+    strings: dict[str, int]  # string column name -> its file position
+    dtypes: dict[int, type]  # pandas dtype by file position
     position_set: tuple[tuple[str, ...], bool, bool]  # (position column names, scaled, unwrapped)
-    kinds: bytes  # the scanner's kind of each column: 0 converted, 1 string, 2 checked only
-    string_columns: tuple[str, ...]  # the kind-1 columns, in order
     # the Frame's arrays taken from the table: "xyz", and "images", "forces", "charges" when
-    # their columns are there, each with its column positions
-    groups: dict[str, tuple[int, ...]]
+    # their columns are there, each with its positions in _AtomTable.values
+    groups: dict[str, list[int]]
 
 
 @functools.lru_cache(maxsize=64)
-def _layout(columns: tuple[str, ...], typed: bool, energy_column: str | None) -> _Layout:
-    """The layout of ``columns`` (a header that has passed read_header's checks);
-    ``typed``: a types= mapping was given. Only the columns a Frame is built
-    from are converted: positions, image flags for wrapped ones, forces,
-    charges, ids, types, and what gives the elements and the energy."""
+def _layout(columns: tuple[str, ...]) -> _Layout:
+    """The layout of ``columns`` (a header that has passed read_header's checks)."""
+    numeric = [j for j, c in enumerate(columns) if c not in _STRING_COLUMNS]
+    index = {columns[j]: k for k, j in enumerate(numeric)}
+    strings = {c: j for j, c in enumerate(columns) if c in _STRING_COLUMNS}
+    dtypes = {j: object if c in _STRING_COLUMNS else np.float64 for j, c in enumerate(columns)}
     positions = position_set(list(columns))
     names, _, unwrapped = positions
-    needed = {*names, "id", "type", "fx", "fy", "fz", "q", *_STRING_COLUMNS}
-    if not unwrapped:
-        needed |= {"ix", "iy", "iz"}
-    if not (typed and "type" in columns):
-        needed.add("mass")
-    if energy_column is not None:
-        needed.add(energy_column)
-    kinds = bytes(1 if c in _STRING_COLUMNS else 0 if c in needed else 2 for c in columns)
-    string_columns = tuple(c for c in columns if c in _STRING_COLUMNS)
-    index = {name: j for j, name in enumerate(columns)}
     groups = {"xyz": names, "images": ("ix", "iy", "iz"), "forces": ("fx", "fy", "fz"), "charges": ("q",)}
     if unwrapped:
         del groups["images"]
-    groups = {key: tuple(index[c] for c in cols) for key, cols in groups.items() if set(cols) <= set(index)}
-    return _Layout(index, positions, kinds, string_columns, groups)
+    groups = {key: [index[c] for c in cols] for key, cols in groups.items() if set(cols) <= set(index)}
+    return _Layout(index, numeric, strings, dtypes, positions, groups)
 
 
 @functools.lru_cache(maxsize=16)
@@ -231,58 +319,44 @@ def _type_table(type_map: tuple[tuple[int, int], ...]) -> np.ndarray:
     return table
 
 
+def _read_block(raw: list[bytes], n: int, layout: _Layout) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """The atom block ``raw`` through pandas' C reader: (values, strings) as
+    _AtomTable holds them, or None unless it is ``n`` rows of the layout's
+    columns with finite numbers."""
+    if len(raw) != n or n == 0:
+        return None
+    text = b"".join(raw)
+    # LAMMPS puts one space between fields: that tokenizer is faster than any whitespace's
+    for sep in (" ", r"\s+"):
+        try:
+            table = pd.read_csv(io.BytesIO(text), sep=sep, dtype=layout.dtypes, **_READ_CSV)
+        except ValueError:  # pandas' ParserError, EmptyDataError, and failed conversions are ValueErrors
+            continue
+        if table.shape == (n, len(layout.dtypes)):
+            break
+    else:
+        return None
+    values = (table.iloc[:, layout.numeric] if layout.strings else table).to_numpy(np.float64)
+    # a short line leaves NaN in the columns it lacks: in a string column, a missing word
+    if not np.isfinite(values).all() or any(table[j].isna().any() for j in layout.strings.values()):
+        return None
+    return values, {name: table[j].to_numpy(dtype=str) for name, j in layout.strings.items()}
+
+
 class _AtomTable:
-    """The atom block of one frame, parsed in bulk and checked; only the columns
-    needed for ``type_map`` and ``energy_column`` are converted. Its array
-    lives in ``scratch``: the Frame gets copies. The parse starts when the
-    table is made (in the background with several threads); :meth:`wait`
-    joins it and :meth:`finish` checks it, before anything else is used."""
+    """The atom block of one frame, read from ``lines`` (which stand after its
+    header) and checked."""
 
-    def __init__(
-        self,
-        reader: LineReader,
-        header: DumpHeader,
-        scratch: _Scratch,
-        type_map: dict[int, int],
-        energy_column: str | None,
-    ) -> None:
-        self.path = reader.path
+    def __init__(self, lines: _Lines, header: DumpHeader) -> None:
+        self.path = lines.path
         self.header = header
-        self.type_map = type_map
-        self.energy_column = energy_column
         self.first_line = header.atoms_line + 1
-        self.columns = header.columns
-        layout = _layout(tuple(self.columns), bool(type_map), energy_column)
-        self.index = layout.index
-        #: (position column names, scaled, unwrapped); the header has checked that there is one
-        self.position_set = layout.position_set
-        self.groups = layout.groups
-        self.string_columns = layout.string_columns
-        kinds = layout.kinds
-        self._words: list[str] = []
-        #: (n, n_columns) float64, file order; NaN in string columns, undefined in skipped ones
-        self.numeric = scratch.array((header.n_atoms, len(self.columns)))
-        self.strings: dict[str, np.ndarray] = {}
-        self._got: int | None = None  # atom lines read, once the parse has ended
-        reader.start_table(self.numeric, kinds, self._words)
-
-    def wait(self, reader: LineReader) -> int:
-        """Wait for the parse to end (the reader is free again afterwards);
-        the number of atom lines read."""
-        if self._got is None:
-            self._got = reader.wait_table()
-        return self._got
-
-    def finish(self, reader: LineReader) -> None:
-        """Wait for the parse, raise ParseError unless every atom line was read
-        (the reader stands at the bad line), and collect the string columns."""
-        n = self.header.n_atoms
-        got = self.wait(reader)
-        if got < n:
-            self._diagnose(reader, got)
-        if self.string_columns:
-            table = np.array(self._words, dtype=str).reshape(n, len(self.string_columns))
-            self.strings = {c: table[:, k] for k, c in enumerate(self.string_columns)}
+        self.layout = _layout(tuple(header.columns))
+        raw = lines.block(header.n_atoms)
+        table = _read_block(raw, header.n_atoms, self.layout)
+        #: (n, numeric columns) float64 in file order (layout.index says which column is where),
+        #: and each string column as an (n,) str array
+        self.values, self.strings = table if table is not None else self._read_lines(raw)
 
     def _count_error(self, line: int, found: str) -> NoReturn:
         h = self.header
@@ -290,49 +364,57 @@ class _AtomTable:
             self.path, line, f"{h.n_atoms} atom lines (NUMBER OF ATOMS at line {h.natoms_line})", found
         )
 
-    def _diagnose(self, reader: LineReader, got: int) -> NoReturn:
-        """Say what is wrong with the line after the ``got`` good atom lines."""
-        line = self.first_line + got
-        raw = reader.readline()
-        if raw is None:
-            self._count_error(line, f"end of file after {got} atom lines")
-        if raw.startswith(b"ITEM:"):
-            self._count_error(line, f"'ITEM:' after {got} atom lines")
-        text = line_text(raw)
-        words = text.split()
-        ncol = len(self.columns)
-        if len(words) != ncol:
-            expected = f"{ncol} fields ({' '.join(self.columns)})"
-            raise ParseError(self.path, line, expected, f"{len(words)} fields")
-        for name, word in zip(self.columns, words, strict=True):
-            if name in _STRING_COLUMNS:
-                continue
-            try:
-                value = float(word)
-            except ValueError:
-                raise ParseError(self.path, line, f"a number in column {name!r}", quoted(word)) from None
-            if not math.isfinite(value):
-                raise ParseError(self.path, line, f"a finite number in column {name!r}", quoted(word))
-        # float() takes a few spellings the scanner does not (e.g. '1_000'): plain decimals only.
-        raise ParseError(self.path, line, "plain decimal numbers", quoted(text))
+    def _read_lines(self, raw: list[bytes]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The atom block ``raw`` read line by line with float(); ParseError at
+        the first line that is not a row of the layout's columns, or when the
+        block has too few lines."""
+        columns, rows, words_by_line = self.header.columns, [], []
+        for k, line in enumerate(raw):
+            number = self.first_line + k
+            if line.startswith(b"ITEM:"):
+                self._count_error(number, f"'ITEM:' after {k} atom lines")
+            text = line_text(line)
+            words = text.split()
+            if len(words) != len(columns):
+                expected = f"{len(columns)} fields ({' '.join(columns)})"
+                raise ParseError(self.path, number, expected, f"{len(words)} fields")
+            fields = [(c, w) for c, w in zip(columns, words, strict=True) if c not in _STRING_COLUMNS]
+            rows.append([self._number(number, name, word, text) for name, word in fields])
+            words_by_line.append(words)
+        if len(raw) < self.header.n_atoms:
+            self._count_error(self.first_line + len(raw), f"end of file after {len(raw)} atom lines")
+        values = np.array(rows, dtype=np.float64).reshape(len(raw), len(self.layout.numeric))
+        strings = {
+            c: np.array([w[j] for w in words_by_line], dtype=str) for c, j in self.layout.strings.items()
+        }
+        return values, strings
+
+    def _number(self, line: int, name: str, word: str, text: str) -> float:
+        """``word`` of column ``name`` on line ``line`` (all of it: ``text``) as a
+        float; ParseError unless it is a finite plain decimal."""
+        try:
+            value = float(word)
+        except ValueError:
+            raise ParseError(self.path, line, f"a number in column {name!r}", quoted(word)) from None
+        if not math.isfinite(value):
+            raise ParseError(self.path, line, f"a finite number in column {name!r}", quoted(word))
+        if not _PLAIN_DECIMAL.fullmatch(word):
+            raise ParseError(self.path, line, "plain decimal numbers", quoted(text))
+        return value
 
     def column(self, name: str) -> np.ndarray:
-        return self.numeric[:, self.index[name]]
+        return self.values[:, self.layout.index[name]]
 
     def has(self, *names: str) -> bool:
-        return all(name in self.index for name in names)
+        return all(name in self.layout.index for name in names)
 
     def _line_of(self, row: int) -> int:
         return self.first_line + int(row)
 
     def _order(self) -> np.ndarray | None:
-        """Permutation sorting atoms by id; None without an id column (file order).
-        Ids 1..n (the usual case) are placed directly, in one compiled pass."""
-        if "id" not in self.index:
+        """Permutation sorting atoms by id; None without an id column (file order)."""
+        if not self.has("id"):
             return None
-        order = np.empty(self.header.n_atoms, dtype=np.int64)
-        if id_order(self.numeric, self.index["id"], order):
-            return order
         ids = self.column("id").astype(np.int64)
         order = np.argsort(ids, kind="stable")
         dup = np.flatnonzero(ids[order][1:] == ids[order][:-1])
@@ -341,9 +423,8 @@ class _AtomTable:
             raise ParseError(self.path, self._line_of(row), "unique atom ids", f"id {ids[row]} again")
         return order
 
-    def _numbers(self) -> np.ndarray:
+    def _numbers(self, type_map: dict[int, int]) -> np.ndarray:
         """Atomic numbers in file order."""
-        type_map = self.type_map
         if type_map and self.has("type"):
             atom_types = self.column("type").astype(np.int64)
             table = _type_table(tuple(type_map.items()))
@@ -379,13 +460,6 @@ class _AtomTable:
             found,
         )
 
-    def _take(self, order: np.ndarray | None, memory: _FrameMemory) -> dict[str, np.ndarray]:
-        """Each group of columns of the layout in atom order (``order`` from
-        _order), as a new C-contiguous (n, len(group)) array from ``memory``."""
-        arrays = {key: memory.array((self.header.n_atoms, len(cols))) for key, cols in self.groups.items()}
-        take_rows(self.numeric, order, [(self.groups[key], out) for key, out in arrays.items()])
-        return arrays
-
     def _positions(self, xyz: np.ndarray, images: np.ndarray | None, scaled: bool) -> np.ndarray:
         """Cartesian positions (Å) from the position columns ``xyz``, unwrapped
         with the image flags ``images`` when given."""
@@ -398,27 +472,27 @@ class _AtomTable:
             xyz = xyz + images @ box.cell
         return xyz
 
-    def frame(self, index: int, memory: _FrameMemory) -> Frame:
-        """The Frame (number ``index`` in its file) of this table, its arrays
-        (those in atom order) from ``memory``."""
+    def frame(self, index: int, type_map: dict[int, int], energy_column: str | None) -> Frame:
+        """The Frame (number ``index`` in its file) of this table; ``type_map``
+        as from parse_types, ``energy_column`` a numeric column or None."""
         h = self.header
         order = self._order()
-        numbers = self._numbers()
+        numbers = self._numbers(type_map)
+        rows = self.values
         if order is not None:
-            numbers = np.take(numbers, order, out=memory.array(numbers.shape, np.int64))
-        arrays = self._take(order, memory)
-        charges = arrays["charges"].reshape(-1) if "charges" in arrays else None
+            numbers, rows = numbers[order], rows[order]
+        arrays = {key: rows[:, cols] for key, cols in self.layout.groups.items()}
         energy = h.energy
-        if self.energy_column is not None:
-            energy = float(np.sum(self.column(self.energy_column)))
+        if energy_column is not None:
+            energy = float(np.sum(self.column(energy_column)))
         return Frame(
             numbers=numbers,
-            positions=self._positions(arrays["xyz"], arrays.get("images"), self.position_set[1]),
+            positions=self._positions(arrays["xyz"], arrays.get("images"), self.layout.position_set[1]),
             cell=h.box.cell,
             pbc=h.box.pbc,
             energy=energy,
             forces=arrays.get("forces"),
-            charges=charges,
+            charges=arrays["charges"].reshape(-1) if "charges" in arrays else None,
             energy_weight=h.energy_weight,
             force_weight=h.force_weight,
             source=self.path,
