@@ -1,13 +1,20 @@
 """Training configuration: defaults, YAML files, overrides and validation.
 
 The resolved configuration is written to ``config.yaml`` in the run directory and
-is enough, with the data, to reproduce and to resume a run.
+is enough, with the data, to reproduce and to resume a run. :data:`SCHEMA` gives every key
+its check and its meaning (``mlip config show``); :func:`check_config` applies it before
+anything is written.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
         "energy_column": None,  # per-atom column summed into the energy (e.g. c_pe)
         "log": None,  # log.lammps giving PotEng per timestep
         "format": None,  # force a reader
+        "energy_key": None,  # extxyz info key of the energy, e.g. REF_energy (None: auto)
+        "forces_key": None,  # extxyz array key of the forces, e.g. REF_forces
+        "stress_key": None,  # extxyz info key of the stress, e.g. REF_stress
         "val_fraction": 0.1,
         "split_by": "random",  # or "source": hold out whole files
     },
@@ -68,6 +78,296 @@ DEFAULTS: dict[str, Any] = {
     },
     "out": None,  # run directory; default runs/<name of first source>
 }
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a config value may be: ``convert`` returns the value normalised (a YAML ``1e-3``
+    string as a float, a single source as a list) or raises ValueError (the message says
+    ``expected ...``) or :class:`Invalid` (its text is the message)."""
+
+    expected: str
+    convert: Callable[[Any], Any]
+
+
+class Invalid(ValueError):
+    """A value refused with a message of its own (instead of ``expected ...``)."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its rule and one line of meaning."""
+
+    rule: Rule
+    meaning: str
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def integer(lo: int) -> Rule:
+    """An integer ``>= lo`` (booleans and floats are refused)."""
+
+    def convert(value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+            raise ValueError
+        return value
+
+    return Rule(f"an integer >= {lo}", convert)
+
+
+def number(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+           hi_open: bool = False) -> Rule:
+    """A finite number in the interval given (ends closed unless ``*_open``); numeric strings
+    such as YAML 1.1's ``1e-3`` are read as numbers."""
+    bounds = []
+    if lo is not None:
+        bounds.append(f"{'>' if lo_open else '>='} {lo:g}")
+    if hi is not None:
+        bounds.append(f"{'<' if hi_open else '<='} {hi:g}")
+
+    def convert(value: Any) -> float:
+        if isinstance(value, str):
+            value = float(value)  # ValueError for text that is not a number
+        if not _is_number(value) or not math.isfinite(value):
+            raise ValueError
+        if lo is not None and (value <= lo if lo_open else value < lo):
+            raise ValueError
+        if hi is not None and (value >= hi if hi_open else value > hi):
+            raise ValueError
+        return float(value)
+
+    return Rule(" ".join(["a number", " and ".join(bounds)]).strip(), convert)
+
+
+def choice(*names: Any) -> Rule:
+    """One of ``names``."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, bool) or value not in names:
+            raise ValueError
+        return value
+
+    return Rule("one of " + ", ".join(map(str, names)), convert)
+
+
+def text(pattern: str | None = None, expected: str = "a string") -> Rule:
+    """A string (matching ``pattern`` when given)."""
+
+    def convert(value: Any) -> str:
+        if not isinstance(value, str) or not value or (pattern and not re.fullmatch(pattern, value)):
+            raise ValueError
+        return value
+
+    return Rule(expected, convert)
+
+
+def optional(rule: Rule) -> Rule:
+    """``None`` (null) or ``rule``."""
+
+    def convert(value: Any) -> Any:
+        return None if value is None else rule.convert(value)
+
+    return Rule(f"null or {rule.expected}", convert)
+
+
+def list_of(rule: Rule, expected: str, one_is_list: bool = False) -> Rule:
+    """A list whose items follow ``rule``; ``one_is_list``: a single item is read as a list of one."""
+
+    def convert(value: Any) -> list[Any]:
+        if one_is_list and not isinstance(value, list | tuple | dict):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ValueError
+        return [rule.convert(item) for item in value]
+
+    return Rule(expected, convert)
+
+
+def _element(value: Any) -> str:
+    from ase.data import atomic_numbers
+
+    if not isinstance(value, str) or value not in atomic_numbers or value == "X":
+        raise ValueError
+    return value
+
+
+def _types(value: Any) -> dict[int, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError
+    out: dict[int, str] = {}
+    for key, symbol in value.items():
+        type_id = int(key) if isinstance(key, str) and key.strip().isdigit() else key
+        if not isinstance(type_id, int) or isinstance(type_id, bool) or type_id < 1:
+            raise ValueError
+        out[type_id] = _element(symbol)
+    return out
+
+
+def _format(value: Any) -> str:
+    from parsers.read import normalise_format
+
+    if not isinstance(value, str):
+        raise ValueError
+    try:
+        return normalise_format(value)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+
+
+def _descriptors(value: Any) -> str | list[dict[str, Any]]:
+    if value == "default":
+        return value
+    if not isinstance(value, list) or not value or \
+            not all(isinstance(d, dict) and isinstance(d.get("type"), str) for d in value):
+        raise ValueError
+    return value
+
+
+def _physics_term(value: Any) -> str | dict[str, Any]:
+    if isinstance(value, str) and value or isinstance(value, dict) and isinstance(value.get("name"), str):
+        return value
+    raise ValueError
+
+
+def _charges(value: Any) -> str | bool:
+    if isinstance(value, bool):
+        return value
+    return choice("auto", "none", "network", "fixed").convert(value)
+
+
+def _activations() -> tuple[str, ...]:
+    from mlip.model.activations import NAMES
+
+    return NAMES
+
+
+_OPTIONAL_TEXT = optional(text())
+_WEIGHT = number(0.0)
+
+SCHEMA: dict[str, Key] = {
+    "data.sources": Key(list_of(text(), "a list of files or folders", one_is_list=True),
+                        "files or folders of training data (anything parsers.read reads, or one data.h5)"),
+    "data.types": Key(Rule("a mapping of LAMMPS types to element symbols, e.g. {1: Cu}", _types),
+                      "LAMMPS atom type -> element, e.g. {1: Cu} (--types 1=Cu)"),
+    "data.energy_column": Key(_OPTIONAL_TEXT, "per-atom dump column summed into the frame energy, e.g. c_pe"),
+    "data.log": Key(_OPTIONAL_TEXT, "log.lammps whose thermo PotEng gives each dump frame's energy"),
+    "data.format": Key(optional(Rule("a known data format", _format)),
+                       "force a reader (lammps-dump, extxyz, ...); null = detect from name and content"),
+    "data.energy_key": Key(_OPTIONAL_TEXT, "extxyz info key of the energy; null = the reader's default"),
+    "data.forces_key": Key(_OPTIONAL_TEXT, "extxyz array key of the forces; null = the reader's default"),
+    "data.stress_key": Key(_OPTIONAL_TEXT, "extxyz info key of the stress; null = the reader's default"),
+    "data.val_fraction": Key(number(0.0, 1.0, hi_open=True),
+                             "fraction of the frames held out for validation"),
+    "data.split_by": Key(choice("random", "source"),
+                         "random frames, or whole source files (source) held out for validation"),
+    "model.elements": Key(optional(list_of(Rule("an element symbol", _element), "a list of element symbols")),
+                          "elements of the model; null = those in the data, sorted by Z"),
+    "model.descriptors": Key(Rule("'default' or a list of descriptor configs, each with a 'type'",
+                                  _descriptors),
+                             "'default' (power spectrum + radial density, cutoff from the elements) "
+                             "or a list of descriptor configs"),
+    "model.feature_scaling": Key(choice("block", "feature"),
+                                 "descriptor normalisation: one std per descriptor block, or per feature"),
+    "model.hidden": Key(list_of(integer(1), "a list of integers >= 1, e.g. [64, 64]"),
+                        "widths of the hidden layers of each element's network"),
+    "model.activation": Key(Rule("an activation name", lambda v: choice(*_activations()).convert(v)),
+                            "activation of the hidden layers (silu, tanh, softplus, ...)"),
+    "model.physics": Key(list_of(Rule("a name or a mapping with a 'name'", _physics_term),
+                                 "a list of physics term names or mappings with a 'name'"),
+                         "physics terms added to the network energy: zbl, ewald, d3, d4, ..."),
+    "model.charges": Key(Rule("one of auto, none, network, fixed", _charges),
+                         "atomic charges: none, network, fixed; auto = network if a physics term "
+                         "needs charges"),
+    "model.dtype": Key(choice("float64", "float32"), "precision of the model and of training"),
+    "train.epochs": Key(integer(1), "number of epochs"),
+    "train.batch_size": Key(integer(1), "frames per batch"),
+    "train.lr": Key(number(0.0, lo_open=True), "initial learning rate (AdamW)"),
+    "train.min_lr": Key(number(0.0), "lowest learning rate of the schedule"),
+    "train.weight_decay": Key(number(0.0), "AdamW weight decay"),
+    "train.scheduler": Key(choice("cosine", "plateau"),
+                           "learning-rate schedule: cosine annealing, or reduce on a validation plateau"),
+    "train.plateau_patience": Key(integer(0), "plateau scheduler: epochs without improvement before a cut"),
+    "train.plateau_factor": Key(number(0.0, 1.0, lo_open=True, hi_open=True),
+                                "plateau scheduler: factor of each learning-rate cut"),
+    "train.early_stopping": Key(integer(0),
+                                "stop after this many epochs without validation improvement; 0 = never"),
+    "train.ema_decay": Key(number(0.0, 1.0, hi_open=True),
+                           "decay of the moving average of the weights that is evaluated and exported"),
+    "train.grad_clip": Key(number(0.0), "largest gradient norm; 0 = no clipping"),
+    "train.energy_weight": Key(_WEIGHT, "loss weight of MSE(E/N), (eV/atom)^-2"),
+    "train.force_weight": Key(_WEIGHT, "loss weight of MSE(F), (eV/Å)^-2"),
+    "train.stress_weight": Key(_WEIGHT, "loss weight of MSE(stress), (eV/Å^3)^-2; 0 = stress not used"),
+    "train.charge_weight": Key(_WEIGHT, "loss weight of MSE(q) when reference charges exist, e^-2"),
+    "train.stage_two_fraction": Key(number(0.0, 1.0),
+                                    "last fraction of the epochs, trained at stage_two_energy_weight; "
+                                    "0 = off"),
+    "train.stage_two_energy_weight": Key(_WEIGHT, "energy loss weight of stage two, (eV/atom)^-2"),
+    "train.export": Key(choice("last", "best"),
+                        "EMA weights model.pt gets: the last epoch's, or the best validation epoch's"),
+    "train.checkpoint_every": Key(integer(1), "epochs between checkpoints/last.pt writes"),
+    "train.seed": Key(integer(0), "random seed of the initial weights, the split and the batch order"),
+    "train.device": Key(text(r"cpu|cuda(:\d+)?|mps", "cpu, cuda, cuda:N or mps"), "torch device"),
+    "train.threads": Key(integer(0), "torch threads; 0 = torch's default"),
+    "out": Key(_OPTIONAL_TEXT, "run directory; null = runs/<name of the first source> (-2, -3 ... if taken)"),
+}
+"""Every config key, dotted (``train.epochs``). Keys of :data:`DEFAULTS` that a version lacks
+(``data.energy_key`` ...) are simply not checked."""
+
+
+def leaves(config: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """``(dotted key, value)`` of every key of a config, section by section in order."""
+    for name, value in config.items():
+        if name in SECTIONS and isinstance(value, dict):
+            for key, item in value.items():
+                yield f"{name}.{key}", item
+        else:
+            yield name, value
+
+
+SECTIONS = ("data", "model", "train")
+
+
+def check_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Check every key against :data:`SCHEMA`; return a copy with the values normalised.
+
+    Raises UserError naming the key, the value and what is expected, e.g.
+    ``train.epochs = 'abc': expected an integer >= 1``.
+    """
+    out = copy.deepcopy(config)
+    for section in SECTIONS:
+        if not isinstance(out.get(section), dict):
+            raise UserError(f"{section} = {out.get(section)!r}: expected a mapping of {section} keys")
+    for dotted, value in leaves(out):
+        key = SCHEMA.get(dotted)
+        if key is None:
+            continue
+        try:
+            converted = key.rule.convert(value)
+        except (ValueError, TypeError) as exc:
+            reason = str(exc) if isinstance(exc, Invalid) else f"expected {key.rule.expected}"
+            raise UserError(f"{dotted} = {value!r}: {reason}") from None
+        section, _, name = dotted.rpartition(".")
+        (out[section] if section else out)[name] = converted
+    return out
+
+
+def describe_defaults() -> str:
+    """DEFAULTS as YAML with each key's meaning as a comment (``mlip config show``)."""
+    lines: list[str] = []
+    current = ""
+    for dotted, value in leaves(DEFAULTS):
+        section, _, name = dotted.rpartition(".")
+        if section and section != current:
+            lines.append(f"{section}:")
+        current = section
+        entry = f"{'  ' if section else ''}{name}: {json.dumps(value, ensure_ascii=False)}"
+        meaning = SCHEMA[dotted].meaning if dotted in SCHEMA else ""
+        lines.append(f"{entry:<36} # {meaning}" if meaning else entry)
+    return "\n".join(lines)
 
 
 def _suggest(key: str, choices: list[str]) -> str:
@@ -131,7 +431,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             cur = cur.setdefault(part, {})
         cur[parts[-1]] = value
         config = merge(config, nested)
-    return config
+    return check_config(config)
 
 
 def save_config(config: dict[str, Any], path: Path) -> None:
