@@ -27,7 +27,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from fingerprints.neighbors import neighbor_list
 from mlip.batching import species_of
 from mlip.errors import UserError
-from mlip.inference import load_model, predict_frames
+from mlip.inference import check_device, load_model, predict_frames
 from parsers import Frame
 
 _GEOMETRY_CHANGES = {"positions", "numbers", "cell", "pbc"}
@@ -61,7 +61,7 @@ class MLIPCalculator(Calculator):
     def __init__(self, model: str | Path | torch.nn.Module, device: str = "cpu",
                  dtype: str | torch.dtype | None = None, jit: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.module, self.metadata = _load(model, self.device, dtype, jit)
         self.dtype = getattr(torch, self.metadata["dtype"])
         self.elements: list[str] = list(self.metadata["elements"])
@@ -98,17 +98,14 @@ class MLIPCalculator(Calculator):
         want_forces = "forces" in properties or "stress" in properties
         want_virial = "stress" in properties and periodic
         total_charge = torch.tensor([_total_charge(atoms)], dtype=self.dtype, device=self.device)
-        res = self.module.compute(g["positions"], g["species"], g["edge_index"], g["edge_shift"], g["cell"],
-                                  g["pbc"], g["batch"], total_charge, len(atoms), want_forces,
-                                  want_virial, False)
+        res = self.module.compute({**g, "total_charge": total_charge}, want_forces, want_virial, False)
         energy = float(res["energy"][0].detach())
         self.results = {"energy": energy, "free_energy": energy,
                         "energies": _numpy(res["atomic_energies"])}
         if want_forces:
             self.results["forces"] = _numpy(res["forces"])
         if want_virial:
-            stress = -_numpy(res["virial"][0]) / atoms.get_volume()
-            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+            self.results["stress"] = full_3x3_to_voigt_6_stress(_numpy(res["stress"][0]))
         if "charges" in res:
             self.results["charges"] = _numpy(res["charges"])
         self.timings = {"neighbors": t1 - t0, "model": time.perf_counter() - t1}

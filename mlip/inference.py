@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import pickle
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,13 +28,48 @@ def resolve_model_path(model: str | Path) -> Path:
     return path
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device; UserError if it names CUDA and CUDA is not available."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UserError(f"device {str(device)!r}: expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        build = f"torch {torch.__version__} built for CUDA {torch.version.cuda}" if torch.version.cuda \
+            else f"torch {torch.__version__} built without CUDA"
+        raise UserError(f"device {str(device)!r}: CUDA is not available on this machine ({build}); "
+                        "use --device cpu")
+    return dev
+
+
+def _is_training_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a ``torch.save`` archive of a training checkpoint (checkpoints/*.pt)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    if any("/code/" in name for name in names) or not any(n.endswith("/data.pkl") for n in names):
+        return False  # TorchScript, or not a torch.save archive
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError):
+        return False
+    return isinstance(content, dict) and {"ema", "optimizer"} <= content.keys()
+
+
 def load_model(model: str | Path, device: str = "cpu") -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
     """Load ``model.pt`` (or ``RUN_DIR/model.pt``) with its metadata."""
     path = resolve_model_path(model)
+    check_device(device)
     extra = {METADATA_FILE: ""}
     try:
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except RuntimeError as exc:
+        if _is_training_checkpoint(path):
+            run = path.parent.parent if path.parent.name == "checkpoints" else Path("RUN")
+            raise UserError(f"{path} is a training checkpoint, not a model: pass the run's model.pt "
+                            f"(or the run directory), or export one with `mlip export {run}`") from None
         raise UserError(f"{path}: not a valid mlip model file ({str(exc).splitlines()[0]})") from None
     if not extra[METADATA_FILE]:
         raise UserError(f"{path}: no mlip metadata in the model file")
@@ -51,9 +88,7 @@ def predict_frames(module: torch.nn.Module, meta: dict[str, Any], frames: Sequen
         b = collate([frame_to_graph(f, elements, cutoff) for f in chunk], dtype, device)
         periodic = b["pbc"].all(dim=1).tolist()
         want_stress = stress and any(periodic)
-        res = module.compute(b["positions"], b["species"], b["edge_index"], b["edge_shift"], b["cell"],
-                             b["pbc"], b["batch"], b["total_charge"], int(b["species"].shape[0]),
-                             True, want_stress, False)
+        res = module.compute(b, True, want_stress, False)
         starts = np.concatenate([[0], np.cumsum(b["n_atoms"].cpu().numpy())])
         for f_i, frame in enumerate(chunk):
             a, z = starts[f_i], starts[f_i + 1]
@@ -63,8 +98,7 @@ def predict_frames(module: torch.nn.Module, meta: dict[str, Any], frames: Sequen
                 "forces": res["forces"][a:z].detach().cpu().numpy().astype(np.float64),
             }
             if want_stress and periodic[f_i]:
-                volume = abs(float(np.linalg.det(frame.cell)))
-                item["stress"] = -res["virial"][f_i].detach().cpu().numpy().astype(np.float64) / volume
+                item["stress"] = res["stress"][f_i].detach().cpu().numpy().astype(np.float64)
             if "charges" in res:
                 item["charges"] = res["charges"][a:z].detach().cpu().numpy().astype(np.float64)
             out.append(item)
