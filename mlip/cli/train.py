@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,7 +21,10 @@ from mlip.cli.options import data_options
 @click.option("--val-fraction", type=float, help="Fraction of frames held out (data.val_fraction).")
 @click.option("--split-by-source", is_flag=True, default=None,
               help="Hold out whole source files for validation (data.split_by=source).")
-@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<data name>).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Run directory (default runs/<data name>, -2, -3 ... if taken); never an existing run "
+              "unless --force.")
+@click.option("--force", is_flag=True, help="Replace the run already in --out (says what it replaces).")
 @click.option("--seed", type=int, help="Random seed (train.seed).")
 @click.option("--physics", help="Comma-separated physics terms, e.g. zbl,ewald,d3 (model.physics).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), help="Model precision (model.dtype).")
@@ -30,20 +35,47 @@ from mlip.cli.options import data_options
               help="Continue the run in this directory from its last checkpoint.")
 @click.option("--ddp", is_flag=True, help="Distributed data parallel (launch with torchrun).")
 @data_options
-def train(sources: tuple[str, ...], config_path: str | None, resume: str | None, ddp: bool,
+def train(sources: tuple[str, ...], config_path: str | None, resume: str | None, ddp: bool, force: bool,
           sets: tuple[str, ...], read_options: dict[str, Any], **flags: Any) -> None:
     """Train a potential on SOURCES (dump files, folders, extxyz, ... or a data.h5).
+
+    The config and the data are checked before anything is written. A run's saved
+    config.yaml given as --config is a template: it starts a new run next to the old one.
+    Ctrl-C (or SIGTERM) saves a checkpoint and says how to resume (exit code 130 or 143).
+    All config keys and their meaning: mlip config show.
+
+    \b
+    Progress (environment variable MLIP_PROGRESS):
+      unset, 1 or auto   a progress bar when stdout is a terminal, else one line every few epochs
+      bar, lines         always that
+      0 or off           no per-epoch output (the start and the summary are still printed)
 
     \b
     Examples:
       mlip train dumps/
       mlip train dumps/ --types 1=Y --epochs 300 --out runs/yttrium
       mlip train --resume runs/yttrium
+      mlip train --config runs/yttrium/config.yaml --epochs 500   # a new run, runs/yttrium-2
       torchrun --nproc_per_node=2 -m mlip train dumps/ --ddp
     """
+    from mlip.train.trainer import Interrupted
+
+    try:
+        _train(sources, config_path, resume, ddp, force, sets, read_options, flags)
+    except Interrupted as exc:
+        click.echo(f"mlip: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("mlip: interrupted", err=True)
+        sys.exit(130)
+
+
+def _train(sources: tuple[str, ...], config_path: str | None, resume: str | None, ddp: bool, force: bool,
+           sets: tuple[str, ...], read_options: dict[str, Any], flags: dict[str, Any]) -> None:
     from mlip.train.config import load_config, parse_overrides
     from mlip.train.trainer import resume as resume_run
     from mlip.train.trainer import train as train_run
+    from mlip.train.trainer import unique_run_dir
 
     overrides: dict[str, Any] = {}
     keys = {"epochs": "train.epochs", "device": "train.device", "val_fraction": "data.val_fraction",
@@ -57,12 +89,21 @@ def train(sources: tuple[str, ...], config_path: str | None, resume: str | None,
         overrides["model.physics"] = [p.strip() for p in flags["physics"].split(",") if p.strip()]
     overrides.update(parse_overrides(list(sets)))
     if resume:
-        resume_run(resume, ddp=ddp, overrides=overrides)
+        if force:
+            raise click.UsageError("--force replaces a run; --resume continues one: give one of them")
+        resume_run(resume, ddp=ddp, overrides=overrides, echo=click.echo)
         click.echo(f"run finished: {resume}")
         return
     if sources:
         overrides["data.sources"] = list(sources)
     for key, value in read_options.items():
         overrides[f"data.{key}"] = value
-    run_dir = train_run(load_config(config_path, overrides), ddp=ddp)
-    click.echo(f"run directory: {run_dir}\nmodel: {run_dir / 'model.pt'}")
+    config = load_config(config_path, overrides)
+    template_out = config["out"] if config_path and "out" not in overrides else None
+    if template_out and not force and Path(template_out).exists():
+        # a saved config names its own run directory: used as a template, it starts a new run
+        new = unique_run_dir(Path(config["out"]))
+        click.echo(f"{config_path} names {config['out']}, which exists: this new run goes to {new}")
+        config["out"] = str(new)
+    run_dir = train_run(config, ddp=ddp, force=force, echo=click.echo)
+    click.echo(f"run directory: {run_dir}")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -39,3 +42,34 @@ def error_table(pred: dict[str, Sequence[np.ndarray]], ref: dict[str, Sequence[n
         if ok.any():
             out["stress_mae_GPa"] = float(np.mean(np.abs(sp[ok] - sr[ok])) * GPA_PER_EV_A3)
     return out
+
+
+@dataclass
+class ErrorSums:
+    """Running sums of one epoch's loss and absolute errors.
+
+    Checkpoints save them mid-epoch, so an epoch resumed after an interruption reports the
+    numbers an uninterrupted one does (the same additions in the same order).
+    """
+
+    loss: float = 0.0  # sum of the loss values added
+    weight: float = 0.0  # sum of their weights (batches, or frames)
+    energy: float = 0.0  # sum of |ΔE/N|, eV/atom
+    energy_count: int = 0
+    force: float = 0.0  # sum of |ΔF| components, eV/Å
+    force_count: int = 0
+
+    def add(self, loss: float, weight: float, errors: dict[str, Any]) -> None:
+        """Add one batch: its loss with ``weight`` and its absolute errors ``e`` (and ``f``)."""
+        self.loss += loss * weight
+        self.weight += weight
+        for key, total, count in (("e", "energy", "energy_count"), ("f", "force", "force_count")):
+            if key in errors:
+                setattr(self, total, getattr(self, total) + float(errors[key].sum()))
+                setattr(self, count, getattr(self, count) + int(errors[key].numel()))
+
+    def summary(self) -> dict[str, float]:
+        """``loss`` (weighted mean), ``e_mae`` meV/atom and ``f_mae`` eV/Å (NaN when absent)."""
+        return {"loss": self.loss / self.weight if self.weight else math.nan,
+                "e_mae": self.energy / self.energy_count * 1000 if self.energy_count else math.nan,
+                "f_mae": self.force / self.force_count if self.force_count else math.nan}
