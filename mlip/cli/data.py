@@ -29,7 +29,11 @@ def data() -> None:
 def build(sources: tuple[str, ...], output: str, read_options: dict[str, Any]) -> None:
     """Read SOURCES (files or folders) and write one HDF5 dataset file.
 
-    Folders are read file by file in name order. The output appears only when
+    Folders are read with their sub-folders, file by file in natural name order
+    (dump.2 before dump.10); the files read and those skipped (and why) are
+    listed. Every frame is checked: a number that is not finite, a frame
+    without atoms, two atoms closer than 0.1 Å or an empty file stop the build
+    with an error naming the file and frame. The output appears only when
     every frame was read: a bad file leaves no output behind.
 
     \b
@@ -37,10 +41,11 @@ def build(sources: tuple[str, ...], output: str, read_options: dict[str, Any]) -
       mlip data build dumps/ -o data.h5 --types 1=Cu
       mlip data build run.dump -o data.h5 --types 1=Cu,2=Ni --energy-column c_pe
       mlip data build train.xyz outcars/ -o data.h5
+      mlip data build mace_train.xyz -o data.h5 --energy-key REF_energy --forces-key REF_forces
     """
     from mlip.data import Dataset, build_dataset
 
-    build_dataset(sources, output, **read_options)
+    build_dataset(sources, output, echo=click.echo, **read_options)
     ds = Dataset(output)
     click.echo(
         f"wrote {output}: {len(ds)} frames, {ds.total_atoms} atoms, elements {' '.join(ds.elements)}, "

@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
         "energy_key": None,  # extxyz info key of the energy, e.g. REF_energy (None: auto)
         "forces_key": None,  # extxyz array key of the forces, e.g. REF_forces
         "stress_key": None,  # extxyz info key of the stress, e.g. REF_stress
+        "energy_key": None,  # extxyz info key of the energy, e.g. REF_energy (None: auto)
+        "forces_key": None,  # extxyz array key of the forces, e.g. REF_forces
+        "stress_key": None,  # extxyz info key of the stress, e.g. REF_stress
         "val_fraction": 0.1,
         "split_by": "random",  # or "source": hold out whole files
     },
