@@ -46,10 +46,13 @@ std::vector<double> to_doubles(const torch::Tensor &t)
 }
 
 // Calls fn(i, j) for the edges of local atoms i in [i_begin, i_end): j local or ghost,
-// 0 < |x_j - x_i| < cutoff, from a full neighbour list (indexed by atom).
+// |x_j - x_i| < cutoff, from a full neighbour list (indexed by atom). Two atoms at the same
+// place are a LAMMPS error naming their atom IDs, as the ASE calculator refuses such a
+// structure (fingerprints.neighbors.neighbor_list): the model's energy is not defined there.
 template <typename Fn>
-void for_each_edge(NeighList *list, double **x, double cutoff, int i_begin, int i_end, Fn &&fn)
+void for_each_edge(Atom *atom, Error *error, NeighList *list, double cutoff, int i_begin, int i_end, Fn &&fn)
 {
+  double **x = atom->x;
   double cutsq = cutoff * cutoff;
   for (int i = i_begin; i < i_end; i++) {
     const int *jlist = list->firstneigh[i];
@@ -57,7 +60,10 @@ void for_each_edge(NeighList *list, double **x, double cutoff, int i_begin, int 
       int j = jlist[jj] & NEIGHMASK;
       double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
       double rsq = dx * dx + dy * dy + dz * dz;
-      if (rsq < cutsq && rsq > 0.0) fn(i, j);
+      if (rsq <= 0.0)
+        error->one(FLERR, "pair_style mlip: atoms {} and {} (atom IDs) are at the same place", atom->tag[i],
+                   atom->tag[j]);
+      if (rsq < cutsq) fn(i, j);
     }
   }
 }
@@ -239,7 +245,7 @@ void PairMLIP::compute_short_range(int nlocal, int nall)
       for (int d = 0; d < 3; d++) in.positions[3 * q + d] = x[k][d];
       in.species[q] = type_to_species_[atom->type[k]];
     }
-    for_each_edge(list, x, cutoff_, start, end, [&](int i, int j) {
+    for_each_edge(atom, error, list, cutoff_, start, end, [&](int i, int j) {
       in.edges_i.push_back(position_of(i));
       in.edges_j.push_back(position_of(j));
     });
@@ -305,7 +311,7 @@ void PairMLIP::compute_gathered(int nlocal)
   double **x = atom->x;
   tagint *tag = atom->tag;
   int offset = displs[me];
-  for_each_edge(list, x, cutoff_, 0, nlocal, [&](int i, int j) {
+  for_each_edge(atom, error, list, cutoff_, 0, nlocal, [&](int i, int j) {
     int gj = tag[j] < (tagint) global_of_tag.size() ? global_of_tag[tag[j]] : -1;
     if (gj < 0) error->one(FLERR, "pair_style mlip: neighbour atom ID {} not found among gathered atoms", tag[j]);
     mine.edges_i.push_back(offset + i);

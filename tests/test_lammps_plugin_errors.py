@@ -37,6 +37,7 @@ def models(tmp_path_factory, plugin) -> Path:
     save_model(path / "half.pt", ["Cu"], dtype="float64")
     save_model(path / "raises.pt", ["Cu"], broken="raises")
     save_model(path / "shapes.pt", ["Cu"], broken="shapes")
+    save_model(path / "cu_lr.pt", ["Cu"], long_range=True)
     extra = {"metadata.json": ""}
     model = torch.jit.load(str(path / "half.pt"), _extra_files=extra)
     meta = json.loads(extra["metadata.json"])
@@ -95,6 +96,23 @@ def lammps_error(commands: str) -> str:
 def test_user_errors_are_lammps_errors(name, kwargs, message, models, plugin):
     text = lammps_error(script(models / name, plugin, **kwargs))
     assert text.startswith("ERROR") and message in text, text  # "ERROR on proc 0: " from error->one
+
+
+@pytest.mark.parametrize("name", ["cu.pt", "cu_lr.pt"])  # short-range and gathered (long-range) paths
+def test_atoms_at_the_same_place_are_refused_as_by_ase(name, models, plugin):
+    """A 33rd atom on top of atom 1 (at the origin): LAMMPS stops naming both atom IDs, where it
+    used to drop the pair and report a finite energy; the ASE calculator refuses it too."""
+    from mlip.calculator import MLIPCalculator
+
+    commands = script(models / name, plugin).replace("run 0", "create_atoms 1 single 0 0 0\nrun 0")
+    text = lammps_error(commands)
+    assert text.startswith("ERROR") and "atoms 1 and 33 (atom IDs) are at the same place" in text, text
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    atoms += atoms[:1]
+    atoms.calc = MLIPCalculator(models / name)
+    with pytest.raises(ValueError, match="are at the same place"):
+        atoms.get_potential_energy()
 
 
 def test_new_model_needs_new_pair_coeff(models, plugin):
