@@ -74,6 +74,14 @@ def test_data_options_decorator(tmp_path):
         "log": str(log),
         "types": {"1": "Cu", "2": "Ni"},
     }
+    keys = ["--energy-key", "REF_energy", "--forces-key", "REF_forces", "--stress-key", "REF_stress"]
+    result = runner.invoke(_echo_options, keys)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {
+        "energy_key": "REF_energy",
+        "forces_key": "REF_forces",
+        "stress_key": "REF_stress",
+    }
     result = runner.invoke(_echo_options, ["--types", "1=Zz"])
     assert result.exit_code == 2 and "unknown element" in result.output
     result = runner.invoke(_echo_options, ["--log", str(tmp_path / "missing.log")])
