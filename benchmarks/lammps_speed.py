@@ -176,8 +176,9 @@ def profile_model(model: torch.jit.ScriptModule, cells: int, repeats: int = 5) -
 
     def energy_only():
         with torch.no_grad():
-            model.compute(pos, species, edge_index, edge_shift, cell[None], pbc[None], batch, charge, n,
-                          False, False, False)
+            model.compute({"positions": pos, "species": species, "edge_index": edge_index,
+                           "edge_shift": edge_shift, "cell": cell[None], "pbc": pbc[None], "batch": batch,
+                           "total_charge": charge}, False, False, False)
 
     def full():
         model(pos, species, edge_index, edge_shift, cell, pbc, n)

@@ -90,7 +90,7 @@ def predict_frames(module: torch.nn.Module, meta: dict[str, Any], frames: Sequen
         want_stress = stress and any(periodic)
         res = module.compute(b, True, want_stress, False)
         starts = np.concatenate([[0], np.cumsum(b["n_atoms"].cpu().numpy())])
-        for f_i, frame in enumerate(chunk):
+        for f_i in range(len(chunk)):
             a, z = starts[f_i], starts[f_i + 1]
             item: dict[str, Any] = {
                 "energy": float(res["energy"][f_i].detach()),

@@ -104,8 +104,7 @@ def test_energy_smooth_at_cutoff(model):
 def test_batch_equals_single_frames(model):
     frames = [structure(s, n=5 + s) for s in range(3)]
     b = as_tensor_batch(model, frames)
-    res = model.compute(b["positions"], b["species"], b["edge_index"], b["edge_shift"], b["cell"], b["pbc"],
-                        b["batch"], b["total_charge"], int(b["species"].shape[0]))
+    res = model.compute(b)
     start = 0
     for k, (pos, sp, cell) in enumerate(frames):
         one = single(model, pos, sp, cell)

@@ -28,9 +28,7 @@ def predict(model, frames, forces: bool):
     """Energies (B,) eV and, with ``forces``, forces (N, 3) eV/Å of all frames in one batch."""
     b = collate([frame_to_graph(f, model.elements, model.cutoff) for f in frames], torch.float64, "cpu")
     with torch.set_grad_enabled(forces):
-        res = model.compute(b["positions"], b["species"], b["edge_index"], b["edge_shift"], b["cell"],
-                            b["pbc"], b["batch"], b["total_charge"], int(b["species"].shape[0]), forces,
-                            False, False)
+        res = model.compute(b, forces, False, False)
     return res["energy"].detach().numpy(), res["forces"].detach().numpy() if forces else None
 
 

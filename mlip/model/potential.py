@@ -12,10 +12,20 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor
 
+from mlip import keys
 from mlip.model.networks import ElementNetworks
 from mlip.physics.base import PhysicsTerm
 from mlip.physics.charges import FixedCharges, enforce_total_charge, initial_charges
 from mlip.physics.potnet import PotNetFeatures
+
+
+def stress_from_virial(virial: Tensor, cell: Tensor, pbc: Tensor) -> Tensor:
+    """Stress σ = −W/V (B, 3, 3) eV/Å³ from the virial W (B, 3, 3) eV, with V = |det(cell)|
+    (cell (B, 3, 3) Å rows); NaN for frames whose ``pbc`` (B, 3) is not all true."""
+    volume = torch.linalg.det(cell).abs()
+    periodic = pbc.all(dim=1) & (volume > 0)
+    stress = -virial / torch.where(periodic, volume, torch.ones_like(volume))[:, None, None]
+    return torch.where(periodic[:, None, None], stress, torch.full_like(stress, float("nan")))
 
 
 class Potential(torch.nn.Module):
@@ -113,29 +123,36 @@ class Potential(torch.nn.Module):
 
     def compute(
         self,
-        positions: Tensor,
-        species: Tensor,
-        edge_index: Tensor,
-        edge_shift: Tensor,
-        cell: Tensor,
-        pbc: Tensor,
-        batch: Tensor,
-        total_charge: Tensor,
-        n_local: int,
+        data: Dict[str, Tensor],
         compute_forces: bool = True,
         compute_virial: bool = True,
         create_graph: bool = False,
+        n_local: int = -1,
     ) -> Dict[str, Tensor]:
         """Energies and derivatives for a batch of frames.
 
-        positions: (N, 3) Å (local atoms first, then ghosts); species: (N,) int64;
-        edge_index: (2, E) int64 with i < n_local; edge_shift: (E, 3) Å; cell: (B, 3, 3) Å rows;
-        pbc: (B, 3) bool; batch: (N,) frame of each atom; total_charge: (B,) e.
+        ``data`` holds the model inputs named in :mod:`mlip.keys` (other entries, such as
+        labels, are ignored); ``total_charge`` may be absent (neutral frames). ``n_local``: the
+        first ``n_local`` atoms are the ones whose energies count (LAMMPS: local atoms, then
+        ghosts); -1 = all atoms. Edges start at local atoms.
 
         Returns ``energy`` (B,) eV, ``atomic_energies`` (n_local,) eV and, as requested,
-        ``forces`` (N, 3) eV/Å and ``virial`` (B, 3, 3) eV; ``charges`` (n_local,) e if any.
+        ``forces`` (N, 3) eV/Å, ``virial`` (B, 3, 3) eV and ``stress`` (B, 3, 3) eV/Å³
+        (−virial/V, NaN for frames not periodic in all three directions); ``charges``
+        (n_local,) e for charge models.
         """
+        positions = data[keys.POSITIONS]
+        species = data[keys.SPECIES]
+        edge_index = data[keys.EDGE_INDEX]
+        cell = data[keys.CELL]
+        batch = data[keys.BATCH]
+        if n_local < 0:
+            n_local = int(species.shape[0])
         n_frames = cell.shape[0]
+        if keys.TOTAL_CHARGE in data:
+            total_charge = data[keys.TOTAL_CHARGE]
+        else:
+            total_charge = torch.zeros(n_frames, dtype=positions.dtype, device=positions.device)
         strain = torch.zeros(n_frames, 3, 3, dtype=positions.dtype, device=positions.device)
         if compute_forces:
             positions = positions.detach().requires_grad_(True)
@@ -145,6 +162,7 @@ class Potential(torch.nn.Module):
         src = edge_index[0]
         dst = edge_index[1]
         edge_strain = strain.index_select(0, batch.index_select(0, src))
+        edge_shift = data[keys.EDGE_SHIFT]
         shift = edge_shift + torch.bmm(edge_shift.unsqueeze(1), edge_strain).squeeze(1)
         edge_vec = pos.index_select(0, dst) - pos.index_select(0, src) + shift
         strained_cell = cell + torch.bmm(cell, strain)
@@ -160,32 +178,32 @@ class Potential(torch.nn.Module):
         atomic = self.energy_shift.to(out.dtype).index_select(0, local_species) \
             + self.energy_scale.to(out.dtype) * out[:, 0]
 
-        data: Dict[str, Tensor] = {
-            "positions": pos,
-            "species": species,
-            "edge_index": edge_index,
-            "edge_vec": edge_vec,
-            "cell": strained_cell,
-            "pbc": pbc,
-            "batch": batch,
-            "total_charge": total_charge,
+        terms: Dict[str, Tensor] = {
+            keys.POSITIONS: pos,
+            keys.SPECIES: species,
+            keys.EDGE_INDEX: edge_index,
+            keys.EDGE_VEC: edge_vec,
+            keys.CELL: strained_cell,
+            keys.PBC: data[keys.PBC],
+            keys.BATCH: batch,
+            keys.TOTAL_CHARGE: total_charge,
         }
         results: Dict[str, Tensor] = {}
         for fixed in self.fixed_charges:
-            q = fixed(data, n_local)
-            data["charges"] = q
-            results["charges"] = q
+            q = fixed(terms, n_local)
+            terms[keys.CHARGES] = q
+            results[keys.CHARGES] = q
         if self.network_charges:
             q = enforce_total_charge(out[:, 1], batch[:n_local], total_charge)
-            data["charges"] = q
-            results["charges"] = q
+            terms[keys.CHARGES] = q
+            results[keys.CHARGES] = q
         for term in self.physics:
-            atomic = atomic + term(data, n_local)
+            atomic = atomic + term(terms, n_local)
 
         energy = torch.zeros(n_frames, dtype=atomic.dtype, device=atomic.device)
         energy = energy.index_add(0, batch[:n_local], atomic)
-        results["energy"] = energy
-        results["atomic_energies"] = atomic
+        results[keys.ENERGY] = energy
+        results[keys.ATOMIC_ENERGIES] = atomic
         if compute_forces or compute_virial:
             inputs: List[Tensor] = []
             if compute_forces:
@@ -197,11 +215,13 @@ class Potential(torch.nn.Module):
             k = 0
             if compute_forces:
                 g = grads[k]
-                results["forces"] = -g if g is not None else torch.zeros_like(positions)
+                results[keys.FORCES] = -g if g is not None else torch.zeros_like(positions)
                 k += 1
             if compute_virial:
                 g = grads[k]
-                results["virial"] = -g if g is not None else torch.zeros_like(strain)
+                virial = -g if g is not None else torch.zeros_like(strain)
+                results[keys.VIRIAL] = virial
+                results[keys.STRESS] = stress_from_virial(virial, cell, data[keys.PBC])
         return results
 
     def forward(
@@ -219,10 +239,17 @@ class Potential(torch.nn.Module):
         Returns ``energy`` () eV, ``atomic_energies`` (n_local,) eV, ``forces`` (N, 3) eV/Å,
         ``virial`` (3, 3) eV and, for charge models, ``charges`` (n_local,) e.
         """
-        batch = torch.zeros(positions.shape[0], dtype=torch.long, device=positions.device)
-        total_charge = torch.zeros(1, dtype=positions.dtype, device=positions.device)
-        res = self.compute(positions, species, edge_index, edge_shift, cell.unsqueeze(0),
-                           pbc.unsqueeze(0), batch, total_charge, n_local, True, True, False)
-        res["energy"] = res["energy"][0]
-        res["virial"] = res["virial"][0]
+        data: Dict[str, Tensor] = {
+            keys.POSITIONS: positions,
+            keys.SPECIES: species,
+            keys.EDGE_INDEX: edge_index,
+            keys.EDGE_SHIFT: edge_shift,
+            keys.CELL: cell.unsqueeze(0),
+            keys.PBC: pbc.unsqueeze(0),
+            keys.BATCH: torch.zeros(positions.shape[0], dtype=torch.long, device=positions.device),
+        }
+        res = self.compute(data, True, True, False, n_local)
+        res[keys.ENERGY] = res[keys.ENERGY][0]
+        res[keys.VIRIAL] = res[keys.VIRIAL][0]
+        del res[keys.STRESS]
         return res

@@ -22,15 +22,9 @@ class LossWeights:
 
 def predict(model: Potential, b: dict[str, Tensor], forces: bool, stress: bool,
             create_graph: bool) -> dict[str, Tensor]:
-    """Model outputs for a collated batch (see :func:`mlip.batching.collate`);
-    adds ``stress`` (B, 3, 3) eV/Å³ = −virial/V when requested."""
-    res = model.compute(b["positions"], b["species"], b["edge_index"], b["edge_shift"], b["cell"],
-                        b["pbc"], b["batch"], b["total_charge"], int(b["species"].shape[0]),
-                        compute_forces=forces, compute_virial=stress, create_graph=create_graph)
-    if stress:
-        volume = torch.linalg.det(b["cell"]).abs().clamp(min=1e-12)
-        res["stress"] = -res["virial"] / volume[:, None, None]
-    return res
+    """Model outputs for a collated batch (see :func:`mlip.batching.collate`); ``stress`` (the
+    virial's) when requested."""
+    return model.compute(b, compute_forces=forces, compute_virial=stress, create_graph=create_graph)
 
 
 def batch_loss(model: Potential, b: dict[str, Tensor], w: LossWeights,
