@@ -2,12 +2,13 @@
 
 Each subcommand lives in its own module of this package and is registered
 below. Errors the user can fix (:class:`mlip.errors.UserError`,
-:class:`parsers.ParseError`, a missing file) become one line on stderr and
-exit code 2.
+:class:`parsers.ParseError`, a missing file, a file that cannot be written for want of
+permission or space) become one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -17,6 +18,9 @@ from mlip import __version__
 from mlip.errors import UserError
 from parsers.errors import ParseError
 
+# A file the user named cannot be written (or read): permissions, a full disk, a read-only disk.
+_FILE_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
@@ -24,6 +28,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (UserError, ParseError, FileNotFoundError) as exc:
             click.echo(f"mlip: error: {exc}", err=True)
+            sys.exit(2)
+        except OSError as exc:
+            if exc.errno not in _FILE_ERRNOS or exc.filename is None:
+                raise
+            click.echo(f"mlip: error: {exc.filename}: {exc.strerror}", err=True)
             sys.exit(2)
 
 

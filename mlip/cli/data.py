@@ -34,7 +34,8 @@ def build(sources: tuple[str, ...], output: str, read_options: dict[str, Any]) -
     listed. Every frame is checked: a number that is not finite, a frame
     without atoms, two atoms closer than 0.1 Å or an empty file stop the build
     with an error naming the file and frame. The output appears only when
-    every frame was read: a bad file leaves no output behind.
+    every frame was read: a bad file leaves no output behind. A second build to
+    the same output while one runs stops with an error.
 
     \b
     Example:
@@ -44,13 +45,15 @@ def build(sources: tuple[str, ...], output: str, read_options: dict[str, Any]) -
       mlip data build mace_train.xyz -o data.h5 --energy-key REF_energy --forces-key REF_forces
     """
     from mlip.data import Dataset, build_dataset
+    from mlip.fileio import output_lock
 
-    build_dataset(sources, output, echo=click.echo, **read_options)
-    ds = Dataset(output)
-    click.echo(
-        f"wrote {output}: {len(ds)} frames, {ds.total_atoms} atoms, elements {' '.join(ds.elements)}, "
-        f"from {len(ds.sources)} source file(s)"
-    )
+    with output_lock(output):  # a second build to the same output fails at once
+        build_dataset(sources, output, echo=click.echo, **read_options)
+        ds = Dataset(output)
+        click.echo(
+            f"wrote {output}: {len(ds)} frames, {ds.total_atoms} atoms, elements {' '.join(ds.elements)}, "
+            f"from {len(ds.sources)} source file(s)"
+        )
 
 
 @data.command("info")
