@@ -15,7 +15,7 @@ from mlip.data import read_sources
 from mlip.errors import UserError
 from mlip.fileio import atomic_write_text
 from mlip.inference import load_model, predict_frames
-from mlip.train.metrics import error_table
+from mlip.metrics import error_table
 
 COLUMNS = [("energy_mae_meV_atom", "E MAE meV/at"), ("energy_rmse_meV_atom", "E RMSE meV/at"),
            ("force_mae_eV_A", "F MAE eV/Å"), ("force_rmse_eV_A", "F RMSE eV/Å"),
@@ -62,7 +62,7 @@ def evaluate_model(model: str, data: list[str], read_options: dict[str, Any], de
     if csv_path:
         _write_csv(Path(csv_path), frames, preds)
     if parity_path:
-        from mlip.train.plots import parity
+        from mlip.plots import parity
 
         ok = [i for i, f in enumerate(frames) if f.energy is not None]
         parity(np.array([frames[i].energy / len(frames[i]) for i in ok]),

@@ -25,23 +25,9 @@ def export_cmd(run_dir: str, output: str | None, checkpoint: str | None) -> None
     Example:
       mlip export runs/dumps -o cu.pt
     """
-    from mlip.errors import UserError
-    from mlip.export import export_model, model_metadata
-    from mlip.train.checkpoint import load_checkpoint
-    from mlip.train.config import load_config
-    from mlip.train.model_builder import build_potential
+    from mlip.train.export_run import export_run
 
-    run = Path(run_dir)
-    config = load_config(run / "config.yaml")
-    ckpt = run / "checkpoints" / (checkpoint or f"{config['train']['export']}.pt")
-    if not ckpt.is_file():
-        raise UserError(f"checkpoint not found: {ckpt}")
-    model = build_potential(config["model"], config["model"]["elements"])
-    model.load_state_dict(load_checkpoint(ckpt)["ema"])
-    old = Path(run / "model.pt")
-    data_hash = _read_meta(old).get("data_hash") if old.is_file() else None
-    out = export_model(model, output or run / "model.pt",
-                       model_metadata(model, config["model"]["descriptors"], data_hash))
+    out = export_run(run_dir, output, checkpoint)
     click.echo(f"wrote {out}")
 
 

@@ -241,9 +241,11 @@ def run_demo(out: str | Path = "demo_out", sizes: DemoSizes = FULL,
              echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the five steps (see the module docstring) into ``out``; returns the summary
     (also written to ``out/summary.json``)."""
-    from mlip.cli import main as cli
     from mlip.evaluate import evaluate_model
     from mlip.lammps.build import ensure_built
+    from mlip.train.config import load_config
+    from mlip.train.export_run import export_run
+    from mlip.train.trainer import train
 
     out = Path(out)
     _prepare_out(out)
@@ -263,12 +265,12 @@ def run_demo(out: str | Path = "demo_out", sizes: DemoSizes = FULL,
 
     step("train", f"2/5 mlip train {out / 'dumps'} --epochs {sizes.epochs}")
     run_dir = out / "run"
-    cli.main(["train", str(out / "dumps"), "--epochs", str(sizes.epochs), "--out", str(run_dir),
-              "--set", "train.threads=1"], standalone_mode=False)
+    train(load_config(overrides={"data.sources": [str(out / "dumps")], "train.epochs": sizes.epochs,
+                                 "out": str(run_dir), "train.threads": 1}), echo=echo)
 
     step("export", f"3/5 mlip export {run_dir} -o {out / 'cu.pt'}")
-    cli.main(["export", str(run_dir), "-o", str(out / "cu.pt")], standalone_mode=False)
-    model = (out / "cu.pt").resolve()
+    model = export_run(run_dir, out / "cu.pt").resolve()
+    echo(f"wrote {model}")
 
     step("md", "4/5 NVE MD with the model: LAMMPS (plugin load, pair_style mlip) and ASE (MLIPCalculator)")
     md = compare_md(model, plugin, sizes.md_steps, out)

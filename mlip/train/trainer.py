@@ -36,14 +36,14 @@ from mlip.data import Dataset
 from mlip.errors import UserError
 from mlip.export import export_model, model_metadata
 from mlip.inference import check_device
+from mlip.metrics import ErrorSums
 from mlip.model import Potential
+from mlip.plots import ParitySet, write_plots
 from mlip.train import data as tdata
 from mlip.train.checkpoint import load_checkpoint, save_atomic
 from mlip.train.config import check_config, load_config, save_config
 from mlip.train.loss import LossWeights, batch_loss, predict
-from mlip.train.metrics import ErrorSums
 from mlip.train.model_builder import build_potential, descriptor_config, fit_energy_reference, torch_dtype
-from mlip.train.plots import ParitySet, write_plots
 
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "val_loss", "train_energy_mae_meV_atom", "train_force_mae_eV_A",
                  "val_energy_mae_meV_atom", "val_force_mae_eV_A", "seconds"]

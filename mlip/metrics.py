@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-GPA_PER_EV_A3 = 160.21766208
+from parsers.units import GPA_PER_EV_A3
 
 
 def error_table(pred: dict[str, Sequence[np.ndarray]], ref: dict[str, Sequence[np.ndarray]],
