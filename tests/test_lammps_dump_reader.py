@@ -192,7 +192,9 @@ def _same(a: parsers.Frame, b: parsers.Frame) -> None:
     assert (a.energy, a.energy_weight, a.force_weight) == (b.energy, b.energy_weight, b.force_weight)
 
 
-def test_headers_that_change_from_frame_to_frame(tmp_path):
+@pytest.mark.parametrize("batch_lines", [1, 5, lammps_dump.BATCH_LINES])  # frames parsed alone, or several
+def test_headers_that_change_from_frame_to_frame(tmp_path, monkeypatch, batch_lines):
+    monkeypatch.setattr(lammps_dump, "BATCH_LINES", batch_lines)
     frames = list(read_lammps_dump(_write(tmp_path, "".join(FRAMES), "mixed.dump"), types={1: "Cu", 2: "Ni"}))
     assert len(frames) == len(FRAMES)
     for k, text in enumerate(FRAMES):
@@ -218,8 +220,10 @@ def test_headers_that_change_from_frame_to_frame(tmp_path):
 def test_bad_values_in_a_later_header(tmp_path, line, value, expected):
     lines = "".join(FRAMES[:2]).splitlines()
     lines[line - 1] = value
+    frames = read_lammps_dump(_write(tmp_path, "\n".join(lines) + "\n"), types={1: "Cu", 2: "Ni"})
+    assert next(frames).n_atoms == 2  # the first frame comes before the second's error
     with pytest.raises(parsers.ParseError) as info:
-        list(read_lammps_dump(_write(tmp_path, "\n".join(lines) + "\n"), types={1: "Cu", 2: "Ni"}))
+        next(frames)
     assert info.value.line in (line, 16)  # the box errors name the BOX BOUNDS line
     assert expected in info.value.expected
 
