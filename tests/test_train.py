@@ -59,7 +59,7 @@ def test_train_cli_writes_complete_run_and_evaluates(dumps, tmp_path):
     assert res.exit_code == 0, res.output
     assert "cu_0.dump" in res.output and "all" in res.output
     assert len((tmp_path / "e.csv").read_text().splitlines()) == 13
-    res = invoke("info", run / "model.pt")
+    res = invoke("info", run / "model.pt", "--json")
     assert '"elements": [\n    "Cu"\n  ]' in res.output
     res = invoke("export", run, "-o", tmp_path / "again.pt")
     assert res.exit_code == 0 and (tmp_path / "again.pt").is_file()

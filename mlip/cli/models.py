@@ -39,14 +39,37 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 @main.command()
 @click.argument("model", type=click.Path())
-def info(model: str) -> None:
-    """Print the metadata of a model file (or run directory).
+@click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON (for scripts).")
+def info(model: str, as_json: bool) -> None:
+    """Print the metadata of a model file (or run directory) as a table.
 
     \b
-    Example:
+    Examples:
       mlip info runs/dumps/model.pt
+      mlip info runs/dumps --json
     """
-    click.echo(json.dumps(_read_meta(Path(model)), indent=2))
+    meta = _read_meta(Path(model))
+    click.echo(json.dumps(meta, indent=2) if as_json else format_info(meta))
+
+
+def format_info(meta: dict[str, Any]) -> str:
+    """The metadata of a model as ``key  value`` lines, one descriptor per line."""
+    rows: list[tuple[str, str]] = []
+    for key, value in meta.items():
+        if key == "descriptors" and isinstance(value, list):
+            for k, entry in enumerate(value):
+                options = ", ".join(f"{name} {v}" for name, v in entry.items() if name != "type")
+                rows.append(("descriptors" if k == 0 else "", f"{entry.get('type')} ({options})"))
+        elif key == "cutoff":
+            rows.append((key, f"{value:g} Å"))
+        elif isinstance(value, list):
+            rows.append((key, ", ".join(map(str, value)) or "none"))
+        elif isinstance(value, bool):
+            rows.append((key, "yes" if value else "no"))
+        else:
+            rows.append((key, "-" if value is None else str(value)))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
 @main.command()

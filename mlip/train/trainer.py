@@ -171,7 +171,10 @@ class Trainer:
             config["data"]["val_fraction"], tc["seed"], config["data"]["split_by"])
 
         torch.manual_seed(tc["seed"])
-        self.model: Potential = build_potential(config["model"], self.elements)
+        try:
+            self.model: Potential = build_potential(config["model"], self.elements)
+        except (ValueError, TypeError) as exc:  # a descriptor's own parameter check
+            raise UserError(f"model.descriptors: {exc}") from None
         self.graphs = tdata.build_graphs(frames, self.elements, self.model.cutoff)
         self._fit_constants()
         # compiled now, from the sources this run starts with; finish() exports it (see export_model)
