@@ -322,13 +322,16 @@ def _type_table(type_map: tuple[tuple[int, int], ...]) -> np.ndarray:
     return table
 
 
-def _read_block(raw: list[bytes], n: int, layout: _Layout) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
-    """The atom block ``raw`` through pandas' C reader: (values, strings) as
-    _AtomTable holds them, or None unless it is ``n`` rows of the layout's
-    columns with finite numbers."""
-    if len(raw) != n or n == 0:
+def _read_block(
+    raws: list[list[bytes]], n: int, layout: _Layout
+) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """The atom blocks ``raws`` (each a frame's lines), one after the other,
+    through pandas' C reader: (values, strings) as _AtomTable holds them, or
+    None unless they are ``n`` rows of the layout's columns with finite
+    numbers."""
+    if sum(map(len, raws)) != n or n == 0:
         return None
-    text = b"".join(raw)
+    text = b"".join(map(b"".join, raws))
     # LAMMPS puts one space between fields: that tokenizer is faster than any whitespace's
     for sep in (" ", r"\s+"):
         try:
@@ -373,7 +376,7 @@ def _tables(lines: _Lines, energy_column: str | None) -> Iterator[_AtomTable]:
             layout = _layout(columns)
             raws = [raw for _, raw in frames]
             n = [h.n_atoms for h, _ in frames]
-            both = _read_block(list(itertools.chain.from_iterable(raws)), sum(n), layout)
+            both = _read_block(raws, sum(n), layout)
             offsets = itertools.accumulate(n, initial=0)
             for (header, raw), start in zip(frames, offsets, strict=False):
                 if both is not None:
@@ -381,7 +384,7 @@ def _tables(lines: _Lines, energy_column: str | None) -> Iterator[_AtomTable]:
                     stop = start + header.n_atoms
                     table = values[start:stop], {c: v[start:stop] for c, v in strings.items()}
                 else:
-                    table = _read_block(raw, header.n_atoms, layout) if len(frames) > 1 else None
+                    table = _read_block([raw], header.n_atoms, layout) if len(frames) > 1 else None
                 yield _AtomTable(lines.path, header, raw, table)
         if error is not None:
             raise error
@@ -461,10 +464,17 @@ class _AtomTable:
         return self.first_line + int(row)
 
     def _order(self) -> np.ndarray | None:
-        """Permutation sorting atoms by id; None without an id column (file order)."""
+        """Permutation sorting atoms by id; None without an id column (file order).
+        Ids 1..n (the usual case) are placed directly, without sorting."""
         if not self.has("id"):
             return None
         ids = self.column("id").astype(np.int64)
+        n = len(ids)
+        if n and ids.min() == 1 and ids.max() == n:
+            order = np.full(n, -1)
+            order[ids - 1] = np.arange(n)
+            if order.min() >= 0:  # else an id repeats
+                return order
         order = np.argsort(ids, kind="stable")
         dup = np.flatnonzero(ids[order][1:] == ids[order][:-1])
         if dup.size:
