@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, message: str) -> No
     assert proc.stderr == f"mlip: error: {message}\n"
 
 
-def mount_tmpfs(where: Path, options: str) -> Iterator[Path]:
+@contextmanager
+def tmpfs(where: Path, options: str) -> Iterator[Path]:
     """Mount a tmpfs with ``options`` at ``where`` for the test; skip where mounting is not allowed."""
     where.mkdir()
     if os.geteuid() != 0:
@@ -58,13 +60,15 @@ def mount_tmpfs(where: Path, options: str) -> Iterator[Path]:
 @pytest.fixture
 def full_disk(tmp_path) -> Iterator[Path]:
     """A 2 MiB disk (a dataset file takes 1.2 MB at least: HDF5 allocates whole chunks)."""
-    yield from mount_tmpfs(tmp_path / "small", "size=2m")
+    with tmpfs(tmp_path / "small", "size=2m") as disk:
+        yield disk
 
 
 @pytest.fixture
 def read_only(tmp_path) -> Iterator[Path]:
     """A read-only disk."""
-    yield from mount_tmpfs(tmp_path / "ro", "ro,size=1m")
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as disk:
+        yield disk
 
 
 def write_extxyz(path: Path, n_frames: int) -> Path:
@@ -115,11 +119,51 @@ def test_checkpoint_to_a_full_disk_leaves_no_temporary_file(full_disk):
     assert list(path.parent.iterdir()) == []
 
 
+def train(data: Path, out: Path) -> subprocess.CompletedProcess:
+    """One epoch of a tiny model."""
+    return mlip("train", data, "--epochs", 1, "--out", out, "--set", "model.hidden=[8]", "--batch-size", 4)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(frames, run directory of a finished training on them)."""
+    root = tmp_path_factory.mktemp("trained")
+    data = write_extxyz(root / "cu.xyz", 12)
+    assert train(data, root / "run").returncode == 0
+    return data, root / "run"
+
+
+def test_train_to_a_full_disk_is_one_line_and_leaves_no_temporary_file(trained, tmp_path):
+    """The disk holds the run's dataset and config but not its first checkpoint."""
+    data, reference = trained
+    page = 4096
+    room = sum(-(-(reference / name).stat().st_size // page) * page
+               for name in ("data.h5", "config.yaml", "metrics.csv"))
+    assert (reference / "checkpoints" / "last.pt").stat().st_size > 4 * page
+    with tmpfs(tmp_path / "small", f"size={room + 2 * page}") as disk:
+        proc = train(data, disk / "run")
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-3000:]
+        assert proc.stderr.startswith(f"mlip: error: cannot write {disk / 'run' / 'checkpoints'}/")
+        assert proc.stderr.endswith(f".pt: {NO_SPACE}\n")
+        assert not [p for p in disk.rglob("*") if ".tmp" in p.name]
+
+
 # -- a read-only disk ------------------------------------------------------------
 @pytest.mark.parametrize("name", ["data.h5", "new/data.h5"])
 def test_data_build_to_a_read_only_disk_is_one_line(name, frames_400, read_only):
     out = read_only / name
     assert_one_line_error(mlip("data", "build", frames_400, "-o", out), f"cannot write {out}: {READ_ONLY}")
+
+
+def test_train_export_evaluate_to_a_read_only_disk_are_one_line(trained, read_only):
+    data, run = trained
+    out = read_only / "m.pt"
+    assert_one_line_error(mlip("export", run, "-o", out), f"cannot write {out}: {READ_ONLY}")
+    out = read_only / "e.csv"
+    assert_one_line_error(mlip("evaluate", run, data, "--csv", out), f"cannot write {out}: {READ_ONLY}")
+    proc = train(data, read_only / "run")  # the message names the run directory or its temporary twin
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-3000:]
+    assert proc.stderr.startswith(f"mlip: error: {read_only}/") and proc.stderr.endswith(f"{READ_ONLY}\n")
 
 
 # -- two writers ----------------------------------------------------------------
@@ -157,7 +201,7 @@ def test_second_data_build_to_one_output_fails_while_the_first_runs(frames_3000,
     stdout, stderr = first.communicate(timeout=300)
     assert_one_line_error(second, f"{out} is being written by another process")
     assert first.returncode == 0, stderr
-    assert stdout.startswith(f"wrote {out}: 3000 frames")
+    assert f"wrote {out}: 3000 frames," in stdout
     assert len(Dataset(out)) == 3000
     assert [p.name for p in tmp_path.iterdir()] == ["data.h5"]  # the lock file is gone too
 
