@@ -1,12 +1,12 @@
 """Output files: written atomically, and locked against a second writer.
 
-Every file mlip writes goes through :func:`atomic_write`: the bytes go to a temporary file in
-the destination's folder, which is synced and renamed over the destination only when the
-whole file was written. Any failure (a full disk, a read-only or forbidden folder, an
-exception or Ctrl-C in the code writing the file) removes the temporary file, leaves an
-existing destination untouched, and a write failure becomes one
-:class:`~mlip.errors.UserError` naming the destination, which the CLI prints as one line with
-exit code 2.
+Output files (datasets, checkpoints, model files, CSV tables) are written with
+:func:`atomic_write`: the bytes go to a temporary file in the destination's folder, which is
+synced and renamed over the destination only when the whole file was written. Any failure
+(a full disk, a read-only or forbidden folder, an exception or Ctrl-C in the code writing the
+file) removes the temporary file and leaves an existing destination untouched; a write
+failure becomes one :class:`~mlip.errors.UserError` naming the destination, which the CLI
+prints as one line with exit code 2.
 
 :func:`output_lock` keeps two processes from writing one output at the same time.
 """
@@ -116,10 +116,6 @@ class OutputFile:
 
     def flush(self) -> None:
         """Nothing to do: writes are not buffered."""
-
-    def seekable(self) -> bool:
-        """Always True."""
-        return True
 
 
 @contextmanager
