@@ -253,7 +253,8 @@ def test_export_keeps_the_code_compiled_when_training_started(dumps, tmp_path, m
     module, meta = load_model(run / "model.pt")
     frames = list(read(dumps))[:3]
     exported = predict_frames(module, meta, frames, stress=False)
-    eager_model = trainer_module.build_potential(config["model"], config["model"]["elements"])
+    saved = load_config(run / "config.yaml")  # train() resolves elements and descriptors in its own copy
+    eager_model = trainer_module.build_potential(saved["model"], saved["model"]["elements"])
     eager_model.load_state_dict(load_checkpoint(run / "checkpoints" / "last.pt")["ema"])
     eager = predict_frames(eager_model.eval(), meta, frames, stress=False)
     for a, b in zip(exported, eager, strict=True):

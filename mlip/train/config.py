@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from mlip.errors import UserError
+from mlip.fileio import atomic_write_text
 
 DEFAULTS: dict[str, Any] = {
     "data": {
@@ -29,9 +30,6 @@ DEFAULTS: dict[str, Any] = {
         "energy_column": None,  # per-atom column summed into the energy (e.g. c_pe)
         "log": None,  # log.lammps giving PotEng per timestep
         "format": None,  # force a reader
-        "energy_key": None,  # extxyz info key of the energy, e.g. REF_energy (None: auto)
-        "forces_key": None,  # extxyz array key of the forces, e.g. REF_forces
-        "stress_key": None,  # extxyz info key of the stress, e.g. REF_stress
         "energy_key": None,  # extxyz info key of the energy, e.g. REF_energy (None: auto)
         "forces_key": None,  # extxyz array key of the forces, e.g. REF_forces
         "stress_key": None,  # extxyz info key of the stress, e.g. REF_stress
@@ -439,6 +437,4 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 def save_config(config: dict[str, Any], path: Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))

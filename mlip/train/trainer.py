@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import io
 import math
 import os
 import shutil
@@ -35,6 +36,7 @@ from mlip.batching import collate
 from mlip.data import Dataset
 from mlip.errors import UserError
 from mlip.export import export_model, model_metadata
+from mlip.fileio import atomic_write_text
 from mlip.inference import check_device
 from mlip.metrics import ErrorSums
 from mlip.model import Potential
@@ -436,13 +438,11 @@ class Trainer:
         return tc["early_stopping"] > 0 and stale >= int(tc["early_stopping"])
 
     def _write_metrics(self) -> None:
-        path = self.run_dir / "metrics.csv"
-        tmp = path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
-            writer.writeheader()
-            writer.writerows(self.state.history)
-        tmp.replace(path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=METRIC_FIELDS)
+        writer.writeheader()
+        writer.writerows(self.state.history)
+        atomic_write_text(self.run_dir / "metrics.csv", text.getvalue())
 
     def exported_model(self) -> Potential:
         """The EMA weights ``model.pt`` gets: those of the last epoch, or with ``train.export:
