@@ -68,18 +68,21 @@ _RANN_FIELDS = (5, 6, 11, 12)
 
 BATCH_LINES = 20_000  # atom lines read and parsed together, when frames are smaller
 
-# A number as LAMMPS writes one; float() also takes '1_000', '١' and the like, which are refused.
+# A number as LAMMPS writes one; float() also takes '1_000', digits of other scripts and the like,
+# which are refused.
 _PLAIN_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
 
 def _pandas_version() -> tuple[int, int]:
+    """(major, minor) of the pandas in use."""
     major, minor = pd.__version__.split(".")[:2]
     return int(major), int(minor)
 
 
 # pandas' C reader, atom lines as they are: no header, no quotes, no NA words ("NA" is not a number).
-# Before pandas 3.1 only the "round_trip" converter is exact; from 3.1 on every converter is (and the
-# option is deprecated).
+# Before pandas 3.1 only the "round_trip" converter is exact, and it is slow (pandas 2.3: 3.3 s of
+# CPU for the 200 MB dump of benchmarks/parse_speed.py, 0.86 s with 3.1, ASE 2.3 s); from 3.1 on
+# every converter is exact (and the option is deprecated).
 _READ_CSV = {
     "header": None,
     "engine": "c",
