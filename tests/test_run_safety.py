@@ -186,6 +186,21 @@ def test_signal_saves_says_how_to_resume_and_resume_gives_the_same_metrics(data,
     assert _metric_rows(out / "metrics.csv") == _metric_rows(ref / "metrics.csv")
 
 
+def test_sigterm_during_set_up_leaves_nothing(data, tmp_path):
+    """A signal while the data is read and the model set up: exit 143, one line, and neither the
+    run directory nor its hidden set-up folder remains."""
+    proc = subprocess.Popen([sys.executable, "-m", "mlip", "train", str(data), "--out", str(tmp_path / "r"),
+                             *TINY], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".r.new-*")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines() == ["mlip: interrupted"]
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- 5. messages that say what is wrong -----------------------------------------------------------
 def test_training_checkpoint_as_model_says_so(run):
     res = invoke("info", run / "checkpoints" / "last.pt")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,15 @@ def train(sources: tuple[str, ...], config_path: str | None, resume: str | None,
     """
     from mlip.train.trainer import Interrupted
 
+    # outside the training loop (reading data, setting up, exporting) SIGTERM stops the command
+    # as Ctrl-C does: the set-up removes what it started, and the exit code says which signal
+    received = [signal.SIGINT]
+
+    def on_sigterm(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         _train(sources, config_path, resume, ddp, force, sets, read_options, flags)
     except Interrupted as exc:
@@ -67,7 +77,9 @@ def train(sources: tuple[str, ...], config_path: str | None, resume: str | None,
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("mlip: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(128 + received[-1])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _train(sources: tuple[str, ...], config_path: str | None, resume: str | None, ddp: bool, force: bool,
