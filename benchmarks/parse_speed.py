@@ -14,8 +14,8 @@ frame, as a training set build does).
 The last line printed is one JSON object: per reader the median wall and CPU
 seconds (and every run's wall seconds), the throughput in MB/s (MB = 10⁶
 bytes, median wall time), the peak memory and its ratio to the file size, and
-``speedup_vs_ase`` (median over median; per round too, the steadier figure on
-a shared machine).
+the speedups over ASE: of the median wall times, of the median CPU times (the
+steadier figure on a shared machine), and round by round.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/parse_speed.py [--mb 200] [--size 10] \
         [--repeats 3] [--keep DIR | --dump F]
@@ -159,6 +159,7 @@ def main() -> None:
         }
     for reader in ("parsers", "reader"):
         result[f"{reader}_speedup_vs_ase"] = round(result["ase"]["s"] / result[reader]["s"], 2)
+        result[f"{reader}_speedup_vs_ase_cpu"] = round(result["ase"]["cpu_s"] / result[reader]["cpu_s"], 2)
         result[f"{reader}_speedup_vs_ase_per_round"] = [
             round(a["seconds"] / r["seconds"], 2) for a, r in zip(runs["ase"], runs[reader], strict=True)
         ]
