@@ -14,6 +14,7 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 import torch
 
+from fingerprints.neighbors import neighbor_list
 from mlip.lammps import load_lammps
 
 
@@ -121,6 +122,24 @@ def energy_forces_virial(
     grad_x, grad_eps = torch.autograd.grad(atomic.sum(), [positions, strain])
     return {"energy": atomic.sum().detach(), "atomic_energies": atomic.detach(),
             "forces": -grad_x, "virial": -grad_eps}
+
+
+def with_edges(data: Dict[str, torch.Tensor], cutoff: float) -> Dict[str, torch.Tensor]:
+    """``data`` plus the model's edges of its frames, as the Potential passes them to physics terms:
+    ``edge_index`` (2, E) directed pairs (both directions) with r < ``cutoff`` (Å), chosen on the
+    detached geometry, and ``edge_vec`` (E, 3) Å = x_j − x_i + n·cell built from the given (possibly
+    strained) ``positions`` and ``cell``, so autograd flows through them."""
+    pos, cell, pbc, batch = data["positions"], data["cell"], data["pbc"], data["batch"]
+    indices, vectors = [], []
+    for b in range(cell.shape[0]):
+        idx = torch.nonzero(batch == b).squeeze(1)
+        x, box = pos[idx], cell[b].to(pos.dtype)
+        pairs, shifts, _ = neighbor_list(x.detach().double().numpy(), box.detach().double().numpy(),
+                                         pbc[b].numpy(), cutoff)
+        pairs = torch.from_numpy(pairs)
+        vectors.append(x[pairs[1]] - x[pairs[0]] + torch.from_numpy(shifts).to(pos.dtype) @ box)
+        indices.append(idx[pairs])
+    return {**data, "edge_index": torch.cat(indices, dim=1), "edge_vec": torch.cat(vectors)}
 
 
 def term_energy_forces_virial(term: torch.nn.Module, positions: np.ndarray, cell: np.ndarray,

@@ -13,10 +13,10 @@ from physics_reference import (
     lammps_reference,
     lower_triangular_cell,
     random_positions,
+    with_edges,
 )
 
 from mlip.physics import Ewald, FixedCharges, enforce_total_charge
-from mlip.physics.ewald import ewald_parameters
 
 KE = 14.399645
 
@@ -39,7 +39,7 @@ def _ewald_fn(term: torch.nn.Module, charges: torch.Tensor, pbc: bool):
         data = {"positions": pos, "charges": charges, "cell": box.unsqueeze(0),
                 "pbc": torch.full((1, 3), pbc), "batch": torch.zeros(n, dtype=torch.long),
                 "species": torch.zeros(n, dtype=torch.long)}
-        return term(data, n)
+        return term(with_edges(data, term.cutoff), n)
 
     return energy
 
@@ -56,7 +56,8 @@ def test_ewald_matches_lammps(tilt: float, seed: int) -> None:
     ref = lammps_reference(cell, positions, np.ones(len(positions), dtype=int), 1, [
         "pair_style coul/long 9.0", "pair_coeff * *", "pair_modify table 0", "kspace_style ewald 1e-10",
     ], charges=charges)
-    got = energy_forces_virial(_ewald_fn(Ewald(accuracy=1e-10), torch.from_numpy(charges), True),
+    term = Ewald(accuracy=1e-10, mode="ewald")
+    got = energy_forces_virial(_ewald_fn(term, torch.from_numpy(charges), True),
                                torch.from_numpy(positions), torch.from_numpy(cell))
     assert abs(got["energy"].item()) > 1.0
     _compare({k: v.numpy() for k, v in got.items()}, ref, rtol=1e-6)
@@ -76,7 +77,8 @@ def test_ewald_charged_cell_matches_lammps() -> None:
     ], charges=charges)
     e_background = -KE * math.pi * charges.sum() ** 2 / (2 * abs(np.linalg.det(cell)) * alpha**2)
     ref["virial"] = ref["virial"] + e_background * np.eye(3)
-    got = energy_forces_virial(_ewald_fn(Ewald(accuracy=1e-10), torch.from_numpy(charges), True),
+    term = Ewald(accuracy=1e-10, mode="ewald")
+    got = energy_forces_virial(_ewald_fn(term, torch.from_numpy(charges), True),
                                torch.from_numpy(positions), torch.from_numpy(cell))
     assert abs(e_background) > 0.5
     _compare({k: v.numpy() for k, v in got.items()}, ref, rtol=1e-6)
@@ -101,7 +103,7 @@ def test_ewald_matches_pymatgen(net_charge: float) -> None:
     cell, positions, charges = _ionic(8, 10, 0.3, net_charge)
     ref = _pymatgen_ewald(cell, positions, charges)
     for accuracy, tol in ((1e-12, None), (1e-3, 1e-3), (1e-5, 1e-5)):
-        got = energy_forces_virial(_ewald_fn(Ewald(accuracy), torch.from_numpy(charges), True),
+        got = energy_forces_virial(_ewald_fn(Ewald(accuracy, mode="ewald"), torch.from_numpy(charges), True),
                                    torch.from_numpy(positions), torch.from_numpy(cell))
         if tol is None:
             assert got["energy"].item() == pytest.approx(ref["energy"], rel=1e-11)
@@ -141,7 +143,7 @@ def test_ewald_smooth_under_strain_sweep() -> None:
     integral of the autograd slope dE/ds, though k vectors cross k_cut along the way. A hard cutoff
     at this coarse accuracy makes jumps of ~1e-5 eV; the trapezoid error here is ~1e-9 eV."""
     cell, positions, charges = _ionic(5, 8, 0.2)
-    term = Ewald(accuracy=1e-4)
+    term = Ewald(accuracy=1e-4, mode="ewald")
     q = torch.from_numpy(charges)
     direction = torch.tensor([[1.0, 0.3, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 1.2]], dtype=torch.float64)
     steps = torch.linspace(0.0, 0.08, 201, dtype=torch.float64)
@@ -155,7 +157,7 @@ def test_ewald_smooth_under_strain_sweep() -> None:
         energies.append(e.item())
         slopes.append(slope.item())
         box = box.detach()
-        k_cut = ewald_parameters(len(positions), torch.linalg.det(box).abs(), 1e-4)[2].item()
+        k_cut = term.engine.k_cutoff
         grid = torch.stack(torch.meshgrid(*[torch.arange(-8, 9)] * 3, indexing="ij"), -1).reshape(-1, 3)
         kvec = grid.double() @ (2 * math.pi * torch.linalg.inv(box).T)
         n_k.append(int((torch.linalg.vector_norm(kvec, dim=1) < k_cut).sum()))
@@ -179,7 +181,8 @@ def test_ewald_batch_torchscript_float32() -> None:
         "pbc": torch.tensor([[True] * 3, [False] * 3]),
         "batch": torch.tensor([0] * 8 + [1] * 5),
     }
-    term = Ewald(accuracy=1e-8)
+    term = Ewald(accuracy=1e-8, mode="ewald")
+    data = with_edges(data, term.cutoff)
     both = term(data, 13)
     first = _ewald_fn(term, torch.from_numpy(charges), True)(
         torch.from_numpy(positions), torch.from_numpy(cell))
@@ -197,7 +200,7 @@ def test_ewald_batch_torchscript_float32() -> None:
 def test_ewald_charge_gradient(pbc: bool) -> None:
     """dE/dq (what charge learning uses) against central finite differences (torch gradcheck)."""
     cell, positions, charges = _ionic(9, 6, 0.2)
-    term = Ewald(accuracy=1e-8)
+    term = Ewald(accuracy=1e-8, mode="ewald")
 
     def energy(q: torch.Tensor) -> torch.Tensor:
         return _ewald_fn(term, q, pbc)(torch.from_numpy(positions), torch.from_numpy(cell)).sum()
@@ -211,7 +214,7 @@ def test_ewald_rejects_mixed_pbc() -> None:
             "cell": torch.from_numpy(cell).unsqueeze(0), "pbc": torch.tensor([[True, True, False]]),
             "batch": torch.zeros(4, dtype=torch.long)}
     with pytest.raises(RuntimeError, match="periodic along some directions"):
-        Ewald()(data, 4)
+        Ewald()(with_edges(data, 5.0), 4)
 
 
 def test_enforce_total_charge_per_frame() -> None:
