@@ -142,11 +142,24 @@ class _Lines:
         self.line += 1
         return raw.rstrip(b"\r\n")
 
-    def block(self, n: int) -> list[bytes]:
-        """The next ``n`` lines as they are (line endings kept); fewer at end of file."""
-        lines = list(itertools.islice(self._fh, n))
-        self.line += len(lines)
-        return lines
+    def block(self, n: int) -> _Block:
+        """The next ``n`` lines; fewer at end of file."""
+        text = b"".join(itertools.islice(self._fh, n))
+        count = text.count(b"\n") + (bool(text) and not text.endswith(b"\n"))
+        self.line += count
+        return _Block(text, count)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Lines of a file as read, joined: ``text`` (line endings kept), ``count`` lines."""
+
+    text: bytes
+    count: int
+
+    def lines(self) -> list[bytes]:
+        """The lines, without their newlines."""
+        return self.text.split(b"\n")[: self.count]
 
 
 # ----------------------------------------------------------------------------- headers
@@ -326,15 +339,15 @@ def _type_table(type_map: tuple[tuple[int, int], ...]) -> np.ndarray:
 
 
 def _read_block(
-    raws: list[list[bytes]], n: int, layout: _Layout
+    blocks: list[_Block], n: int, layout: _Layout
 ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
-    """The atom blocks ``raws`` (each a frame's lines), one after the other,
+    """The atom blocks ``blocks`` (of one frame each), one after the other,
     through pandas' C reader: (values, strings) as _AtomTable holds them, or
     None unless they are ``n`` rows of the layout's columns with finite
     numbers."""
-    if sum(map(len, raws)) != n or n == 0:
+    if sum(block.count for block in blocks) != n or n == 0:
         return None
-    text = b"".join(map(b"".join, raws))
+    text = b"".join(block.text for block in blocks)
     # LAMMPS puts one space between fields: that tokenizer is faster than any whitespace's
     for sep in (" ", r"\s+"):
         try:
@@ -361,7 +374,7 @@ def _tables(lines: _Lines, energy_column: str | None) -> Iterator[_AtomTable]:
     before it."""
     end = False
     while not end:
-        batch: list[tuple[DumpHeader, list[bytes]]] = []
+        batch: list[tuple[DumpHeader, _Block]] = []
         error: ParseError | None = None
         try:
             size = 0
@@ -377,24 +390,23 @@ def _tables(lines: _Lines, energy_column: str | None) -> Iterator[_AtomTable]:
         for columns, frames in itertools.groupby(batch, key=lambda frame: tuple(frame[0].columns)):
             frames = list(frames)
             layout = _layout(columns)
-            raws = [raw for _, raw in frames]
             n = [h.n_atoms for h, _ in frames]
-            both = _read_block(raws, sum(n), layout)
+            both = _read_block([block for _, block in frames], sum(n), layout)
             offsets = itertools.accumulate(n, initial=0)
-            for (header, raw), start in zip(frames, offsets, strict=False):
+            for (header, block), start in zip(frames, offsets, strict=False):
                 if both is not None:
                     values, strings = both
                     stop = start + header.n_atoms
                     table = values[start:stop], {c: v[start:stop] for c, v in strings.items()}
                 else:
-                    table = _read_block([raw], header.n_atoms, layout) if len(frames) > 1 else None
-                yield _AtomTable(lines.path, header, raw, table)
+                    table = _read_block([block], header.n_atoms, layout) if len(frames) > 1 else None
+                yield _AtomTable(lines.path, header, block, table)
         if error is not None:
             raise error
 
 
 class _AtomTable:
-    """The atom block of one frame (``raw``: its lines as read), checked.
+    """The atom block of one frame (``block``: its lines as read), checked.
     ``parsed``: (values, strings) as this class holds them, from pandas; when
     None (pandas failed), the lines are read one by one here."""
 
@@ -402,7 +414,7 @@ class _AtomTable:
         self,
         path: str,
         header: DumpHeader,
-        raw: list[bytes],
+        block: _Block,
         parsed: tuple[np.ndarray, dict[str, np.ndarray]] | None,
     ) -> None:
         self.path = path
@@ -411,7 +423,7 @@ class _AtomTable:
         self.layout = _layout(tuple(header.columns))
         #: (n, numeric columns) float64 in file order (layout.index says which column is where),
         #: and each string column as an (n,) str array
-        self.values, self.strings = parsed if parsed is not None else self._read_lines(raw)
+        self.values, self.strings = parsed if parsed is not None else self._read_lines(block.lines())
 
     def _count_error(self, line: int, found: str) -> NoReturn:
         h = self.header
@@ -420,7 +432,7 @@ class _AtomTable:
         )
 
     def _read_lines(self, raw: list[bytes]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The atom block ``raw`` read line by line with float(); ParseError at
+        """The atom lines ``raw`` (without newlines) read one by one with float(); ParseError at
         the first line that is not a row of the layout's columns, or when the
         block has too few lines."""
         columns, rows, words_by_line = self.header.columns, [], []
@@ -540,10 +552,12 @@ class _AtomTable:
         h = self.header
         order = self._order()
         numbers = self._numbers(type_map)
-        rows = self.values
         if order is not None:
-            numbers, rows = numbers[order], rows[order]
-        arrays = {key: rows[:, cols] for key, cols in self.layout.groups.items()}
+            numbers = numbers[order]
+        arrays = {
+            key: self.values[:, cols] if order is None else self.values[np.ix_(order, cols)]
+            for key, cols in self.layout.groups.items()
+        }
         energy = h.energy
         if energy_column is not None:
             energy = float(np.sum(self.column(energy_column)))
