@@ -1,4 +1,4 @@
-"""The Coulomb engine: one electrostatic sum (Ewald, PME or P3M on torch-pme) for every charge term.
+"""The Coulomb engine: one electrostatic sum (real space over the model's edges, k space on torch-pme).
 
 Given charges q_i (e) on the atoms of a batch of frames, the engine returns the per-frame
 energies E (B,) eV and the per-atom potential φ_i = ∂E/∂q_i (eV/e), in LAMMPS metal units:
@@ -7,50 +7,61 @@ energies E (B,) eV and the per-atom potential φ_i = ∂E/∂q_i (eV/e), in LAMM
     k_e = 14.399645 eV·Å (``parsers.units.COULOMB_EV_ANGSTROM``, LAMMPS' ``qqr2e``; torch-pme's
     prefactor is set to this value, not to its own ``prefactors.eV_A``).
 
-The per-atom split E_i = ½ q_i φ_i is LAMMPS' ``compute pe/atom`` for ``kspace_style ewald``.
-Forces and the virial are not computed here: they come from the caller's autograd pass through
-``positions``, ``edge_vec`` and ``cell`` (everything below is differentiable in them).
+torch-pme's calculators return V_i = ½ φ_i (their energy is Σ_i q_i V_i with full or half
+neighbour lists alike); the engine doubles it. The per-atom split E_i = ½ q_i φ_i is LAMMPS'
+``compute pe/atom`` for ``kspace_style ewald``. Forces and the virial are not computed here:
+they come from the caller's autograd pass through ``positions``, ``edge_vec`` and ``cell``
+(everything below is differentiable in them; a strain of the cell strains the k vectors and
+the mesh with it).
 
 Periodic frames (``pbc`` all True; any triclinic cell, charged cells included) split 1/r with a
 Gaussian smearing σ (Ewald parameter α = 1/(√2 σ)):
 
     φ_i = φ_i^real + φ_i^k,
     φ_i^real = k_e Σ_{edges (i, j)} q_j erfc(r_ij/(√2σ)) / r_ij · s(r_ij)
-    φ_i^k    = torch-pme's long-range part: reciprocal sum (Ewald: explicit k vectors; PME:
-               Lagrange interpolation on a mesh + FFT; P3M: the same with an optimal influence
-               function), minus the self term k_e √(2/π)/σ q_i, minus the background term
-               2π k_e σ² Q / V for a net charge Q = Σ q (LAMMPS' −π Q²/(2Vα²) energy).
+    φ_i^k    = torch-pme's long-range part: the reciprocal sum (``EwaldCalculator`` with explicit
+               k vectors, or ``PMECalculator``: Lagrange interpolation on a mesh + FFT), minus the
+               self term k_e √(2/π)/σ q_i, minus the background term 2π k_e σ² Q / V for a net
+               charge Q = Σ q (the energy −k_e π Q²/(2Vα²) that LAMMPS adds for charged cells).
 
 The real-space pairs are the model's own directed edges (``edge_index`` (2, E), both directions
-listed, as torch-pme's ``full_neighbor_list=True``; ``edge_vec`` r_ij = x_j − x_i + shift): no
-second neighbour list. Its range is ``cutoff`` (Å), which must not exceed the model's neighbour
-cutoff. s(r) is a C² switch (1 − 10t³ + 15t⁴ − 6t⁵) from 0.9·cutoff to cutoff, so the energy is
-smooth when pairs cross the cutoff. The Ewald mode switches its k vectors off the same way
-between K and 1.2 K (``_SwitchedCoulomb``), so it is smooth under any change of the cell; the
-mesh modes change their mesh size in steps (torch-pme picks a power of two per direction), so
-their energy jumps by about the requested accuracy when a cell's size crosses such a step.
+listed; ``edge_vec`` r_ij = x_j − x_i + shift): no second neighbour list, and torch-pme gets no
+pairs (its real-space sum is not used). The real-space range is ``cutoff`` (Å), which must not
+exceed the model's neighbour cutoff. s(r) is a C² switch (1 − 10t³ + 15t⁴ − 6t⁵) from
+0.9·cutoff to cutoff, so the energy is smooth when pairs cross the cutoff. The explicit k sum
+switches its k vectors off the same way between K and 1.2 K (``_SwitchedCoulomb``) and takes
+every k inside 1.2 K, so it is smooth under any change of the cell. PME changes its mesh size
+in steps (torch-pme uses a power of two of points per cell vector), so its energy jumps by
+about the requested accuracy when a cell crosses such a step (never in fixed-cell MD).
+
+Modes: ``"ewald"`` (always the explicit k sum: exact to ε and smooth; O(N^{3/2}) at best),
+``"pme"`` (always the mesh: O(N log N)) and ``"auto"`` (per frame, the explicit sum where
+N·N_k < M, see :meth:`CoulombEngine.ewald_is_cheaper`: small cells at tight accuracy).
 
 Accuracy: one number ε, the RMS force error per atom in units of the force between two unit
 charges 1 Å apart (k_e e²/Å², as LAMMPS' ``kspace_style ... ε``), estimated for unit charges at a
 reference density ρ = 0.1 Å⁻³ (denser than ionic solids such as NaCl, 0.045 Å⁻³). All
 parameters follow from ε and the cutoff alone, in closed form at construction, so nothing is
-tuned per call or per cell (the number of k vectors or mesh points still follows the cell):
+tuned per call, per cell or per MD step (the number of k vectors or mesh points follows the
+cell):
 
     real space (Kolafa & Perram, Mol. Sim. 9, 351 (1992)), r_s = 0.9·cutoff:
         ΔF_real = 2 √(ρ / r_s) e^{−r_s²/(2σ²)} = ε                         → σ
-    Ewald reciprocal space (Kolafa & Perram), cutoff K on |k|:
+    explicit k sum (Kolafa & Perram), cutoff K on |k|:
         ΔF_k = 2α √(2ρ / K) e^{−K²/(4α²)} = ε                               → K
-    PME and P3M mesh (Deserno & Holm, J. Chem. Phys. 109, 7694 (1998); the form of torch-pme's
-    ``tuning.pme.PMEErrorBounds.err_kspace``), p interpolation nodes, mesh spacing h:
-        ΔF_mesh = 2 Σq²/√N π^{1/4} √(6α/(2p+1)) / V^{2/3} (2αh)^p / p! (p/2)^{p/2} e^{−p/2} c_p = ε
-        with c_p = 0.246, 0.404, 0.950, 2.51, 8.42 for p = 3..7, evaluated for N = 100 unit
-        charges at density ρ (the estimate falls as N^{−1/6} for larger cells)   → h
-        p = 4 for ε ≥ 1e-5, else 6 (P3M: at most 5). torch-pme's ``mesh_spacing`` is 2h: it
-        uses 2^⌈log2(2L/mesh_spacing + 1)⌉ points along a cell vector of length L (spacing ≤ h).
+    PME mesh spacing h, 6 Lagrange interpolation nodes per direction, from a fit of the measured
+    force error of torch-pme's PME against its Ewald sum (random ±1 charges at 0.05 Å⁻³ in cubic
+    cells of 8 and 12 Å, σ = 0.7–1.4 Å, h/σ = 0.09–0.7; within a factor 2 over 1e-7–1e-3):
+        ΔF_mesh = 0.025 √(ρ/0.05) (h/σ)^4.7 σ^−1.4 = ε   (σ in Å)          → h
+    torch-pme's own estimate (``tuning.pme.PMEErrorBounds``, after Deserno & Holm) was 10–25×
+    below the measured error for these meshes, so it is not used. torch-pme's ``mesh_spacing``
+    is 2h: it uses 2^⌈log₂(L/h + 1)⌉ points along a cell vector of length L (spacing ≤ h).
 
-For charges of magnitude |q| the absolute error scales with q². The tests check the Ewald mode
-against LAMMPS ``kspace_style ewald`` and pymatgen and the mesh modes against LAMMPS
-``kspace_style pppm`` and the Ewald mode at the requested accuracy.
+For charges of magnitude |q| the absolute error scales with q². The cost of PME at a given ε
+is set by σ, hence by the real-space cutoff: with the 5 Å of a typical model the mesh spacing
+is 0.33 Å at ε = 1e-4 and 0.17 Å at 1e-5 (8× the points), which dominates the cost of large
+cells. The tests check the Ewald mode against LAMMPS ``kspace_style ewald`` and pymatgen, and
+PME against LAMMPS ``kspace_style pppm`` and the Ewald mode at the requested accuracy.
 
 Non-periodic frames (``pbc`` all False) are summed directly over all pairs,
 φ_i = k_e Σ_{j≠i} q_j / r_ij: O(n²) time and memory, meant for clusters and molecules of up to
@@ -71,7 +82,7 @@ from torch import Tensor
 from mlip.errors import UserError
 from parsers.units import COULOMB_EV_ANGSTROM
 
-MODES = ("ewald", "pme")
+MODES = ("auto", "ewald", "pme")
 REFERENCE_DENSITY = 0.1  # unit charges per Å³ of the error estimates
 SWITCH_START = 0.9  # real-space switch from SWITCH_START·cutoff to cutoff
 K_SWITCH_WIDTH = 1.2  # Ewald k vectors switched off from K to 1.2 K
@@ -161,7 +172,7 @@ class CoulombEngine(torch.nn.Module):
     interpolation_nodes: int
     coulomb: float
 
-    def __init__(self, cutoff: float, accuracy: float = 1e-6, mode: str = "pme") -> None:
+    def __init__(self, cutoff: float, accuracy: float = 1e-4, mode: str = "auto") -> None:
         super().__init__()
         if mode not in MODES:
             raise UserError(f"coulomb: mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -249,7 +260,7 @@ class CoulombEngine(torch.nn.Module):
         of one periodic frame."""
         no_pairs = torch.zeros(0, 2, dtype=torch.long, device=positions.device)
         no_dist = torch.zeros(0, dtype=positions.dtype, device=positions.device)
-        if self.mode == "ewald" or self.ewald_is_cheaper(positions.shape[0], cell):
+        if self.mode == "ewald" or (self.mode == "auto" and self.ewald_is_cheaper(positions.shape[0], cell)):
             half = self.ewald_sum(charges.unsqueeze(1), cell, positions, no_pairs, no_dist,
                                   kvectors=self.kvectors(cell))
         else:
@@ -257,17 +268,17 @@ class CoulombEngine(torch.nn.Module):
         return 2.0 * half.squeeze(1)  # torch-pme returns ½ φ (its E = Σ q_i V_i)
 
     def ewald_is_cheaper(self, n_atoms: int, cell: Tensor) -> bool:
-        """Whether the explicit k sum costs fewer operations than PME for this frame: N·N_k against
-        5 M log₂ M (two FFTs) + N p³ (interpolation), with N_k = (4π/3) (1.2 K)³ V/(2π)³ k vectors
-        and M the mesh points torch-pme uses (2^⌈log₂(L/h + 1)⌉ along each cell vector of length L)."""
+        """Whether the explicit k sum is cheaper than PME for this frame: N·N_k < M, with
+        N_k = (4π/3) (1.2 K)³ V/(2π)³ k vectors and M the mesh points torch-pme uses
+        (2^⌈log₂(L/h + 1)⌉ along each cell vector of length L). Measured on one CPU thread,
+        energy + forces: one (atom, k) term of the explicit sum costs about as much as one mesh
+        point of PME (1.4e-7 s against 2e-7 s, NaCl cells of 64 to 1,000 atoms)."""
         with torch.no_grad():
             volume = float(torch.linalg.det(cell.detach()).abs())
             n_k = 4.0 * math.pi / 3.0 * self.k_end**3 * volume / (8.0 * math.pi**3)
             lengths = torch.linalg.vector_norm(cell.detach(), dim=1)
-            log_points = torch.ceil(torch.log2(lengths / self.mesh_spacing + 1.0)).sum()  # log₂ M
-            mesh_cost = (5.0 * float(torch.pow(2.0, log_points) * log_points)
-                         + n_atoms * self.interpolation_nodes**3)
-        return n_atoms * n_k < mesh_cost
+            n_mesh = float(torch.pow(2.0, torch.ceil(torch.log2(lengths / self.mesh_spacing + 1.0))).prod())
+        return n_atoms * n_k < n_mesh
 
     def kvectors(self, cell: Tensor) -> Tensor:
         """All k = 2π m·cell⁻ᵀ (K, 3) 1/Å with 0 < |k| < 1.2 K (the set chosen without gradient)."""

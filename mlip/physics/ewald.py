@@ -9,7 +9,8 @@ k_e = 14.399645 eV·Å (LAMMPS metal ``qqr2e``).
 
 The real-space part runs over the model's edges up to ``cutoff`` (default 5 Å, the smallest
 default descriptor cutoff: it must not exceed the model's neighbour cutoff); the reciprocal
-part is torch-pme's PME (default) or Ewald sum. ``accuracy`` is the RMS force error per atom in
+part is torch-pme's PME or explicit Ewald sum (by default whichever is cheaper per frame).
+``accuracy`` is the RMS force error per atom in
 units of k_e e²/Å² (LAMMPS' ``kspace_style ... accuracy``); the engine's docstring gives the
 error estimates that turn it into the smearing, k cutoff and mesh spacing.
 
@@ -37,15 +38,15 @@ class Ewald(PhysicsTerm):
 
     Args:
         accuracy: RMS force error per atom in units of k_e e²/Å² (see :mod:`mlip.physics.coulomb`).
-        mode: ``"pme"`` (O(N log N), default) or ``"ewald"`` (explicit k vectors; exact to
-            ``accuracy`` and smooth under cell changes, for small cells and tests).
+        mode: ``"auto"`` (default: per frame the cheaper of the two), ``"pme"`` (O(N log N)) or
+            ``"ewald"`` (explicit k vectors; smooth under cell changes, for tests and small cells).
         cutoff: Å, real-space range over the model's edges; at most the model's cutoff.
 
     Reads ``positions``, ``charges``, ``cell``, ``pbc``, ``batch``, ``edge_index`` and ``edge_vec``
     of atoms ``[:n_local]`` (a long-range model gets whole frames without ghost atoms).
     """
 
-    def __init__(self, accuracy: float = 1e-4, mode: str = "pme", cutoff: float = DEFAULT_CUTOFF) -> None:
+    def __init__(self, accuracy: float = 1e-4, mode: str = "auto", cutoff: float = DEFAULT_CUTOFF) -> None:
         if not 0.0 < accuracy < 1.0:
             raise UserError(f"ewald: accuracy must lie in (0, 1), got {accuracy}")
         super().__init__("ewald", cutoff=cutoff, long_range=True, needs_charges=True)

@@ -11,7 +11,7 @@ from mlip.physics.base import PhysicsTerm
 # name -> (module, class, takes the element list, default options)
 TERMS: dict[str, tuple[str, str, bool, dict[str, Any]]] = {
     "zbl": ("mlip.physics.zbl", "ZBL", True, {"inner": 1.0, "outer": 2.0}),
-    "ewald": ("mlip.physics.ewald", "Ewald", False, {"accuracy": 1e-4, "mode": "pme", "cutoff": 5.0}),
+    "ewald": ("mlip.physics.ewald", "Ewald", False, {"accuracy": 1e-4, "mode": "auto", "cutoff": 5.0}),
     "d3": ("mlip.physics.d3", "D3Dispersion", True, {"functional": "pbe", "cutoff": 20.0, "cn_cutoff": 12.0}),
     "d4": ("mlip.physics.d4", "D4Dispersion", True, {"functional": "pbe", "cutoff": 20.0, "atm_cutoff": 8.0,
                                                      "cn_cutoff": 10.0, "eeq_cn_cutoff": 10.0}),
@@ -20,9 +20,9 @@ TERMS: dict[str, tuple[str, str, bool, dict[str, Any]]] = {
 
 def build_term(spec: str | dict[str, Any], elements: list[str]) -> PhysicsTerm:
     """One term from ``"zbl"`` or ``{"name": "zbl", ...options}``. Defaults: ZBL switched off
-    between 1 and 2 Å; Ewald as PME to a 1e-4 relative force accuracy with a 5 Å real-space cutoff
-    over the model's edges (the mesh such an accuracy needs at a 5 Å cutoff grows fast below 1e-4,
-    see :mod:`mlip.physics.coulomb`); D3(BJ) with PBE parameters and
+    between 1 and 2 Å; Ewald (PME, or the explicit k sum where cheaper) to a 1e-4 relative force
+    accuracy with a 5 Å real-space cutoff over the model's edges (the mesh such an accuracy needs
+    at a 5 Å cutoff grows fast below 1e-4, see :mod:`mlip.physics.coulomb`); D3(BJ) with PBE parameters and
     20 Å / 12 Å dispersion / coordination cutoffs (the reference program's 50 / 21 Å cost far
     more for a fraction of a percent of the energy); D4 with PBE parameters (ATM included),
     20 Å two-body, 8 Å ATM and 10 Å CN cutoffs (the reference program's 31.8 / 21.2 / 15.9 Å:
