@@ -19,15 +19,14 @@ stage consumes. Field shapes and units follow the shared contract
   used for per-group errors
 
 :meth:`Frame.check` is the validation every reader's frames go through in
-:func:`parsers.read`: at least one atom, finite numbers, independent periodic
-cell vectors and no two atoms closer than :data:`MIN_DISTANCE`.
+:func:`parsers.read`: at least one atom, finite numbers, a periodic cell that
+is not flat, and no two atoms closer than :data:`MIN_DISTANCE`.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -48,62 +47,99 @@ def _as_array(value: Any, dtype: Any, shape: tuple[int, ...] | None, name: str) 
 MIN_DISTANCE = 0.1  # Å; atoms closer than this (periodic images included) are rejected
 
 
-def _periodic_basis(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
-    """(3, 3) basis whose periodic rows are those of ``cell`` and whose other
-    rows are an orthonormal basis of the directions the periodic ones leave out
-    (the identity when nothing is periodic). Singular when the periodic rows
-    are not independent."""
-    periodic = cell[pbc]
-    if not len(periodic):
-        return np.eye(3)
-    basis = cell.copy()
-    basis[~pbc] = np.linalg.svd(periodic)[2][len(periodic):]
-    return basis
+class Lattice(NamedTuple):
+    """A cell completed to a basis of space (see :func:`lattice`)."""
+
+    basis: np.ndarray  # (3, 3) Å, rows
+    reciprocal: np.ndarray  # (3, 3) 1/Å, inverse of basis: fractional = positions @ reciprocal
+    spacing: np.ndarray  # (3,) Å, distance between lattice planes along each axis
+
+
+def lattice(cell: np.ndarray, pbc: np.ndarray) -> Lattice:
+    """The :class:`Lattice` of a cell (3, 3) Å with periodic axes ``pbc`` (3,):
+    the periodic rows of ``cell``, the other rows an orthonormal basis of the
+    directions the periodic ones leave out (the identity when nothing is
+    periodic). A flat cell (periodic rows not independent) has spacing 0."""
+    n_periodic = int(pbc.sum())
+    if n_periodic == 3:
+        basis = cell
+    elif n_periodic == 0:
+        basis = np.eye(3)
+    else:
+        basis = cell.copy()
+        basis[~pbc] = np.linalg.svd(cell[pbc])[2][n_periodic:]
+    try:
+        reciprocal = np.linalg.inv(basis)
+    except np.linalg.LinAlgError:
+        return Lattice(basis, np.zeros((3, 3)), np.zeros(3))
+    return Lattice(basis, reciprocal, 1.0 / np.linalg.norm(reciprocal, axis=0))
+
+
+_GRID_OFFSETS = np.arange(8, dtype=np.uint64).reshape(2, 2, 2, 1)
 
 
 def close_pair(
-    positions: np.ndarray, basis: np.ndarray, pbc: np.ndarray, cutoff: float
+    positions: np.ndarray, lat: Lattice, pbc: np.ndarray, cutoff: float
 ) -> tuple[int, int, float, bool] | None:
     """The first pair of atoms closer than ``cutoff`` (Å), periodic images
     included, as ``(i, j, distance Å, across a periodic boundary)`` with
-    ``i <= j`` (``i == j``: an atom and its own image), or None.
+    ``i < j``, or None.
 
-    ``positions`` (n, 3) Å; ``basis`` (3, 3) from :func:`_periodic_basis`
-    (non-singular); ``pbc`` (3,) bool. Atoms are wrapped into the cell, the
-    ones within ``cutoff`` of a periodic face get an image on the far side, and
-    all are hashed into cubic bins of side ``2 * cutoff`` on eight grids
-    shifted by 0 or ``cutoff`` along each axis: two atoms closer than
-    ``cutoff`` share a bin on at least one grid. O(n) apart from sorting.
+    ``positions`` (n, 3) Å, n >= 1; ``lat`` from :func:`lattice`, with
+    ``lat.spacing >= 2 * cutoff`` along the periodic axes (so the nearest
+    image is unique and no atom comes within ``cutoff`` of its own image);
+    ``pbc`` (3,) bool. In fractional coordinates each axis is cut into bins at
+    least ``2 * cutoff`` wide (a whole number of them along a periodic axis,
+    where they wrap around). Of the eight grids shifted by 0 or half a bin
+    along each axis, two atoms closer than ``cutoff`` share a bin on at least
+    one. Each (grid, bin) becomes one integer key; one sort of the 8n keys
+    shows whether any bin holds two atoms (almost never in real data), and
+    only then are the atoms sharing a key compared. O(n) apart from the sort.
     """
     n = len(positions)
-    frac = positions @ np.linalg.inv(basis)
-    frac[:, pbc] -= np.floor(frac[:, pbc])
-    owner = np.arange(n)
-    spacing = abs(np.linalg.det(basis)) / np.linalg.norm(
-        np.cross(basis[[1, 2, 0]], basis[[2, 0, 1]]), axis=1
-    )  # distance between lattice planes along each axis, Å
-    for k in np.flatnonzero(pbc):
-        near = frac[:, k] < cutoff / spacing[k]
-        image = frac[near]
-        image[:, k] += 1.0
-        frac = np.concatenate([frac, image])
-        owner = np.concatenate([owner, owner[near]])
-    points = frac @ basis
-    for shift in itertools.product((0.0, cutoff), repeat=3):
-        bins = np.floor((points + shift) / (2.0 * cutoff)).astype(np.int64)
-        order = np.lexsort(bins.T)
-        ordered = bins[order]
-        for m in range(1, len(order)):  # pairs m apart in bin order, while some share a bin
-            same = (ordered[m:] == ordered[:-m]).all(axis=1)
-            if not same.any():
-                break
-            a, b = order[:-m][same], order[m:][same]
-            dist = np.linalg.norm(points[a] - points[b], axis=1)
-            hit = np.flatnonzero(dist < cutoff)
-            if hit.size:
-                a, b = int(a[hit[0]]), int(b[hit[0]])
-                i, j = sorted((int(owner[a]), int(owner[b])))
-                return i, j, float(dist[hit[0]]), max(a, b) >= n
+    frac = np.ascontiguousarray((positions @ lat.reciprocal).T)  # (3, n)
+    per_unit = lat.spacing / (2.0 * cutoff)  # bins per unit of fractional coordinate
+    bins, spans = [], []
+    for k in range(3):
+        scaled = frac[k] * (np.floor(per_unit[k]) if pbc[k] else per_unit[k])
+        shifted = np.stack([scaled, scaled + 0.5])  # (2, n): the grids at 0 and half a bin
+        if pbc[k]:
+            size = np.floor(per_unit[k])
+            shifted -= size * np.floor(shifted / size)  # wrapped into [0, size)
+        else:
+            shifted -= shifted.min()
+            size = shifted.max() + 1.0
+        bins.append(np.floor(shifted).astype(np.uint64))
+        spans.append(int(size))
+    # uint64 arithmetic wraps around for absurd extents: equal bins still give equal keys, and
+    # keys that collide only add candidates that the distance test turns down
+    stride_x, stride_y = (spans[1] * spans[2]) % 2**64, spans[2] % 2**64
+    total = (spans[0] * spans[1] * spans[2]) % 2**64
+    keys = (
+        bins[0][:, None, None] * np.uint64(stride_x)
+        + bins[1][None, :, None] * np.uint64(stride_y)
+        + bins[2][None, None, :]
+        + _GRID_OFFSETS * np.uint64(total)
+    ).reshape(-1)
+    if not (np.diff(np.sort(keys)) == 0).any():
+        return None
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    atom = order % n
+    for m in range(1, len(order)):  # entries m apart in sorted order, while some share a key
+        same = ordered[m:] == ordered[:-m]
+        if not same.any():
+            break
+        a, b = atom[:-m][same], atom[m:][same]
+        a, b = a[a != b], b[a != b]
+        delta = (frac[:, b] - frac[:, a]).T
+        wrap = np.where(pbc, np.round(delta), 0.0)
+        dist = np.linalg.norm((delta - wrap) @ lat.basis, axis=1)
+        hit = np.flatnonzero(dist < cutoff)
+        if hit.size:
+            k = hit[0]
+            i, j = sorted((int(a[k]), int(b[k])))
+            return i, j, float(dist[k]), bool(wrap[k].any())
     return None
 
 
@@ -160,32 +196,31 @@ class Frame:
         for name, item in (("positions", "atom"), ("forces", "atom"), ("charges", "atom"),
                            ("cell", "row"), ("stress", "row")):
             array = getattr(self, name)
-            if array is None:
-                continue
-            bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
-            if bad.any():
-                row = int(np.argmax(bad))
+            if array is not None and not np.isfinite(array).all():
+                row = int(np.argmax(~np.isfinite(array.reshape(len(array), -1)).all(axis=1)))
                 raise self._error(f"finite {name}", f"{array[row].tolist()} for {item} {row}")
 
     def check(self, min_distance: float = MIN_DISTANCE) -> None:
         """:meth:`check_values`, then raise :class:`ParseError` when the
-        periodic cell vectors are not independent or two atoms (periodic images
-        included) are closer than ``min_distance`` Å; the message names the two
-        atoms (0-based, in frame order)."""
+        periodic cell is flat or thinner than ``2 * min_distance`` between
+        lattice planes, or two atoms (periodic images included) are closer than
+        ``min_distance`` Å; the message names the two atoms (0-based, in frame
+        order)."""
         self.check_values()
-        basis = _periodic_basis(self.cell, self.pbc)
-        lengths = np.linalg.norm(basis, axis=1)
-        if abs(np.linalg.det(basis)) <= 1e-9 * np.prod(lengths):
-            axes = "".join("abc"[k] for k in np.flatnonzero(self.pbc))
-            raise self._error(f"independent cell vectors along the periodic axes {axes}",
-                              f"cell {self.cell.tolist()}")
-        pair = close_pair(self.positions, basis, self.pbc, min_distance)
+        lat = lattice(self.cell, self.pbc)
+        thin = self.pbc & (lat.spacing < 2.0 * min_distance)
+        if thin.any():
+            k = int(np.argmax(thin))
+            raise self._error(
+                f"a periodic cell at least {2.0 * min_distance:g} Å thick along each periodic axis",
+                f"{lat.spacing[k]:.3g} Å along {'abc'[k]} (cell {self.cell.tolist()})",
+            )
+        pair = close_pair(self.positions, lat, self.pbc, min_distance)
         if pair is not None:
             i, j, dist, across = pair
-            found = f"atom {i} and its periodic image" if i == j else f"atoms {i} and {j}"
-            where = " across a periodic boundary" if across and i != j else ""
-            raise self._error(f"atoms at least {min_distance} Å apart",
-                              f"{found} {dist:.3g} Å apart{where} (0-based atom numbers)")
+            where = " across a periodic boundary" if across else ""
+            raise self._error(f"atoms at least {min_distance:g} Å apart",
+                              f"atoms {i} and {j} {dist:.3g} Å apart{where} (0-based atom numbers)")
 
     @property
     def n_atoms(self) -> int:

@@ -21,7 +21,7 @@ from mlip.cli import main
 from mlip.data import Dataset, build_dataset, write_dataset
 from mlip.data.build import MISSING_ENERGY_HINT
 from mlip.errors import UserError
-from parsers.frame import Frame, _periodic_basis, close_pair
+from parsers.frame import Frame, close_pair, lattice
 
 CELL = "Lattice=\"4 0 0 0 4 0 0 0 4\" pbc=\"T T T\""
 PROPS = "Properties=species:S:1:pos:R:3:forces:R:3"
@@ -91,20 +91,27 @@ def test_close_pair_matches_brute_force():
     """Against every pair and image in skewed, partly periodic cells, with a cutoff
     large enough for pairs to be common and for images beyond the neighbouring cells."""
     rng = np.random.default_rng(3)
-    for _ in range(300):
-        n = int(rng.integers(1, 10))
-        cell = np.diag(rng.uniform(1.0, 3.0, 3)) + np.triu(rng.uniform(-1, 1, (3, 3)), 1)
+    tested = found = 0
+    while tested < 300:
+        n = int(rng.integers(1, 20))
+        cell = np.diag(rng.uniform(0.6, 3.0, 3)) + np.triu(rng.uniform(-1, 1, (3, 3)), 1)
         pbc = rng.random(3) < 0.6
+        lat = lattice(cell, pbc)
+        if (lat.spacing[pbc] < 0.6).any():  # Frame.check refuses cells thinner than 2 * cutoff
+            continue
         positions = rng.uniform(-1.0, 4.0, (n, 3))
         ranges = [range(-8, 9) if p else range(1) for p in pbc]
         shifts = np.array(list(itertools.product(*ranges))) @ cell
         d = np.linalg.norm(positions[None, :, None] + shifts - positions[:, None, None], axis=3)
         d[np.arange(n), np.arange(n), np.flatnonzero(~shifts.any(axis=1))] = np.inf
-        pair = close_pair(positions, _periodic_basis(cell, pbc), pbc, 0.3)
+        pair = close_pair(positions, lat, pbc, 0.3)
         assert (pair is not None) == bool((d < 0.3).any())
         if pair is not None:
             i, j, dist, _ = pair
             assert d[i, j].min() == pytest.approx(dist)
+        tested += 1
+        found += pair is not None
+    assert 50 < found < 250, found
 
 
 def test_dump_frames_are_checked(tmp_path):
