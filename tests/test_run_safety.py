@@ -188,8 +188,13 @@ def test_signal_saves_says_how_to_resume_and_resume_gives_the_same_metrics(data,
 
 def test_sigterm_during_set_up_leaves_nothing(data, tmp_path):
     """A signal while the data is read and the model set up: exit 143, one line, and neither the
-    run directory nor its hidden set-up folder remains."""
-    proc = subprocess.Popen([sys.executable, "-m", "mlip", "train", str(data), "--out", str(tmp_path / "r"),
+    run directory nor its hidden set-up folder remains. (The frames repeated 40 times make the
+    set-up last long enough to be hit.)"""
+    from ase.io import read
+
+    many = tmp_path.parent / f"{tmp_path.name}-many.xyz"
+    write(many, read(data, index=":") * 40, format="extxyz")
+    proc = subprocess.Popen([sys.executable, "-m", "mlip", "train", str(many), "--out", str(tmp_path / "r"),
                              *TINY], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not list(tmp_path.glob(".r.new-*")) and time.time() < deadline and proc.poll() is None:
