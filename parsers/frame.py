@@ -99,26 +99,22 @@ def close_pair(
     n = len(positions)
     frac = np.ascontiguousarray((positions @ lat.reciprocal).T)  # (3, n)
     per_unit = lat.spacing / (2.0 * cutoff)  # bins per unit of fractional coordinate
-    bins, spans = [], []
-    for k in range(3):
-        scaled = frac[k] * (np.floor(per_unit[k]) if pbc[k] else per_unit[k])
-        shifted = np.stack([scaled, scaled + 0.5])  # (2, n): the grids at 0 and half a bin
-        if pbc[k]:
-            size = np.floor(per_unit[k])
-            shifted -= size * np.floor(shifted / size)  # wrapped into [0, size)
-        else:
-            shifted -= shifted.min()
-            size = shifted.max() + 1.0
-        bins.append(np.floor(shifted).astype(np.uint64))
-        spans.append(int(size))
+    per_unit = np.where(pbc, np.floor(per_unit), per_unit)[:, None]
+    scaled = frac * per_unit
+    shifted = np.stack([scaled, scaled + 0.5])  # (2, 3, n): the grids at 0 and half a bin
+    wrapped = shifted - per_unit * np.floor(shifted / per_unit)  # into [0, per_unit)
+    from_zero = shifted - shifted.min(axis=(0, 2))[:, None]
+    periodic = pbc[:, None]
+    bins = np.floor(np.where(periodic, wrapped, from_zero)).astype(np.uint64)
+    spans = [int(s) for s in np.where(pbc, per_unit[:, 0], from_zero.max(axis=(0, 2)) + 1.0)]
     # uint64 arithmetic wraps around for absurd extents: equal bins still give equal keys, and
     # keys that collide only add candidates that the distance test turns down
     stride_x, stride_y = (spans[1] * spans[2]) % 2**64, spans[2] % 2**64
     total = (spans[0] * spans[1] * spans[2]) % 2**64
     keys = (
-        bins[0][:, None, None] * np.uint64(stride_x)
-        + bins[1][None, :, None] * np.uint64(stride_y)
-        + bins[2][None, None, :]
+        bins[:, None, None, 0] * np.uint64(stride_x)
+        + bins[None, :, None, 1] * np.uint64(stride_y)
+        + bins[None, None, :, 2]
         + _GRID_OFFSETS * np.uint64(total)
     ).reshape(-1)
     if not (np.diff(np.sort(keys)) == 0).any():
