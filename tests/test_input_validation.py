@@ -251,3 +251,19 @@ def test_folders_are_read_recursively_and_skipped_files_listed(tmp_path):
     ]
     sources = [Path(s).name for s in Dataset(tmp_path / "d.h5").sources]
     assert sources == ["dump.lammpstrj", "traj.out", "dump.0"]
+
+
+def test_evaluate_groups_by_config_type(tmp_path, monkeypatch):
+    """``mlip evaluate``'s table has a row per extxyz ``config_type`` (the model is stubbed:
+    it predicts zero energy and forces)."""
+    import mlip.evaluate as evaluate
+
+    path = write_xyz(tmp_path / "test.xyz", *(xyz_frame(GOOD, info=f"energy=-1.0 config_type={c}")
+                                              for c in ("bulk", "slab", "bulk")))
+    monkeypatch.setattr(evaluate, "load_model", lambda model, device: (None, {}))
+    monkeypatch.setattr(evaluate, "predict_frames", lambda module, meta, frames, device: [
+        {"energy": 0.0, "forces": np.zeros((len(f), 3))} for f in frames])
+    rows = evaluate.evaluate_model("stub.pt", [str(path)], {}, echo=lambda line: None)
+    assert {name: int(row["frames"]) for name, row in rows.items()} == {
+        "all": 3, "test.xyz": 3, "group:bulk": 2, "group:slab": 1}
+    assert rows["group:bulk"]["energy_mae_meV_atom"] == pytest.approx(500.0)
