@@ -2,8 +2,8 @@
 
 Each subcommand lives in its own module of this package and is registered
 below. Errors the user can fix (:class:`mlip.errors.UserError`,
-:class:`parsers.ParseError`, a missing file, a file that cannot be written for want of
-permission or space) become one line on stderr and exit code 2.
+:class:`parsers.ParseError`, a bad option or argument, a missing file, a file that cannot be
+written for want of permission or space) become one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ class _Group(click.Group):
         except (UserError, ParseError, FileNotFoundError) as exc:
             click.echo(f"mlip: error: {exc}", err=True)
             sys.exit(2)
+        except click.ClickException as exc:  # a bad option or argument: one line too, not click's three
+            usage = isinstance(exc, click.UsageError) and exc.ctx is not None
+            hint = f" (see: {exc.ctx.command_path} --help)" if usage else ""
+            click.echo(f"mlip: error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
         except OSError as exc:
             if exc.errno not in _FILE_ERRNOS or exc.filename is None:
                 raise
