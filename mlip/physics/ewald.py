@@ -10,9 +10,9 @@ k_e = 14.399645 eV·Å (LAMMPS metal ``qqr2e``).
 The real-space part runs over the model's edges up to ``cutoff`` (default 5 Å, the smallest
 default descriptor cutoff: it must not exceed the model's neighbour cutoff); the reciprocal
 part is torch-pme's PME or explicit Ewald sum (by default whichever is cheaper per frame).
-``accuracy`` is the RMS force error per atom in
-units of k_e e²/Å² (LAMMPS' ``kspace_style ... accuracy``); the engine's docstring gives the
-error estimates that turn it into the smearing, k cutoff and mesh spacing.
+``accuracy`` is the RMS force error per atom in units of k_e e²/Å² (LAMMPS' ``kspace_style ...
+accuracy``); the engine's docstring gives the error estimates that turn it into the smearing,
+k cutoff and mesh spacing.
 
 Against LAMMPS (``coul/long`` with ``pair_modify table 0`` + ``kspace_style ewald``) the
 ``"ewald"`` mode agrees to ~5e-7 relative in energies, per-atom energies, forces and virial
