@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from mlip.fileio import atomic_write
+
 
 @dataclass
 class ParitySet:
@@ -49,8 +51,7 @@ def learning_curve(history: list[dict[str, float]], path: Path, stage_two_start:
         ax.set_ylabel(label)
         ax.set_yscale("log")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
 
 
 def parity(ref: np.ndarray, pred: np.ndarray, label: str, path: Path, split: str | None = None,
@@ -79,8 +80,7 @@ def parity(ref: np.ndarray, pred: np.ndarray, label: str, path: Path, split: str
         ax.legend(markerscale=3, fontsize=8)
     ax.set_xlabel(f"reference {label}")
     ax.set_ylabel(f"predicted {label}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
 
 
 def write_plots(run_dir: Path, history: list[dict[str, float]], stage_two_start: int | None,
@@ -92,3 +92,10 @@ def write_plots(run_dir: Path, history: list[dict[str, float]], stage_two_start:
     if np.isfinite(data.force_ref).any():
         parity(data.force_ref, data.force_pred, "force (eV/Å)", run_dir / "parity_forces.png",
                f"{data.split} force components", data.force_group)
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as PNG to ``path``, whole or not at all (a full disk leaves no partial file)."""
+    fig.tight_layout()
+    with atomic_write(path) as out:
+        fig.savefig(out, format="png", dpi=100)

@@ -111,6 +111,28 @@ def test_data_build_to_a_full_disk_is_one_line_and_keeps_the_old_file(frames_300
         assert [p.name for p in full_disk.iterdir()] == ["data.h5"] and out.read_bytes() == before
 
 
+def test_plot_to_a_full_disk_leaves_no_partial_png(full_disk, tmp_path):
+    """Parity and learning-curve PNGs go through atomic_write: a full disk is one UserError and no
+    file; with room the PNG is whole."""
+    from mlip.plots import parity
+
+    ref = np.linspace(-1.0, 1.0, 400_000)
+    filler = full_disk / "filler"
+    with filler.open("wb") as fh:  # fill the disk but for a few kB
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+        except OSError:
+            pass
+    filler.write_bytes(b"\0" * (filler.stat().st_size - 4096))
+    path = full_disk / "parity_forces.png"
+    with pytest.raises(UserError, match=f"^cannot write {path}: {NO_SPACE}$"):
+        parity(ref, ref + 0.01, "force (eV/Å)", path, split="validation")
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+    parity(ref[:100], ref[:100], "force (eV/Å)", tmp_path / "ok.png", split="validation")
+    assert (tmp_path / "ok.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_checkpoint_to_a_full_disk_leaves_no_temporary_file(full_disk):
     """``mlip train``'s checkpoints: torch.save's failure used to leave a partial temporary file."""
     path = full_disk / "checkpoints" / "last.pt"
