@@ -367,14 +367,16 @@ def _read_block(
 
 def _tables(lines: _Lines, energy_column: str | None) -> Iterator[_AtomTable]:
     """The atom table of each frame of ``lines``, in file order. Frames are read
-    in batches of about BATCH_LINES atom lines (or one frame), and the blocks
-    of consecutive frames with the same columns are parsed in one pandas call
-    (a call costs about as much as parsing a thousand lines); when that
-    fails, frame by frame. A ParseError in a header is raised after the frames
-    before it."""
+    in batches of up to about BATCH_LINES atom lines, and the blocks of
+    consecutive frames with the same columns are parsed in one pandas call (a
+    call costs about as much as parsing a thousand lines); when that fails,
+    frame by frame. A frame of more atoms is parsed alone, BATCH_LINES lines
+    at a time as they are read (so that its text is never all in memory). A
+    ParseError in a header is raised after the frames before it."""
     end = False
     while not end:
         batch: list[tuple[DumpHeader, _Block]] = []
+        large: DumpHeader | None = None
         error: ParseError | None = None
         try:
             size = 0
@@ -382,6 +384,9 @@ def _tables(lines: _Lines, energy_column: str | None) -> Iterator[_AtomTable]:
                 header = read_header(lines, energy_column)
                 if header is None:
                     end = True
+                    break
+                if header.n_atoms > BATCH_LINES:
+                    large = header
                     break
                 batch.append((header, lines.block(header.n_atoms)))
                 size += header.n_atoms + 1
@@ -400,30 +405,57 @@ def _tables(lines: _Lines, energy_column: str | None) -> Iterator[_AtomTable]:
                     table = values[start:stop], {c: v[start:stop] for c, v in strings.items()}
                 else:
                     table = _read_block([block], header.n_atoms, layout) if len(frames) > 1 else None
-                yield _AtomTable(lines.path, header, block, table)
+                yield _AtomTable(lines.path, header, [(block, table)])
         if error is not None:
             raise error
+        if large is not None:
+            yield _AtomTable(lines.path, large, list(_pieces(lines, large)))
+
+
+def _pieces(
+    lines: _Lines, header: DumpHeader
+) -> Iterator[tuple[_Block, tuple[np.ndarray, dict[str, np.ndarray]] | None]]:
+    """The atom block after ``header`` read and parsed BATCH_LINES lines at a
+    time: (lines, pandas' result) for each piece; the lines are left out
+    (count only) where pandas succeeded."""
+    layout, left = _layout(tuple(header.columns)), header.n_atoms
+    while left > 0:
+        block = lines.block(min(left, BATCH_LINES))
+        parsed = _read_block([block], block.count, layout)
+        yield (block if parsed is None else _Block(b"", block.count)), parsed
+        if block.count < min(left, BATCH_LINES):  # end of file
+            return
+        left -= block.count
 
 
 class _AtomTable:
-    """The atom block of one frame (``block``: its lines as read), checked.
-    ``parsed``: (values, strings) as this class holds them, from pandas; when
-    None (pandas failed), the lines are read one by one here."""
+    """The atom block of one frame, checked, from its ``pieces`` in file
+    order: each its lines as read and (values, strings) as this class holds
+    them, from pandas; when those are None (pandas failed), the lines are read
+    one by one here."""
 
     def __init__(
         self,
         path: str,
         header: DumpHeader,
-        block: _Block,
-        parsed: tuple[np.ndarray, dict[str, np.ndarray]] | None,
+        pieces: list[tuple[_Block, tuple[np.ndarray, dict[str, np.ndarray]] | None]],
     ) -> None:
         self.path = path
         self.header = header
         self.first_line = header.atoms_line + 1
         self.layout = _layout(tuple(header.columns))
+        parts, rows = [], 0
+        for block, parsed in pieces:
+            parts.append(parsed if parsed is not None else self._read_lines(block.lines(), rows))
+            rows += block.count
+        if rows < header.n_atoms:
+            self._count_error(self.first_line + rows, f"end of file after {rows} atom lines")
         #: (n, numeric columns) float64 in file order (layout.index says which column is where),
         #: and each string column as an (n,) str array
-        self.values, self.strings = parsed if parsed is not None else self._read_lines(block.lines())
+        self.values, self.strings = parts[0] if len(parts) == 1 else (
+            np.concatenate([values for values, _ in parts]),
+            {c: np.concatenate([strings[c] for _, strings in parts]) for c in self.layout.strings},
+        )
 
     def _count_error(self, line: int, found: str) -> NoReturn:
         h = self.header
@@ -431,12 +463,12 @@ class _AtomTable:
             self.path, line, f"{h.n_atoms} atom lines (NUMBER OF ATOMS at line {h.natoms_line})", found
         )
 
-    def _read_lines(self, raw: list[bytes]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The atom lines ``raw`` (without newlines) read one by one with float(); ParseError at
-        the first line that is not a row of the layout's columns, or when the
-        block has too few lines."""
+    def _read_lines(self, raw: list[bytes], row: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The atom lines ``raw`` (without newlines; the first is atom line
+        ``row``, from 0) read one by one with float(); ParseError at the first
+        line that is not a row of the layout's columns."""
         columns, rows, words_by_line = self.header.columns, [], []
-        for k, line in enumerate(raw):
+        for k, line in enumerate(raw, start=row):
             number = self.first_line + k
             if line.startswith(b"ITEM:"):
                 self._count_error(number, f"'ITEM:' after {k} atom lines")
@@ -448,8 +480,6 @@ class _AtomTable:
             fields = [(c, w) for c, w in zip(columns, words, strict=True) if c not in _STRING_COLUMNS]
             rows.append([self._number(number, name, word, text) for name, word in fields])
             words_by_line.append(words)
-        if len(raw) < self.header.n_atoms:
-            self._count_error(self.first_line + len(raw), f"end of file after {len(raw)} atom lines")
         values = np.array(rows, dtype=np.float64).reshape(len(raw), len(self.layout.numeric))
         strings = {
             c: np.array([w[j] for w in words_by_line], dtype=str) for c, j in self.layout.strings.items()

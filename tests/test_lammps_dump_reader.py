@@ -113,9 +113,15 @@ BAD_FIELDS = {
 }
 
 
+# frames of more atoms than BATCH_LINES are read in pieces of that many lines
+SMALL_BATCHES = pytest.mark.parametrize("batch_lines", [7, lammps_dump.BATCH_LINES])
+
+
+@SMALL_BATCHES
 @pytest.mark.parametrize("column", [3, 8], ids=["y", "unused_c_pe"])
 @pytest.mark.parametrize("expected, bad", [(e, b) for e, words in BAD_FIELDS.items() for b in words])
-def test_bad_field_names_its_line(tmp_path, column, expected, bad):
+def test_bad_field_names_its_line(tmp_path, monkeypatch, batch_lines, column, expected, bad):
+    monkeypatch.setattr(lammps_dump, "BATCH_LINES", batch_lines)
     rows = [f"{i} 1 {i}.5 0.25 -{i}e-3 0 0 0 -1" for i in range(1, 41)]
     words = rows[30].split()
     words[column] = bad
@@ -131,15 +137,34 @@ def test_bad_field_names_its_line(tmp_path, column, expected, bad):
         assert repr(COLUMNS.split()[column]) in info.value.expected
 
 
+@SMALL_BATCHES
 @pytest.mark.parametrize("line", ["1 1 0 0", "1 1 0 0 0 0 0 0 0 0", "", "   ", "1 1 0 0 0 0 0 0"])
 @pytest.mark.parametrize("where", [0, 17, 39])
-def test_wrong_field_count_names_its_line(tmp_path, line, where):
+def test_wrong_field_count_names_its_line(tmp_path, monkeypatch, batch_lines, line, where):
+    monkeypatch.setattr(lammps_dump, "BATCH_LINES", batch_lines)
     rows = [f"{i} 1 {i}.5 0.25 -{i}e-3 0 0 0 -1" for i in range(1, 41)]
     rows[where] = line
     with pytest.raises(parsers.ParseError) as info:
         list(read_lammps_dump(_write(tmp_path, _dump(rows)), types={1: "Cu"}))
     assert info.value.line == 10 + where
     assert info.value.expected.startswith("9 fields") and info.value.found == f"{len(line.split())} fields"
+
+
+@SMALL_BATCHES
+@pytest.mark.parametrize("keep", [16, 21, 27, 35])
+def test_atom_count_errors(tmp_path, monkeypatch, batch_lines, keep):
+    """A block cut short by the end of the file, or by the next frame's header."""
+    monkeypatch.setattr(lammps_dump, "BATCH_LINES", batch_lines)
+    rows = [f"{i} 1 {i}.5 0.25 -{i}e-3 0 0 0 -1" for i in range(1, 41)]
+    cut = _dump(rows)[: -1].split("\n")[: 9 + keep]
+    with pytest.raises(parsers.ParseError) as info:
+        list(read_lammps_dump(_write(tmp_path, "\n".join(cut) + "\n", "cut.dump"), types={1: "Cu"}))
+    assert info.value.line == 10 + keep and info.value.found == f"end of file after {keep} atom lines"
+    longer = _dump(rows).replace("NUMBER OF ATOMS\n40", f"NUMBER OF ATOMS\n{40 + keep}") + _dump(rows)
+    with pytest.raises(parsers.ParseError) as info:
+        list(read_lammps_dump(_write(tmp_path, longer, "long.dump"), types={1: "Cu"}))
+    assert info.value.line == 50 and info.value.found == "'ITEM:' after 40 atom lines"
+    assert info.value.expected == f"{40 + keep} atom lines (NUMBER OF ATOMS at line 4)"
 
 
 def test_blanks_tabs_and_line_endings(tmp_path, monkeypatch):
@@ -192,7 +217,7 @@ def _same(a: parsers.Frame, b: parsers.Frame) -> None:
     assert (a.energy, a.energy_weight, a.force_weight) == (b.energy, b.energy_weight, b.force_weight)
 
 
-@pytest.mark.parametrize("batch_lines", [1, 5, lammps_dump.BATCH_LINES])  # frames parsed alone, or several
+@pytest.mark.parametrize("batch_lines", [1, 2, 5, lammps_dump.BATCH_LINES])  # in pieces, alone or together
 def test_headers_that_change_from_frame_to_frame(tmp_path, monkeypatch, batch_lines):
     monkeypatch.setattr(lammps_dump, "BATCH_LINES", batch_lines)
     frames = list(read_lammps_dump(_write(tmp_path, "".join(FRAMES), "mixed.dump"), types={1: "Cu", 2: "Ni"}))
