@@ -326,6 +326,11 @@ def _layout(columns: tuple[str, ...]) -> _Layout:
     return _Layout(index, numeric, strings, dtypes, positions, groups)
 
 
+# an atom block parsed: (n, numeric columns) float64 values in file order, and each string
+# column as an (n,) str array
+_Table = tuple[np.ndarray, dict[str, np.ndarray]]
+
+
 @functools.lru_cache(maxsize=16)
 def _type_table(type_map: tuple[tuple[int, int], ...]) -> np.ndarray:
     """Atomic number by LAMMPS type for the ``(type, Z)`` pairs; 0 where none
@@ -338,12 +343,9 @@ def _type_table(type_map: tuple[tuple[int, int], ...]) -> np.ndarray:
     return table
 
 
-def _read_block(
-    blocks: list[_Block], n: int, layout: _Layout
-) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+def _read_block(blocks: list[_Block], n: int, layout: _Layout) -> _Table | None:
     """The atom blocks ``blocks`` (of one frame each), one after the other,
-    through pandas' C reader: (values, strings) as _AtomTable holds them, or
-    None unless they are ``n`` rows of the layout's columns with finite
+    through pandas' C reader, or None unless they are ``n`` rows of the layout's columns with finite
     numbers."""
     if sum(block.count for block in blocks) != n or n == 0:
         return None
@@ -412,9 +414,7 @@ def _tables(lines: _Lines, energy_column: str | None) -> Iterator[_AtomTable]:
             yield _AtomTable(lines.path, large, list(_pieces(lines, large)))
 
 
-def _pieces(
-    lines: _Lines, header: DumpHeader
-) -> Iterator[tuple[_Block, tuple[np.ndarray, dict[str, np.ndarray]] | None]]:
+def _pieces(lines: _Lines, header: DumpHeader) -> Iterator[tuple[_Block, _Table | None]]:
     """The atom block after ``header`` read and parsed BATCH_LINES lines at a
     time: (lines, pandas' result) for each piece; the lines are left out
     (count only) where pandas succeeded."""
@@ -430,15 +430,14 @@ def _pieces(
 
 class _AtomTable:
     """The atom block of one frame, checked, from its ``pieces`` in file
-    order: each its lines as read and (values, strings) as this class holds
-    them, from pandas; when those are None (pandas failed), the lines are read
-    one by one here."""
+    order: each its lines as read and what pandas made of them; where that is
+    None (pandas failed), the lines are read one by one here."""
 
     def __init__(
         self,
         path: str,
         header: DumpHeader,
-        pieces: list[tuple[_Block, tuple[np.ndarray, dict[str, np.ndarray]] | None]],
+        pieces: list[tuple[_Block, _Table | None]],
     ) -> None:
         self.path = path
         self.header = header
@@ -450,8 +449,7 @@ class _AtomTable:
             rows += block.count
         if rows < header.n_atoms:
             self._count_error(self.first_line + rows, f"end of file after {rows} atom lines")
-        #: (n, numeric columns) float64 in file order (layout.index says which column is where),
-        #: and each string column as an (n,) str array
+        #: the _Table of the frame; layout.index says which numeric column is where
         self.values, self.strings = parts[0] if len(parts) == 1 else (
             np.concatenate([values for values, _ in parts]),
             {c: np.concatenate([strings[c] for _, strings in parts]) for c in self.layout.strings},
@@ -463,7 +461,7 @@ class _AtomTable:
             self.path, line, f"{h.n_atoms} atom lines (NUMBER OF ATOMS at line {h.natoms_line})", found
         )
 
-    def _read_lines(self, raw: list[bytes], row: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def _read_lines(self, raw: list[bytes], row: int) -> _Table:
         """The atom lines ``raw`` (without newlines; the first is atom line
         ``row``, from 0) read one by one with float(); ParseError at the first
         line that is not a row of the layout's columns."""
