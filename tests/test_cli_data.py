@@ -127,11 +127,13 @@ def test_info_text_and_json(small_dataset):
     per_atom = np.array([f.energy / len(f) for f in frames if f.energy is not None])
     assert f"mean {per_atom.mean():.6f}" in out and f"std {per_atom.std():.6f}" in out
     assert "(4 frames)" in out
+    assert "groups          none" in out
 
     result = run("data", "info", str(path), "--json")
     assert result.exit_code == 0
     s = json.loads(result.output)
     assert s["frames"] == 5 and s["atoms"] == 15 and s["elements"] == ["O", "Cu"]
+    assert s["groups"] == {}
     e = s["energy_per_atom"]
     assert e["frames"] == 4
     assert e["min"] == per_atom.min() and e["max"] == per_atom.max()

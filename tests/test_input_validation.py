@@ -227,6 +227,8 @@ def test_cli_key_options_and_missing_energy_hint(tmp_path):
     assert result.exit_code == 0 and "warning" not in result.output
     ds = Dataset(out)
     assert ds[0].energy == -3.0 and ds.groups == ["slab"]
+    result = CliRunner().invoke(main, ["data", "info", str(out)])
+    assert "groups          slab 1" in result.output
 
 
 # -- folders ----------------------------------------------------------------------------------------

@@ -96,6 +96,8 @@ def _format_summary(s: dict[str, Any]) -> str:
         )
     present = ", ".join(f"{k} {v}/{n}" for k, v in s["present"].items())
     lines.append(f"present         {present}")
+    groups = ", ".join(f"{name} {count}" for name, count in s["groups"].items())
+    lines.append(f"groups          {groups or 'none'}")
     lines.append(f"sources         {len(s['sources'])}")
     width = max(len(str(src["frames"])) for src in s["sources"])
     for src in s["sources"]:

@@ -11,8 +11,9 @@ from mlip.data.dataset import Dataset
 
 def summarize(ds: Dataset) -> dict[str, Any]:
     """Counts, elements, energy-per-atom statistics (eV/atom, over frames with an
-    energy and at least one atom), how many frames carry each property, and the
-    frame count of each source file. Plain Python types (JSON-serialisable)."""
+    energy and at least one atom), how many frames carry each property, the
+    frame count of each group (e.g. extxyz ``config_type``) and of each source
+    file. Plain Python types (JSON-serialisable)."""
     n = len(ds)
     with_energy = ds.has_energy & (ds.n_atoms > 0)
     per_atom = ds.energy[with_energy] / ds.n_atoms[with_energy]
@@ -26,6 +27,7 @@ def summarize(ds: Dataset) -> dict[str, Any]:
             "std": float(per_atom.std()),
         }
     counts = np.bincount(ds.source_id, minlength=len(ds.sources))
+    group_counts = np.bincount(ds.group_id[ds.group_id >= 0], minlength=len(ds.groups))
     return {
         "path": str(ds.path),
         "format_version": ds.format_version,
@@ -43,6 +45,7 @@ def summarize(ds: Dataset) -> dict[str, Any]:
             "charged": int(np.count_nonzero(ds.total_charge)),
             "grouped": int(np.count_nonzero(ds.group_id >= 0)),
         },
+        "groups": {name: int(count) for name, count in zip(ds.groups, group_counts, strict=True)},
         "sources": [
             {"path": path, "frames": int(count), "sha256": sha}
             for path, count, sha in zip(ds.sources, counts, ds.source_sha256, strict=True)
