@@ -315,8 +315,10 @@ SCHEMA: dict[str, Key] = {
     "train.threads": Key(integer(0), "torch threads; 0 = torch's default"),
     "out": Key(_OPTIONAL_TEXT, "run directory; null = runs/<name of the first source> (-2, -3 ... if taken)"),
 }
-"""Every config key, dotted (``train.epochs``). Keys of :data:`DEFAULTS` that a version lacks
-(``data.energy_key`` ...) are simply not checked."""
+"""Every config key, dotted (``train.epochs``), with its rule and meaning. A config lacking one
+of them (an older run's, without ``data.energy_key`` ...) is checked on the keys it has."""
+
+SECTIONS = ("data", "model", "train")
 
 
 def leaves(config: dict[str, Any]) -> Iterator[tuple[str, Any]]:
@@ -327,9 +329,6 @@ def leaves(config: dict[str, Any]) -> Iterator[tuple[str, Any]]:
                 yield f"{name}.{key}", item
         else:
             yield name, value
-
-
-SECTIONS = ("data", "model", "train")
 
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
