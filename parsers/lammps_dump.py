@@ -580,12 +580,9 @@ class _AtomTable:
         h = self.header
         order = self._order()
         numbers = self._numbers(type_map)
-        if order is not None:
-            numbers = numbers[order]
-        arrays = {
-            key: self.values[:, cols] if order is None else self.values[np.ix_(order, cols)]
-            for key, cols in self.layout.groups.items()
-        }
+        take = slice(None) if order is None else order
+        numbers = numbers[take]
+        arrays = {key: self.values[:, cols][take] for key, cols in self.layout.groups.items()}
         energy = h.energy
         if energy_column is not None:
             energy = float(np.sum(self.column(energy_column)))
