@@ -207,9 +207,10 @@ class Frame:
         thin = self.pbc & (lat.spacing < 2.0 * min_distance)
         if thin.any():
             k = int(np.argmax(thin))
+            found = "a flat cell" if not lat.spacing.any() else f"{lat.spacing[k]:.3g} Å along {'abc'[k]}"
             raise self._error(
                 f"a periodic cell at least {2.0 * min_distance:g} Å thick along each periodic axis",
-                f"{lat.spacing[k]:.3g} Å along {'abc'[k]} (cell {self.cell.tolist()})",
+                f"{found} (cell {self.cell.tolist()})",
             )
         pair = close_pair(self.positions, lat, self.pbc, min_distance)
         if pair is not None:

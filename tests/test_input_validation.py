@@ -69,10 +69,11 @@ def cli(*args: str) -> subprocess.CompletedProcess:
         (xyz_frame([]), "0 atoms"),
         (xyz_frame([(0.0, 0.0, 0.0), (2.0, 2.0, 0.0), (0.0, 0.0, 0.0)]), "atoms 0 and 2 0 Å apart"),
         (xyz_frame([(0.01, 1.0, 1.0), (3.97, 1.0, 1.0)]), "atoms 0 and 1 0.04 Å apart across"),
-        (xyz_frame(GOOD, cell='Lattice="4 0 0 8 0 0 0 0 4" pbc="T T T"'), "cell"),
+        (xyz_frame(GOOD, cell='Lattice="4 0 0 8 0 0 0 0 4" pbc="T T T"'), "found a flat cell"),
+        (xyz_frame(GOOD, cell='Lattice="4 0 0 0 4 0 0 0 0.15" pbc="T T T"'), "found 0.15 Å along c"),
     ],
     ids=["nan-energy", "inf-energy", "inf-position", "nan-cell", "nan-force", "inf-stress",
-         "energy-abc", "no-atoms", "same-place", "periodic-image", "flat-cell"],
+         "energy-abc", "no-atoms", "same-place", "periodic-image", "flat-cell", "thin-cell"],
 )
 def test_bad_extxyz_frame_names_file_and_frame(tmp_path, frame, found):
     path = write_xyz(tmp_path / "train.xyz", xyz_frame(GOOD), frame)
