@@ -361,7 +361,8 @@ class Trainer:
 
     def fit(self) -> Path:
         """Train to the last epoch (or early stopping), then :meth:`finish`. SIGINT/SIGTERM save
-        ``last.pt`` at the next batch and raise :class:`Interrupted`."""
+        ``last.pt`` at the next batch and raise :class:`Interrupted`; once the epochs are done,
+        a signal lets the export finish."""
         epochs = int(self.config["train"]["epochs"])
         start = time.perf_counter()
         old = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -371,6 +372,8 @@ class Trainer:
             while self.state.epoch < epochs:
                 if self._epoch(progress):
                     break
+            progress.close()
+            self.finish(time.perf_counter() - start)
         except Interrupted:
             self.save("last.pt")
             raise
@@ -378,7 +381,6 @@ class Trainer:
             progress.close()
             for s, h in old.items():
                 signal.signal(s, h)
-        self.finish(time.perf_counter() - start)
         return self.run_dir
 
     def _epoch(self, progress: _Progress) -> bool:
