@@ -19,10 +19,11 @@ Gaussian smearing σ (Ewald parameter α = 1/(√2 σ)):
 
     φ_i = φ_i^real + φ_i^k,
     φ_i^real = k_e Σ_{edges (i, j)} q_j erfc(r_ij/(√2σ)) / r_ij · s(r_ij)
-    φ_i^k    = torch-pme's long-range part: the reciprocal sum (``EwaldCalculator`` with explicit
-               k vectors, or ``PMECalculator``: Lagrange interpolation on a mesh + FFT), minus the
-               self term k_e √(2/π)/σ q_i, minus the background term 2π k_e σ² Q / V for a net
-               charge Q = Σ q (the energy −k_e π Q²/(2Vα²) that LAMMPS adds for charged cells).
+    φ_i^k    = the reciprocal sum on torch-pme (its ``EwaldCalculator`` with explicit k vectors,
+               or PME from its ``lib.MeshInterpolator`` (Lagrange interpolation) and
+               ``lib.KSpaceFilter`` (FFT, kernel k_e 4π e^{−σ²k²/2}/k²)), minus the self term
+               k_e √(2/π)/σ q_i, minus the background term 2π k_e σ² Q / V for a net charge
+               Q = Σ q (the energy −k_e π Q²/(2Vα²) that LAMMPS adds for charged cells).
 
 The real-space pairs are the model's own directed edges (``edge_index`` (2, E), both directions
 listed; ``edge_vec`` r_ij = x_j − x_i + shift): no second neighbour list, and torch-pme gets no
@@ -31,8 +32,10 @@ exceed the model's neighbour cutoff. s(r) is a C² switch (1 − 10t³ + 15t⁴ 
 0.9·cutoff to cutoff, so the energy is smooth when pairs cross the cutoff. The explicit k sum
 switches its k vectors off the same way between K and 1.2 K (``_SwitchedCoulomb``) and takes
 every k inside 1.2 K, so it is smooth under any change of the cell. PME changes its mesh size
-in steps (torch-pme uses a power of two of points per cell vector), so its energy jumps by
-about the requested accuracy when a cell crosses such a step (never in fixed-cell MD).
+in steps (the smallest 2^a 3^b 5^c ≥ L/h + 1 points along a cell vector of length L; torch-pme's
+own ``PMECalculator`` rounds up to a power of two, up to 8× the points, so it is not used), so
+its energy jumps by about the requested accuracy when a cell crosses such a step (never in
+fixed-cell MD); so can ``auto``'s choice between the two sums.
 
 Modes: ``"ewald"`` (always the explicit k sum: exact to ε and smooth; O(N^{3/2}) at best),
 ``"pme"`` (always the mesh: O(N log N)) and ``"auto"`` (per frame, the explicit sum where
@@ -54,14 +57,15 @@ cell):
     cells of 8 and 12 Å, σ = 0.7–1.4 Å, h/σ = 0.09–0.7; within a factor 2 over 1e-7–1e-3):
         ΔF_mesh = 0.025 √(ρ/0.05) (h/σ)^4.7 σ^−1.4 = ε   (σ in Å)          → h
     torch-pme's own estimate (``tuning.pme.PMEErrorBounds``, after Deserno & Holm) was 10–25×
-    below the measured error for these meshes, so it is not used. torch-pme's ``mesh_spacing``
-    is 2h: it uses 2^⌈log₂(L/h + 1)⌉ points along a cell vector of length L (spacing ≤ h).
+    below the measured error for these meshes, so it is not used. On 64-ion rock-salt cells
+    (orthogonal, triclinic, charged) the measured error is 0.3–0.6 ε for ε = 1e-3 … 1e-6.
 
 For charges of magnitude |q| the absolute error scales with q². The cost of PME at a given ε
 is set by σ, hence by the real-space cutoff: with the 5 Å of a typical model the mesh spacing
-is 0.33 Å at ε = 1e-4 and 0.17 Å at 1e-5 (8× the points), which dominates the cost of large
-cells. The tests check the Ewald mode against LAMMPS ``kspace_style ewald`` and pymatgen, and
-PME against LAMMPS ``kspace_style pppm`` and the Ewald mode at the requested accuracy.
+is 0.33 Å at ε = 1e-4 (about 600 mesh points per atom of NaCl) and 0.17 Å at 1e-5 (8× the
+points), which dominates the cost of large cells. The tests check the Ewald mode against LAMMPS
+``kspace_style ewald`` and pymatgen, and PME against LAMMPS ``kspace_style pppm`` and the Ewald
+mode at the requested accuracy.
 
 Non-periodic frames (``pbc`` all False) are summed directly over all pairs,
 φ_i = k_e Σ_{j≠i} q_j / r_ij: O(n²) time and memory, meant for clusters and molecules of up to
@@ -71,13 +75,13 @@ batch are evaluated one at a time (the real-space part in one pass over all edge
 TorchScript-compiled: no ``from __future__ import annotations`` here.
 """
 
-import copy
 import math
 from typing import Tuple
 
 import torch
 import torchpme
 from torch import Tensor
+from torchpme.lib import KSpaceFilter, MeshInterpolator
 
 from mlip.errors import UserError
 from parsers.units import COULOMB_EV_ANGSTROM
@@ -91,6 +95,19 @@ MESH_ERROR_PREFACTOR = 0.025  # fitted PME force error (module docstring), units
 MESH_FIT_DENSITY = 0.05  # Å⁻³, density of the fit
 MESH_SPACING_POWER = 4.7
 MESH_SMEARING_POWER = 1.4
+
+
+def smooth_size(n: int) -> int:
+    """The smallest integer ≥ ``n`` with no prime factor above 5 (a fast FFT length)."""
+    m = max(n, 1) - 1
+    rest = 0
+    while rest != 1:
+        m += 1
+        rest = m
+        for p in [2, 3, 5]:
+            while rest % p == 0:
+                rest = rest // p
+    return m
 
 
 def switch(x: Tensor, start: float, end: float) -> Tensor:
@@ -171,6 +188,8 @@ class CoulombEngine(torch.nn.Module):
     mesh_spacing: float
     interpolation_nodes: int
     coulomb: float
+    self_term: float
+    background_term: float
 
     def __init__(self, cutoff: float, accuracy: float = 1e-4, mode: str = "auto") -> None:
         super().__init__()
@@ -193,14 +212,15 @@ class CoulombEngine(torch.nn.Module):
         self.ewald_sum = torchpme.EwaldCalculator(
             _SwitchedCoulomb(self.smearing, self.coulomb, self.k_cutoff),
             lr_wavelength=2.0 * math.pi / self.k_cutoff, full_neighbor_list=True)
-        self.mesh_sum = torchpme.PMECalculator(
-            torchpme.CoulombPotential(smearing=self.smearing, prefactor=self.coulomb),
-            mesh_spacing=2.0 * self.mesh_spacing, interpolation_nodes=self.interpolation_nodes,
-            full_neighbor_list=True)
-        # torch-pme shares the potential between the calculator and its mesh filter; a copy of
-        # its own keeps every buffer under one name, as code that copies a model's
-        # ``named_buffers()`` (deduplicated) into a scripted model's state dict expects
-        self.mesh_sum.kspace_filter.kernel = copy.deepcopy(self.mesh_sum.potential)
+        # PME from torch-pme's building blocks (the mesh size is ours: see mesh_points)
+        unit_cell = torch.eye(3, dtype=torch.float64)
+        one_point = torch.ones(3, dtype=torch.long)
+        self.mesh_interpolator = MeshInterpolator(unit_cell, one_point, self.interpolation_nodes, "Lagrange")
+        self.mesh_filter = KSpaceFilter(
+            unit_cell, one_point, torchpme.CoulombPotential(smearing=self.smearing, prefactor=self.coulomb),
+            fft_norm="backward", ifft_norm="forward")
+        self.self_term = self.coulomb * math.sqrt(2.0 / math.pi) / self.smearing
+        self.background_term = 2.0 * math.pi * self.coulomb * self.smearing**2
 
     def extra_repr(self) -> str:
         return (f"mode={self.mode}, cutoff={self.cutoff}, accuracy={self.accuracy}, "
@@ -258,27 +278,45 @@ class CoulombEngine(torch.nn.Module):
     def reciprocal_space(self, charges: Tensor, positions: Tensor, cell: Tensor) -> Tensor:
         """torch-pme's long-range part of φ (n,) eV/e (k space, self and background terms)
         of one periodic frame."""
-        no_pairs = torch.zeros(0, 2, dtype=torch.long, device=positions.device)
-        no_dist = torch.zeros(0, dtype=positions.dtype, device=positions.device)
         if self.mode == "ewald" or (self.mode == "auto" and self.ewald_is_cheaper(positions.shape[0], cell)):
+            no_pairs = torch.zeros(0, 2, dtype=torch.long, device=positions.device)
+            no_dist = torch.zeros(0, dtype=positions.dtype, device=positions.device)
             half = self.ewald_sum(charges.unsqueeze(1), cell, positions, no_pairs, no_dist,
                                   kvectors=self.kvectors(cell))
-        else:
-            half = self.mesh_sum(charges.unsqueeze(1), cell, positions, no_pairs, no_dist)
-        return 2.0 * half.squeeze(1)  # torch-pme returns ½ φ (its E = Σ q_i V_i)
+            return 2.0 * half.squeeze(1)  # torch-pme returns ½ φ (its E = Σ q_i V_i)
+        return self.mesh_potential(charges, positions, cell)
+
+    def mesh_potential(self, charges: Tensor, positions: Tensor, cell: Tensor) -> Tensor:
+        """PME: φ^k (n,) eV/e of one periodic frame. Charges are spread on the mesh by Lagrange
+        interpolation, filtered by the smeared Coulomb kernel k_e 4π e^{−σ²k²/2}/k² in k space,
+        interpolated back and divided by V; minus the self and background terms."""
+        n_mesh = self.mesh_points(cell)
+        self.mesh_interpolator.update(cell, n_mesh)
+        self.mesh_filter.update(cell, n_mesh)
+        self.mesh_interpolator.compute_weights(positions)
+        density = self.mesh_interpolator.points_to_mesh(charges.unsqueeze(1))
+        mesh_phi = self.mesh_interpolator.mesh_to_points(self.mesh_filter(density)).squeeze(1)
+        volume = torch.linalg.det(cell).abs()
+        return mesh_phi / volume - self.self_term * charges - self.background_term * charges.sum() / volume
+
+    def mesh_points(self, cell: Tensor) -> Tensor:
+        """Mesh points (3,) int64 along the cell vectors: the smallest 2^a 3^b 5^c ≥ L/h + 1
+        for a cell vector of length L (FFT-friendly, spacing ≤ h; torch-pme's own PME rounds up
+        to a power of two, up to 8× more points)."""
+        lengths = torch.linalg.vector_norm(cell.detach(), dim=1)
+        sizes = [smooth_size(int(math.ceil(float(lengths[d]) / self.mesh_spacing + 1.0))) for d in range(3)]
+        return torch.tensor(sizes, dtype=torch.long, device=cell.device)
 
     def ewald_is_cheaper(self, n_atoms: int, cell: Tensor) -> bool:
         """Whether the explicit k sum is cheaper than PME for this frame: N·N_k < M, with
-        N_k = (4π/3) (1.2 K)³ V/(2π)³ k vectors and M the mesh points torch-pme uses
-        (2^⌈log₂(L/h + 1)⌉ along each cell vector of length L). Measured on one CPU thread,
+        N_k = (4π/3) (1.2 K)³ V/(2π)³ k vectors and M the PME mesh points (:meth:`mesh_points`).
+        Measured on one CPU thread,
         energy + forces: one (atom, k) term of the explicit sum costs about as much as one mesh
         point of PME (1.4e-7 s against 2e-7 s, NaCl cells of 64 to 1,000 atoms)."""
         with torch.no_grad():
             volume = float(torch.linalg.det(cell.detach()).abs())
             n_k = 4.0 * math.pi / 3.0 * self.k_end**3 * volume / (8.0 * math.pi**3)
-            lengths = torch.linalg.vector_norm(cell.detach(), dim=1)
-            n_mesh = float(torch.pow(2.0, torch.ceil(torch.log2(lengths / self.mesh_spacing + 1.0))).prod())
-        return n_atoms * n_k < n_mesh
+        return n_atoms * n_k < float(self.mesh_points(cell).prod())
 
     def kvectors(self, cell: Tensor) -> Tensor:
         """All k = 2π m·cell⁻ᵀ (K, 3) 1/Å with 0 < |k| < 1.2 K (the set chosen without gradient)."""
