@@ -87,7 +87,7 @@ def child(n_atoms: int, variant: str, calls: int, accuracy: float | None, mode: 
             "us_per_atom_step": 1e6 * best / n_atoms,
             "peak_memory_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
             "physics": [t.name for t in model.physics],
-            "coulomb": [t.engine.extra_repr() for t in model.physics if t.name == "ewald"]}
+            "coulomb": [t.engine.extra_repr() for t in model.physics if hasattr(t, "engine")]}
 
 
 def run_child(args: argparse.Namespace, n_atoms: int, variant: str) -> dict[str, Any]:
