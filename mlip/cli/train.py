@@ -46,10 +46,10 @@ def train(sources: tuple[str, ...], config_path: str | None, resume: str | None,
     All config keys and their meaning: mlip config show.
 
     \b
-    Progress (environment variable MLIP_PROGRESS):
-      unset, 1 or auto   a progress bar when stdout is a terminal, else one line every few epochs
-      bar, lines         always that
-      0 or off           no per-epoch output (the start and the summary are still printed)
+    Progress per epoch (environment variable MLIP_PROGRESS):
+      unset, 1, auto   a bar when stdout is a terminal, else a line every few epochs
+      bar, lines       always a bar, always lines
+      0, off           none (what the run is and its summary are still printed)
 
     \b
     Examples:
