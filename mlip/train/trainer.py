@@ -504,8 +504,8 @@ class _Progress:
         errors = (f"train E {row['train_energy_mae_meV_atom']:.2f} F {row['train_force_mae_eV_A']:.3f} | "
                   f"val E {row['val_energy_mae_meV_atom']:.2f} F {row['val_force_mae_eV_A']:.3f}")
         if self.bar is not None:
+            self.bar.set_postfix_str(f"{errors} (meV/atom, eV/Å) lr {row['lr']:.1e}", refresh=False)
             self.bar.update(1)
-            self.bar.set_postfix_str(f"{errors} (meV/atom, eV/Å) lr {row['lr']:.1e}")
         elif self.mode == "lines" and (epoch == 1 or epoch % self.every == 0 or epoch == self.epochs):
             self.echo(f"epoch {epoch}/{self.epochs}: {errors} (E meV/atom, F eV/Å) lr {row['lr']:.1e} "
                       f"{row['seconds']:.1f} s")
