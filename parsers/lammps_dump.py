@@ -67,6 +67,7 @@ _POSITION_SETS = (
 _RANN_FIELDS = (5, 6, 11, 12)
 
 BATCH_LINES = 20_000  # atom lines read and parsed together, when frames are smaller
+CHUNK_BYTES = 1 << 22  # bytes read from the file at a time
 
 # A number as LAMMPS writes one; float() also takes '1_000', digits of other scripts and the like,
 # which are refused.
@@ -127,27 +128,81 @@ def _log_energy(energies: dict[int, float], header: DumpHeader, path: str, log: 
 
 class _Lines:
     """The lines of an open binary file, counted: ``line`` is the 1-based
-    number of the last line handed out (0 before the first)."""
+    number of the last line handed out (0 before the first).
+
+    The file is read ahead into a buffer, ``CHUNK_BYTES`` at a time. A block of
+    ``n`` lines is cut out of the buffer without splitting it into lines: its
+    end is the next frame's ``ITEM:`` line when that many lines lie before it,
+    otherwise the ``n``-th newline found by numpy; both searches look only
+    within about 1.5 times the bytes ``n`` lines took so far."""
 
     def __init__(self, fh: IO[bytes], path: str) -> None:
         self.path = path
         self.line = 0
         self._fh = fh
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        self._line_bytes = 100.0  # mean length of the lines of the last block
+
+    def _ensure(self, size: int) -> int:
+        """Read ahead until ``size`` bytes follow the position (or the file ends); returns how
+        many do. Text before the position is dropped when the buffer is refilled."""
+        while len(self._buf) - self._pos < size and not self._eof:
+            data = self._fh.read(max(CHUNK_BYTES, size))
+            if not data:
+                self._eof = True
+                break
+            self._buf = self._buf[self._pos:] + data
+            self._pos = 0
+        return len(self._buf) - self._pos
 
     def readline(self) -> bytes | None:
         """The next line without its line ending, or None at end of file."""
-        raw = self._fh.readline()
-        if not raw:
-            return None
+        end = self._buf.find(b"\n", self._pos)
+        while end < 0 and not self._eof:
+            searched = len(self._buf) - self._pos
+            self._ensure(searched + 1)
+            end = self._buf.find(b"\n", self._pos + searched)
+        if end < 0:
+            if self._pos >= len(self._buf):
+                return None
+            end = len(self._buf)
+        raw = self._buf[self._pos:end]
+        self._pos = end + 1
         self.line += 1
-        return raw.rstrip(b"\r\n")
+        return raw.rstrip(b"\r")
 
     def block(self, n: int) -> _Block:
         """The next ``n`` lines; fewer at end of file."""
-        text = b"".join(itertools.islice(self._fh, n))
-        count = text.count(b"\n") + (bool(text) and not text.endswith(b"\n"))
+        end, count = self._end_of_lines(n)
+        text = self._buf[self._pos:end]
+        self._pos = end
         self.line += count
+        if count:
+            self._line_bytes = len(text) / count
         return _Block(text, count)
+
+    def _end_of_lines(self, n: int) -> tuple[int, int]:
+        """(buffer offset just past the next ``n`` lines, ``n``), or (the end of the text, the
+        lines left) if fewer remain."""
+        if n <= 0:
+            return self._pos, 0
+        window = int(n * self._line_bytes * 1.5) + 64
+        have = self._ensure(window + 5)
+        # 'I' does not occur in lines of numbers, so find() skips ahead quickly
+        item = self._buf.find(b"ITEM:", self._pos, self._pos + min(window, have) + 5)
+        if item > self._pos and self._buf[item - 1] == 10 and self._buf.count(b"\n", self._pos, item) == n:
+            return item, n
+        while True:
+            view = np.frombuffer(self._buf, np.uint8, count=min(window, have), offset=self._pos)
+            ends = np.flatnonzero(view == 10)
+            if len(ends) >= n:
+                return self._pos + int(ends[n - 1]) + 1, n
+            if window >= have and self._eof:
+                return len(self._buf), len(ends) + (have > (int(ends[-1]) + 1 if len(ends) else 0))
+            window *= 2
+            have = self._ensure(window)
 
 
 @dataclass(frozen=True)
