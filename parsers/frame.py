@@ -25,6 +25,7 @@ is not flat, and no two atoms closer than :data:`MIN_DISTANCE`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -75,6 +76,13 @@ def lattice(cell: np.ndarray, pbc: np.ndarray) -> Lattice:
     return Lattice(basis, reciprocal, 1.0 / np.linalg.norm(reciprocal, axis=0))
 
 
+@functools.lru_cache(maxsize=4)
+def _cached_lattice(cell: bytes, pbc: bytes) -> Lattice:
+    """:func:`lattice` of a cell and pbc given as the bytes of their float64 and
+    bool arrays: frames of a trajectory usually share one cell."""
+    return lattice(np.frombuffer(cell).reshape(3, 3), np.frombuffer(pbc, dtype=bool))
+
+
 _GRID_OFFSETS = np.arange(8, dtype=np.uint64).reshape(2, 2, 2, 1)
 
 
@@ -99,23 +107,26 @@ def close_pair(
     n = len(positions)
     frac = np.ascontiguousarray((positions @ lat.reciprocal).T)  # (3, n)
     per_unit = lat.spacing / (2.0 * cutoff)  # bins per unit of fractional coordinate
-    per_unit = np.where(pbc, np.floor(per_unit), per_unit)[:, None]
-    scaled = frac * per_unit
+    per_unit = np.where(pbc, np.floor(per_unit), per_unit)
+    scaled = frac * per_unit[:, None]
     shifted = np.stack([scaled, scaled + 0.5])  # (2, 3, n): the grids at 0 and half a bin
-    wrapped = shifted - per_unit * np.floor(shifted / per_unit)  # into [0, per_unit)
-    from_zero = shifted - shifted.min(axis=(0, 2))[:, None]
-    periodic = pbc[:, None]
-    bins = np.floor(np.where(periodic, wrapped, from_zero)).astype(np.uint64)
-    spans = [int(s) for s in np.where(pbc, per_unit[:, 0], from_zero.max(axis=(0, 2)) + 1.0)]
+    # made non-negative (so that truncation is floor): wrapped into [0, per_unit) along the
+    # periodic axes, counted from the lowest value along the others
+    wrap = per_unit[:, None] * np.floor(shifted / per_unit[:, None])
+    if pbc.all():
+        shifted -= wrap
+        spans = per_unit
+    else:
+        shifted -= np.where(pbc[:, None], wrap, shifted.min(axis=(0, 2))[:, None])
+        spans = np.where(pbc, per_unit, shifted.max(axis=(0, 2)) + 1.0)
     # uint64 arithmetic wraps around for absurd extents: equal bins still give equal keys, and
     # keys that collide only add candidates that the distance test turns down
-    stride_x, stride_y = (spans[1] * spans[2]) % 2**64, spans[2] % 2**64
-    total = (spans[0] * spans[1] * spans[2]) % 2**64
+    sx, sy, sz = (int(x) for x in spans)
+    strides = np.array([(sy * sz) % 2**64, sz % 2**64, 1], dtype=np.uint64)
+    parts = shifted.astype(np.uint64) * strides[:, None]  # (2, 3, n)
     keys = (
-        bins[:, None, None, 0] * np.uint64(stride_x)
-        + bins[None, :, None, 1] * np.uint64(stride_y)
-        + bins[None, None, :, 2]
-        + _GRID_OFFSETS * np.uint64(total)
+        parts[:, None, None, 0] + parts[None, :, None, 1] + parts[None, None, :, 2]
+        + _GRID_OFFSETS * np.uint64((sx * sy * sz) % 2**64)
     ).reshape(-1)
     if not (np.diff(np.sort(keys)) == 0).any():
         return None
@@ -203,7 +214,7 @@ class Frame:
         ``min_distance`` Å; the message names the two atoms (0-based, in frame
         order)."""
         self.check_values()
-        lat = lattice(self.cell, self.pbc)
+        lat = _cached_lattice(self.cell.tobytes(), self.pbc.tobytes())
         thin = self.pbc & (lat.spacing < 2.0 * min_distance)
         if thin.any():
             k = int(np.argmax(thin))
