@@ -5,7 +5,8 @@ periodic system with ASE's neighbour list (image shifts, no ghosts); LAMMPS eval
 through the plugin with ghosts, domain decomposition (2 ranks) or the gathered long-range
 path. Cases: {short-range, long-range} x {orthogonal Cu, triclinic Cu/Ni} x {newton on, off},
 on 1 rank (the Python ``lammps`` module, in-process) and 2 ranks (``mpirun -np 2 lmp``,
-plugin autoloaded from LAMMPS_PLUGIN_PATH).
+plugin autoloaded from LAMMPS_PLUGIN_PATH). Short-range cases also dump compute stress/atom and
+centroid/stress/atom, checked against their sums and the model's edge forces.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ase import Atoms, units
 from ase.build import bulk
 from ase.calculators.calculator import Calculator, all_changes
 from ase.md.verlet import VelocityVerlet
-from lammps_toy_models import evaluate_periodic, save_model
+from lammps_toy_models import edge_virials, evaluate_periodic, save_model
 
 from mlip.lammps import load_lammps
 from mlip.lammps.build import ensure_built
@@ -72,6 +73,10 @@ class Case:
 
     def model_file(self, workdir: Path) -> Path:
         return workdir / f"{self.structure}_{self.model}.pt"
+
+    @property
+    def short_range(self) -> bool:
+        return self.model in ("toy_short", "real_short")
 
 
 TOY_MODELS = ("toy_short", "toy_long")
@@ -162,8 +167,20 @@ def write_data(path: Path, atoms: Atoms) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def peratom_virial_input(out: Path) -> str:
+    """compute stress/atom and centroid/stress/atom (virial only) dumped with %.17g to
+    ``out``.vdump: id, 6 stress/atom then 9 centroid/stress/atom columns (bar Å^3)."""
+    return f"""
+compute s all stress/atom NULL virial
+compute cs all centroid/stress/atom NULL virial
+dump v all custom 1 {out}.vdump id c_s[*] c_cs[*]
+dump_modify v sort id format float %.17g
+"""
+
+
 def case_input(case: Case, workdir: Path, outdir: Path) -> str:
-    """LAMMPS commands for one case: run 0, dump forces and pe/atom, print energy, pressure, volume."""
+    """LAMMPS commands for one case: run 0, dump forces and pe/atom, print energy, pressure, volume;
+    short-range models also dump per-atom virials."""
     ntypes = len(set(STRUCTURES[case.structure]().get_chemical_symbols()))
     out = outdir / case.name
     return f"""
@@ -179,6 +196,7 @@ compute pe all pe/atom
 compute p all pressure NULL virial
 dump d all custom 1 {out}.dump id fx fy fz c_pe
 dump_modify d sort id format float %.17g
+{peratom_virial_input(out) if case.short_range else ""}
 thermo_style custom step pe c_p[*]
 run 0
 print "$(pe:%.17g) $(vol:%.17g) $(c_p[1]:%.17g) $(c_p[2]:%.17g) $(c_p[3]:%.17g) \
@@ -213,6 +231,13 @@ def read_case(workdir: Path, case: Case) -> dict[str, np.ndarray | float]:
     virial = np.array([[w[0], w[3], w[4]], [w[3], w[1], w[5]], [w[4], w[5], w[2]]])
     dump = np.loadtxt(workdir / f"{case.name}.dump", skiprows=9)
     return {"energy": pe, "forces": dump[:, 1:4], "atomic_energies": dump[:, 4], "virial": virial}
+
+
+def read_peratom_virials(workdir: Path, case: Case) -> dict[str, np.ndarray]:
+    """Per-atom virials W = -S (eV) of a case, S from compute stress/atom (n, 6: xx yy zz xy xz yz)
+    and centroid/stress/atom (n, 9: ... yx zx zy) in bar Å^3."""
+    dump = np.loadtxt(workdir / f"{case.name}.vdump", skiprows=9)
+    return {"stress": -dump[:, 1:7] / NKTV2P_METAL, "centroid": -dump[:, 7:16] / NKTV2P_METAL}
 
 
 @pytest.fixture(scope="session")
@@ -304,6 +329,41 @@ def test_one_rank_matches_python(case, one_rank, reference):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_two_ranks_match_python(case, two_ranks, reference):
     assert_matches(read_case(two_ranks, case), reference[case.name])
+
+
+SHORT_CASES = [c for c in CASES if c.short_range]
+
+
+@pytest.mark.parametrize("ranks", ["one_rank", "two_ranks"])
+@pytest.mark.parametrize("case", SHORT_CASES, ids=lambda c: c.name)
+def test_peratom_virials_sum_to_the_global_virial(case, ranks, request):
+    """compute stress/atom and centroid/stress/atom summed over atoms give LAMMPS' global virial
+    (from the pressure) to 1e-10 relative; the centroid's yx, zx, zy too (the virial is symmetric)."""
+    out = request.getfixturevalue(ranks)
+    virial = read_case(out, case)["virial"]
+    per_atom = read_peratom_virials(out, case)
+    rows, cols = [0, 1, 2, 0, 0, 1, 1, 2, 2], [0, 1, 2, 1, 2, 2, 0, 0, 1]  # xx yy zz xy xz yz yx zx zy
+    tol = 1e-10 * np.abs(virial).max()
+    np.testing.assert_allclose(per_atom["stress"].sum(axis=0), virial[rows[:6], cols[:6]], rtol=0, atol=tol)
+    np.testing.assert_allclose(per_atom["centroid"].sum(axis=0), virial[rows, cols], rtol=0, atol=tol)
+    assert np.abs(per_atom["stress"]).max() > 1e8 * tol  # per-atom values are not (near) zero
+
+
+@pytest.mark.parametrize("ranks", ["one_rank", "two_ranks"])
+@pytest.mark.parametrize("case", SHORT_CASES, ids=lambda c: c.name)
+def test_peratom_virials_match_edge_forces(case, ranks, request, workdir):
+    """Per-atom virials equal the Python reference built from the model's edge forces on the whole
+    periodic system (lammps_toy_models.edge_virials): half of r_ij (x) F_e to each of i and j
+    (stress/atom), all of it to j (centroid/stress/atom)."""
+    out = request.getfixturevalue(ranks)
+    atoms = STRUCTURES[case.structure]()
+    ref = edge_virials(case.model_file(workdir), atoms, model_elements(atoms))
+    got = read_peratom_virials(out, case)
+    for kind in ("stress", "centroid"):
+        tol = 1e-8 * np.abs(ref[kind]).max()
+        np.testing.assert_allclose(got[kind], ref[kind], rtol=0, atol=tol, err_msg=kind)
+    # centroid/stress/atom is not stress/atom: many-body edge forces are not along r_ij
+    assert np.abs(got["centroid"][:, :6] - got["stress"]).max() > 1e-5 * np.abs(ref["stress"]).max()
 
 
 def test_pressure_sign_matches_finite_differences(one_rank, workdir):

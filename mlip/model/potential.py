@@ -7,7 +7,7 @@ positions, image shifts and cell (x → x(I+ε), rows), so every term, the
 long-range ones included, gets a correct stress from one autograd pass.
 """
 
-from typing import Dict, List, Optional
+from typing import Dict, Final, List, Optional
 
 import torch
 from torch import Tensor
@@ -47,6 +47,8 @@ class Potential(torch.nn.Module):
             model becomes long-range.
     """
 
+    # forward's extra output: F_e = −∂E/∂r_ij (E, 3) eV/Å per edge e = (i, j), the force on j
+    EDGE_FORCES: Final[str] = "edge_forces"
     elements: List[str]
     cutoff: float
     has_charges: bool
@@ -121,6 +123,53 @@ class Potential(torch.nn.Module):
         std = raw.std(dim=0).to(self.lattice_std.dtype)
         self.lattice_std.copy_(torch.where(std > 1e-12, std, torch.ones_like(std)))
 
+    def _energies(self, data: Dict[str, Tensor], pos: Tensor, edge_vec: Tensor, cell: Tensor,
+                  total_charge: Tensor, n_local: int) -> Dict[str, Tensor]:
+        """``energy`` (B,) eV, ``atomic_energies`` (n_local,) eV and, for charge models,
+        ``charges`` (n_local,) e, from the positions ``pos`` (N, 3) Å, edge vectors ``edge_vec``
+        (E, 3) Å and ``cell`` (B, 3, 3) Å that the derivatives are taken through (strained, or
+        leaves of the autograd graph); the other inputs come from ``data``."""
+        species = data[keys.SPECIES]
+        edge_index = data[keys.EDGE_INDEX]
+        batch = data[keys.BATCH]
+        local_species = species[:n_local]
+        features = self.descriptors(species, edge_index, edge_vec, n_local)
+        if self.lattice_mean.shape[0] > 0:
+            raw = self.lattice_sums(pos, species, cell, batch, n_local)
+            mean = self.lattice_mean.to(raw.dtype)
+            std = self.lattice_std.to(raw.dtype)
+            features = torch.cat([features, (raw - mean) / std], dim=1)
+        out = self.networks(features, local_species)
+        atomic = self.energy_shift.to(out.dtype).index_select(0, local_species) \
+            + self.energy_scale.to(out.dtype) * out[:, 0]
+
+        terms: Dict[str, Tensor] = {
+            keys.POSITIONS: pos,
+            keys.SPECIES: species,
+            keys.EDGE_INDEX: edge_index,
+            keys.EDGE_VEC: edge_vec,
+            keys.CELL: cell,
+            keys.PBC: data[keys.PBC],
+            keys.BATCH: batch,
+            keys.TOTAL_CHARGE: total_charge,
+        }
+        results: Dict[str, Tensor] = {}
+        for fixed in self.fixed_charges:
+            q = fixed(terms, n_local)
+            terms[keys.CHARGES] = q
+            results[keys.CHARGES] = q
+        if self.network_charges:
+            q = enforce_total_charge(out[:, 1], batch[:n_local], total_charge)
+            terms[keys.CHARGES] = q
+            results[keys.CHARGES] = q
+        for term in self.physics:
+            atomic = atomic + term(terms, n_local)
+
+        energy = torch.zeros(cell.shape[0], dtype=atomic.dtype, device=atomic.device)
+        results[keys.ENERGY] = energy.index_add(0, batch[:n_local], atomic)
+        results[keys.ATOMIC_ENERGIES] = atomic
+        return results
+
     def compute(
         self,
         data: Dict[str, Tensor],
@@ -167,50 +216,14 @@ class Potential(torch.nn.Module):
         edge_vec = pos.index_select(0, dst) - pos.index_select(0, src) + shift
         strained_cell = cell + torch.bmm(cell, strain)
 
-        local_species = species[:n_local]
-        features = self.descriptors(species, edge_index, edge_vec, n_local)
-        if self.lattice_mean.shape[0] > 0:
-            raw = self.lattice_sums(pos, species, strained_cell, batch, n_local)
-            mean = self.lattice_mean.to(raw.dtype)
-            std = self.lattice_std.to(raw.dtype)
-            features = torch.cat([features, (raw - mean) / std], dim=1)
-        out = self.networks(features, local_species)
-        atomic = self.energy_shift.to(out.dtype).index_select(0, local_species) \
-            + self.energy_scale.to(out.dtype) * out[:, 0]
-
-        terms: Dict[str, Tensor] = {
-            keys.POSITIONS: pos,
-            keys.SPECIES: species,
-            keys.EDGE_INDEX: edge_index,
-            keys.EDGE_VEC: edge_vec,
-            keys.CELL: strained_cell,
-            keys.PBC: data[keys.PBC],
-            keys.BATCH: batch,
-            keys.TOTAL_CHARGE: total_charge,
-        }
-        results: Dict[str, Tensor] = {}
-        for fixed in self.fixed_charges:
-            q = fixed(terms, n_local)
-            terms[keys.CHARGES] = q
-            results[keys.CHARGES] = q
-        if self.network_charges:
-            q = enforce_total_charge(out[:, 1], batch[:n_local], total_charge)
-            terms[keys.CHARGES] = q
-            results[keys.CHARGES] = q
-        for term in self.physics:
-            atomic = atomic + term(terms, n_local)
-
-        energy = torch.zeros(n_frames, dtype=atomic.dtype, device=atomic.device)
-        energy = energy.index_add(0, batch[:n_local], atomic)
-        results[keys.ENERGY] = energy
-        results[keys.ATOMIC_ENERGIES] = atomic
+        results = self._energies(data, pos, edge_vec, strained_cell, total_charge, n_local)
         if compute_forces or compute_virial:
             inputs: List[Tensor] = []
             if compute_forces:
                 inputs.append(positions)
             if compute_virial:
                 inputs.append(strain)
-            grads = torch.autograd.grad([energy.sum()], inputs, create_graph=create_graph,
+            grads = torch.autograd.grad([results[keys.ENERGY].sum()], inputs, create_graph=create_graph,
                                         allow_unused=True)
             k = 0
             if compute_forces:
@@ -224,6 +237,31 @@ class Potential(torch.nn.Module):
                 results[keys.STRESS] = stress_from_virial(virial, cell, data[keys.PBC])
         return results
 
+    def _compute_from_edges(self, data: Dict[str, Tensor], n_local: int) -> Dict[str, Tensor]:
+        """One frame of a short-range model, differentiated through the edge vectors only:
+        its energy depends on positions only through r_ij = x_j − x_i + shift, so one autograd
+        pass to ``edge_vec`` gives every derivative. Returns ``energy`` (1,) eV,
+        ``atomic_energies`` (n_local,) eV, ``edge_forces`` F_e = −∂E/∂r_ij (E, 3) eV/Å (the
+        force on j; −F_e acts on i), ``forces`` (N, 3) eV/Å (their sum on each atom),
+        ``virial`` (1, 3, 3) eV = Σ_e r_ij ⊗ F_e (equal to −∂E/∂ε, the strain path of
+        :meth:`compute`) and, for charge models, ``charges``."""
+        positions = data[keys.POSITIONS].detach()
+        edge_index = data[keys.EDGE_INDEX]
+        cell = data[keys.CELL]
+        src = edge_index[0]
+        dst = edge_index[1]
+        edge_vec = positions.index_select(0, dst) - positions.index_select(0, src) + data[keys.EDGE_SHIFT]
+        edge_vec = edge_vec.detach().requires_grad_(True)
+        total_charge = torch.zeros(1, dtype=positions.dtype, device=positions.device)
+        results = self._energies(data, positions, edge_vec, cell, total_charge, n_local)
+        g = torch.autograd.grad([results[keys.ENERGY].sum()], [edge_vec], allow_unused=True)[0]
+        edge_forces = -g if g is not None else torch.zeros_like(edge_vec)
+        forces = torch.zeros_like(positions).index_add(0, dst, edge_forces).index_add(0, src, -edge_forces)
+        results[self.EDGE_FORCES] = edge_forces
+        results[keys.FORCES] = forces
+        results[keys.VIRIAL] = (edge_vec.detach().t() @ edge_forces).unsqueeze(0)
+        return results
+
     def forward(
         self,
         positions: Tensor,
@@ -233,11 +271,17 @@ class Potential(torch.nn.Module):
         cell: Tensor,
         pbc: Tensor,
         n_local: int,
+        edge_forces: bool = False,
     ) -> Dict[str, Tensor]:
         """The deployed interface (one frame; see docs/architecture.md).
 
         Returns ``energy`` () eV, ``atomic_energies`` (n_local,) eV, ``forces`` (N, 3) eV/Å,
-        ``virial`` (3, 3) eV and, for charge models, ``charges`` (n_local,) e.
+        ``virial`` (3, 3) eV and, for charge models, ``charges`` (n_local,) e. With
+        ``edge_forces`` (short-range models only) also ``edge_forces`` (E, 3) eV/Å,
+        F_e = −∂E/∂r_ij for each edge e = (i, j): the force the edge puts on j (−F_e on i),
+        from which LAMMPS tallies per-atom virials. Short-range models always take their
+        derivatives through the edge vectors (:meth:`_compute_from_edges`), long-range ones
+        through positions and a strain (:meth:`compute`).
         """
         data: Dict[str, Tensor] = {
             keys.POSITIONS: positions,
@@ -248,8 +292,15 @@ class Potential(torch.nn.Module):
             keys.PBC: pbc.unsqueeze(0),
             keys.BATCH: torch.zeros(positions.shape[0], dtype=torch.long, device=positions.device),
         }
-        res = self.compute(data, True, True, False, n_local)
+        if self.long_range:
+            if edge_forces:
+                raise RuntimeError("edge_forces: a long-range model's energy is not a function of its edges")
+            res = self.compute(data, True, True, False, n_local)
+            del res[keys.STRESS]
+        else:
+            res = self._compute_from_edges(data, n_local)
+            if not edge_forces:
+                del res[self.EDGE_FORCES]
         res[keys.ENERGY] = res[keys.ENERGY][0]
         res[keys.VIRIAL] = res[keys.VIRIAL][0]
-        del res[keys.STRESS]
         return res

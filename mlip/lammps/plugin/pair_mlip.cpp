@@ -17,10 +17,7 @@
 
 #include <ATen/Parallel.h>
 
-#include <malloc.h>
-
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
 
@@ -77,14 +74,10 @@ PairMLIP::PairMLIP(LAMMPS *lmp) : Pair(lmp)
   one_coeff = 1;
   manybody_flag = 1;
   no_virial_fdotr_compute = 1;
-  comm_reverse_off = 3;    // private ghost-force buffer with newton_pair off
-
-  // libtorch allocates and frees the model's intermediate tensors on every call. With glibc's
-  // defaults the freed heap top goes back to the kernel and is faulted in again on the next
-  // call: on a 2-core VM that cost more system time than the model's own arithmetic. Keeping
-  // 1 GiB of padding at the heap top avoids it (the resident memory stays at the peak).
-  // A user's MALLOC_TOP_PAD_ takes precedence.
-  if (!std::getenv("MALLOC_TOP_PAD_")) mallopt(M_TOP_PAD, 1 << 30);
+  centroidstressflag = CENTROID_AVAIL;    // cvatom: 9 components, see tally_edge_virials
+  // newton_pair off: ghost forces (3), per-atom virials (6) and centroid virials (9) go to
+  // their owners through the reverse communication of this pair style
+  comm_reverse_off = 3 + 6 + 9;
 }
 
 PairMLIP::~PairMLIP()
@@ -139,6 +132,10 @@ void PairMLIP::load_model(const std::string &path)
   }
   model_.eval();
   model_path_ = path;
+  // models exported before per-atom virials take no edge_forces argument: they still run,
+  // without per-atom virials
+  has_edge_forces_ =
+      model_.get_method("forward").function().getSchema().argumentIndexWithName("edge_forces").has_value();
 
   const std::string &text = extra["metadata.json"];
   if (text.empty())
@@ -211,8 +208,11 @@ double PairMLIP::init_one(int, int)
 void PairMLIP::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
-  if (vflag_atom && !warned_vatom_ && comm->me == 0) {
-    error->warning(FLERR, "pair_style mlip does not compute per-atom virials; they are zero");
+  if ((vflag_atom || cvflag_atom) && (long_range_ || !has_edge_forces_) && !warned_vatom_) {
+    if (comm->me == 0)
+      error->warning(FLERR, "pair_style mlip: per-atom virials are zero: {}",
+                     long_range_ ? "not computed for long-range models"
+                                 : "the model has no edge_forces output (exported by an older mlip)");
     warned_vatom_ = true;
   }
   if (long_range_)
@@ -221,44 +221,65 @@ void PairMLIP::compute(int eflag, int vflag)
     compute_short_range(atom->nlocal, atom->nlocal + atom->nghost);
 }
 
-/* Short-range model: local atoms and ghosts of this rank, edges from the full list, edge
-   shifts zero (ghosts are explicit). The local atoms are evaluated in chunks of at most chunk_
-   centres: the model's intermediates scale with the edges of a call, and smaller calls run
-   faster per atom once they no longer fit in the CPU caches (about 2x at 4000 atoms).
-   A chunk [start, end) is passed first, then the other atoms, local and ghost. */
+/* Short-range model: the local atoms are evaluated in chunks of at most chunk_ centres: the
+   model's intermediates scale with the edges of a call, and smaller calls run faster per atom
+   once they no longer fit in the CPU caches (about 2x at 4000 atoms). A call gets the chunk's
+   centres first, then the other atoms (local or ghost) that their edges reach, in the order the
+   neighbour list meets them; edges from the full list, shifts zero (ghosts are explicit). */
 
 void PairMLIP::compute_short_range(int nlocal, int nall)
 {
   double **x = atom->x;
   int chunk = chunk_ > 0 ? chunk_ : std::max(nlocal, 1);
+  bool edges = (vflag_atom || cvflag_atom) && has_edge_forces_;
   fbuf_.assign(3 * (size_t) nall, 0.0);
+  slot_.assign(nall, -1);
+  // with newton_pair off LAMMPS clears only the local rows of vatom/cvatom
+  comm_vatom_ = edges && vflag_atom && !force->newton_pair;
+  comm_cvatom_ = edges && cvflag_atom && !force->newton_pair;
+  for (int k = nlocal; k < nall; k++) {
+    if (comm_vatom_) std::fill(vatom[k], vatom[k] + 6, 0.0);
+    if (comm_cvatom_) std::fill(cvatom[k], cvatom[k] + 9, 0.0);
+  }
+
   for (int start = 0; start < nlocal; start += chunk) {
     int end = std::min(nlocal, start + chunk), m = end - start;
-    auto position_of = [=](int k) { return k < start ? k + m : (k < end ? k - start : k); };
-    ModelInput in;
-    in.n_atoms = nall;
-    in.n_local = m;
-    in.positions.resize(3 * (size_t) nall);
-    in.species.resize(nall);
-    for (int k = 0; k < nall; k++) {
-      int q = position_of(k);
-      for (int d = 0; d < 3; d++) in.positions[3 * q + d] = x[k][d];
-      in.species[q] = type_to_species_[atom->type[k]];
+    std::vector<int> atoms;    // LAMMPS index of each atom of the call
+    atoms.reserve(4 * (size_t) m);
+    for (int i = start; i < end; i++) {
+      slot_[i] = atoms.size();
+      atoms.push_back(i);
     }
+    ModelInput in;
     for_each_edge(atom, error, list, cutoff_, start, end, [&](int i, int j) {
-      in.edges_i.push_back(position_of(i));
-      in.edges_j.push_back(position_of(j));
+      if (slot_[j] < 0) {
+        slot_[j] = atoms.size();
+        atoms.push_back(j);
+      }
+      in.edges_i.push_back(slot_[i]);
+      in.edges_j.push_back(slot_[j]);
     });
     in.shifts.assign(3 * in.edges_i.size(), 0.0);
+    in.n_atoms = atoms.size();
+    in.n_local = m;
+    in.edge_forces = edges;
+    in.positions.resize(3 * atoms.size());
+    in.species.resize(atoms.size());
+    for (size_t q = 0; q < atoms.size(); q++) {
+      for (int d = 0; d < 3; d++) in.positions[3 * q + d] = x[atoms[q]][d];
+      in.species[q] = type_to_species_[atom->type[atoms[q]]];
+    }
 
     ModelOutput out;
     evaluate(in, out);
-    for (int k = 0; k < nall; k++)
-      for (int d = 0; d < 3; d++) fbuf_[3 * k + d] += out.forces[3 * position_of(k) + d];
+    for (size_t q = 0; q < atoms.size(); q++)
+      for (int d = 0; d < 3; d++) fbuf_[3 * atoms[q] + d] += out.forces[3 * q + d];
     if (eflag_global) eng_vdwl += out.energy;
     if (eflag_atom)
       for (int q = 0; q < m; q++) eatom[start + q] += out.atomic_energies[q];
     if (vflag_global) tally_virial(out.virial, 1.0);
+    if (edges) tally_edge_virials(in, atoms, out.edge_forces);
+    for (int k : atoms) slot_[k] = -1;
   }
 
   double **f = atom->f;
@@ -266,11 +287,48 @@ void PairMLIP::compute_short_range(int nlocal, int nall)
     for (int i = 0; i < nall; i++)
       for (int d = 0; d < 3; d++) f[i][d] += fbuf_[3 * i + d];
   } else {
-    // LAMMPS neither clears nor reverse-communicates ghost forces with newton_pair off:
-    // send ghost contributions to their owners through the private buffer.
+    // LAMMPS neither clears nor reverse-communicates ghost forces (or ghost per-atom virials)
+    // with newton_pair off: send the ghost rows to their owners through pack_reverse_comm.
     comm->reverse_comm(this);
     for (int i = 0; i < nlocal; i++)
       for (int d = 0; d < 3; d++) f[i][d] += fbuf_[3 * i + d];
+  }
+}
+
+/* Per-atom virials from the edge forces F_e = -dE/dr_ij (the force of edge e = (i, j) on j;
+   -F_e acts on i), r_ij = x_j - x_i. The edge's virial is v_e = r_ij (x) F_e (that of the
+   force pair, (x_i - x_j) (x) (-F_e) + 0, in LAMMPS' sum_k x_k (x) f_k), and sum_e v_e is the
+   model's virial.
+   - compute stress/atom (vatom; xx yy zz xy xz yz): half of v_e to i and half to j, as LAMMPS
+     shares the virial of a pair force.
+   - compute centroid/stress/atom (cvatom; xx yy zz xy xz yz yx zx zy): LAMMPS gives each atom of
+     an interaction its position relative to the interaction's centre times the force the
+     interaction puts on it. The interaction here is the atomic energy E_i (the edges of centre
+     i carry only E_i's dependence on r_ij), centred on atom i, to which pe/atom assigns E_i
+     (not on the geometric centroid of i and its neighbours, as for an angle whose energy is
+     shared evenly): j gets r_ij (x) F_e, i (at the centre) nothing. With that choice compute
+     heat/flux with pe/atom gives the heat current of the per-atom energies E_i exactly. */
+
+void PairMLIP::tally_edge_virials(const ModelInput &in, const std::vector<int> &atoms,
+                                  const std::vector<double> &edge_forces)
+{
+  double **x = atom->x;
+  for (size_t e = 0; e < in.edges_i.size(); e++) {
+    int i = atoms[in.edges_i[e]], j = atoms[in.edges_j[e]];
+    const double *fe = &edge_forces[3 * e];
+    double r[3] = {x[j][0] - x[i][0], x[j][1] - x[i][1], x[j][2] - x[i][2]};
+    if (vflag_atom) {
+      double v[6] = {r[0] * fe[0], r[1] * fe[1], r[2] * fe[2], r[0] * fe[1], r[0] * fe[2], r[1] * fe[2]};
+      for (int c = 0; c < 6; c++) {
+        vatom[i][c] += 0.5 * v[c];
+        vatom[j][c] += 0.5 * v[c];
+      }
+    }
+    if (cvflag_atom) {
+      double v[9] = {r[0] * fe[0], r[1] * fe[1], r[2] * fe[2], r[0] * fe[1], r[0] * fe[2],
+                     r[1] * fe[2], r[1] * fe[0], r[2] * fe[0], r[2] * fe[1]};
+      for (int c = 0; c < 9; c++) cvatom[j][c] += v[c];
+    }
   }
 }
 
@@ -383,16 +441,22 @@ void PairMLIP::evaluate(const ModelInput &in, ModelOutput &out)
 
   std::vector<double> w;
   try {
-    auto result = model_.forward({pos, species, edge_index, shifts, cell, pbc, in.n_local}).toGenericDict();
+    std::vector<torch::jit::IValue> args{pos, species, edge_index, shifts, cell, pbc, in.n_local};
+    if (in.edge_forces) args.emplace_back(true);
+    auto result = model_.forward(args).toGenericDict();
     out.energy = result.at("energy").toTensor().to(torch::kFloat64).item<double>();
     out.atomic_energies = to_doubles(result.at("atomic_energies").toTensor());
     out.forces = to_doubles(result.at("forces").toTensor());
     w = to_doubles(result.at("virial").toTensor());
+    if (in.edge_forces) out.edge_forces = to_doubles(result.at("edge_forces").toTensor());
   } catch (const std::exception &e) {
     error->one(FLERR, "pair_style mlip: evaluating model '{}' failed: {}", model_path_, short_message(e.what()));
   }
-  if ((int64_t) out.atomic_energies.size() != in.n_local || (int64_t) out.forces.size() != 3 * n || w.size() != 9)
-    error->one(FLERR, "pair_style mlip: model '{}' returned atomic_energies, forces or virial of a wrong shape",
+  if ((int64_t) out.atomic_energies.size() != in.n_local || (int64_t) out.forces.size() != 3 * n ||
+      w.size() != 9 || (in.edge_forces && (int64_t) out.edge_forces.size() != 3 * nedge))
+    error->one(FLERR,
+               "pair_style mlip: model '{}' returned atomic_energies, forces, virial or edge_forces of a "
+               "wrong shape",
                model_path_);
   for (int a = 0; a < 3; a++)
     for (int b = 0; b < 3; b++) out.virial[a][b] = w[3 * a + b];
@@ -411,22 +475,35 @@ void PairMLIP::tally_virial(const double w[3][3], double scale)
   virial[5] += scale * w[1][2];
 }
 
+/* newton_pair off: ghost rows of the force buffer and, when tallied, of vatom and cvatom */
+
 int PairMLIP::pack_reverse_comm(int n, int first, double *buf)
 {
   int m = 0;
-  for (int i = first; i < first + n; i++)
+  for (int i = first; i < first + n; i++) {
     for (int k = 0; k < 3; k++) buf[m++] = fbuf_[3 * i + k];
+    if (comm_vatom_)
+      for (int k = 0; k < 6; k++) buf[m++] = vatom[i][k];
+    if (comm_cvatom_)
+      for (int k = 0; k < 9; k++) buf[m++] = cvatom[i][k];
+  }
   return m;
 }
 
 void PairMLIP::unpack_reverse_comm(int n, int *list, double *buf)
 {
   int m = 0;
-  for (int i = 0; i < n; i++)
-    for (int k = 0; k < 3; k++) fbuf_[3 * list[i] + k] += buf[m++];
+  for (int i = 0; i < n; i++) {
+    int j = list[i];
+    for (int k = 0; k < 3; k++) fbuf_[3 * j + k] += buf[m++];
+    if (comm_vatom_)
+      for (int k = 0; k < 6; k++) vatom[j][k] += buf[m++];
+    if (comm_cvatom_)
+      for (int k = 0; k < 9; k++) cvatom[j][k] += buf[m++];
+  }
 }
 
 double PairMLIP::memory_usage()
 {
-  return Pair::memory_usage() + fbuf_.capacity() * sizeof(double);
+  return Pair::memory_usage() + fbuf_.capacity() * sizeof(double) + slot_.capacity() * sizeof(int);
 }

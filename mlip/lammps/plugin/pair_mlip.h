@@ -2,7 +2,8 @@
 //
 // The model contract (inputs, outputs, metadata) is documented in docs/architecture.md.
 // Short-range models run with ordinary domain decomposition: each rank passes its local
-// atoms plus ghosts and the edges of its full neighbour list. Long-range models
+// atoms in chunks, each chunk with the neighbours (local or ghost) that its edges reach;
+// per-atom virials come from the model's edge forces. Long-range models
 // (metadata "long_range": true) see the whole periodic system: every rank gathers all
 // atoms and all edges and evaluates the model on the full system (see README.md, "Cost").
 
@@ -40,12 +41,14 @@ class PairMLIP : public Pair {
     std::vector<double> shifts;       // (E, 3) Å
     int64_t n_atoms = 0;
     int64_t n_local = 0;
+    bool edge_forces = false;         // ask the model for its edge forces
   };
   struct ModelOutput {
     double energy = 0.0;
     std::vector<double> atomic_energies;    // (n_local,) eV
     std::vector<double> forces;             // (n, 3) eV/Å
     double virial[3][3];                    // eV, -dE/dstrain
+    std::vector<double> edge_forces;        // (E, 3) eV/Å, F_e = -dE/dr_ij, when asked for
   };
 
   void load_model(const std::string &path);
@@ -54,6 +57,8 @@ class PairMLIP : public Pair {
   void compute_gathered(int nlocal);
   void evaluate(const ModelInput &in, ModelOutput &out);
   void tally_virial(const double w[3][3], double scale);
+  void tally_edge_virials(const ModelInput &in, const std::vector<int> &atoms,
+                          const std::vector<double> &edge_forces);
 
   torch::jit::Module model_;
   torch::Dtype dtype_ = torch::kFloat64;
@@ -63,11 +68,14 @@ class PairMLIP : public Pair {
   bool long_range_ = false;
   bool model_loaded_ = false;
   bool warned_vatom_ = false;
+  bool has_edge_forces_ = false;    // the model's forward takes the edge_forces argument
+  bool comm_vatom_ = false, comm_cvatom_ = false;    // per-atom virials in the reverse comm
   static constexpr int DEFAULT_CHUNK = 1000;
   int chunk_ = DEFAULT_CHUNK;    // local atoms per model call (short-range), 0 = all
 
   std::vector<int64_t> type_to_species_;    // (ntypes + 1), -1 when unmapped
   std::vector<double> fbuf_;                // (nall, 3) forces of this step (local + ghost)
+  std::vector<int> slot_;                   // (nall) atom's index in the current model call, -1: absent
 };
 
 }    // namespace LAMMPS_NS
