@@ -31,6 +31,15 @@ that truncation moves its charges by up to ~1e-4 e from the converged ones (repr
 
 Parameters (χ, η, κ, a per element; the D3 covalent radii Rcov): see ``mlip/physics/d4.py``.
 
+Not on the Coulomb engine (:mod:`mlip.physics.coulomb`), for now: A_ij has a per-pair Gaussian
+damping and q comes from a dense bordered solve (O(N²) memory, O(N³) time; the solve dominates
+beyond ~2,000 atoms). The engine fits as the matrix-vector product of an iterative solve,
+A q = φ(q)/k_e − Σ_j erfc(γ_ij r_ij)/r_ij q_j + diag(J − 2ε/√π) q (conjugate gradient on the
+charge-constrained system), but that needs (i) the erfc correction over pairs out to ~6/γ_min
+(~25 bohr, longer than any model's edges; D4 gets no edges and searches its own images), and
+(ii) forces through the solve by an adjoint solve (implicit differentiation) instead of
+autograd through ``torch.linalg.solve``; the dftd4 reference tests need charges to 5e-8 e.
+
 TorchScript-compiled: no ``from __future__ import annotations`` here.
 """
 

@@ -44,6 +44,13 @@ in 68.6 Å³, η = 0.58 Å⁻¹) every bound above is below 1e-15 (absolute). Th
 against brute-force real-space sums, and C against LAMMPS' Ewald, ``mlip.physics.Ewald`` and
 the NaCl Madelung constant.
 
+Not on the Coulomb engine (:mod:`mlip.physics.coulomb`): the Coulomb channels are S sublattice
+potentials (one charge channel per element), wanted to ~1e-12 with a splitting η chosen per
+cell, and the features get no edges (``Potential.lattice_sums`` passes positions, species and
+cell), so this module needs its own image search for the London and Pauli sums anyway; the
+engine (one channel, σ fixed by the model's edge cutoff) would replace only the reciprocal
+Coulomb sum below.
+
 Input convention (not the edge-based descriptor signature, since lattice sums need the cell):
 ``forward(positions (N, 3) Å, species (N,) int64, cell (3, 3) Å rows, n_centers) ->
 (n_centers, 3 · n_species)`` columns [C^0..C^{S−1}, D^0.., P^0..]. All N atoms are the atoms
