@@ -228,7 +228,8 @@ def test_cuda_without_cuda_says_so_in_evaluate_and_the_calculator(data, run):
 
 # -- 6. what a run says -----------------------------------------------------------------------------
 def test_a_run_says_what_it_trains_how_it_goes_and_how_it_ended(data, tmp_path):
-    res = invoke("train", data, "--epochs", 3, "--out", tmp_path / "r", *TINY, env={"MLIP_PROGRESS": "lines"})
+    # MLIP_PROGRESS=auto with stdout not a terminal: a plain line per epoch (here, of 3)
+    res = invoke("train", data, "--epochs", 3, "--out", tmp_path / "r", *TINY, env={"MLIP_PROGRESS": "auto"})
     assert res.exit_code == 0, res.output
     out = res.output
     for text in ("elements: Cu", "cutoff: 4 Å (from model.descriptors)", "features per atom",
