@@ -232,6 +232,21 @@ def test_cli_key_options_and_missing_energy_hint(tmp_path):
     assert "groups          slab 1" in result.output
 
 
+
+def test_train_takes_the_energy_key(tmp_path):
+    """``mlip train --energy-key`` reaches the reader; without it the error gives the extxyz hint."""
+    frames = [xyz_frame([(0.0, 0.0, 0.0), (2.0 + 0.1 * k, 2.0, 0.0)], info=f"DFT_energy={-3.0 - 0.1 * k}")
+              for k in range(4)]
+    path = write_xyz(tmp_path / "dft.xyz", *frames)
+    proc = cli("train", str(path), "--epochs", "1", "--out", str(tmp_path / "none"))
+    assert proc.returncode == 2
+    assert proc.stderr == f"mlip: error: no training frame has an energy: training needs energies; " \
+                          f"{MISSING_ENERGY_HINT}\n"
+    proc = cli("train", str(path), "--epochs", "1", "--energy-key", "DFT_energy",
+               "--out", str(tmp_path / "run"), "--set", "model.hidden=[4]")
+    assert proc.returncode == 0, proc.stderr
+    assert Dataset(tmp_path / "run" / "data.h5")[3].energy == -3.3
+
 # -- folders ----------------------------------------------------------------------------------------
 def test_folders_are_read_recursively_and_skipped_files_listed(tmp_path):
     root = tmp_path / "calcs"

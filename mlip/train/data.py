@@ -21,7 +21,9 @@ def read_options(data_cfg: dict[str, Any]) -> dict[str, Any]:
     """Keyword options for :func:`parsers.read` from the ``data`` config section."""
     types = {int(k): str(v) for k, v in (data_cfg.get("types") or {}).items()}
     return options_from(types=types, energy_column=data_cfg.get("energy_column"),
-                        log=data_cfg.get("log"), format=data_cfg.get("format"))
+                        log=data_cfg.get("log"), format=data_cfg.get("format"),
+                        energy_key=data_cfg.get("energy_key"), forces_key=data_cfg.get("forces_key"),
+                        stress_key=data_cfg.get("stress_key"))
 
 
 def open_dataset(data_cfg: dict[str, Any], run_dir: Path, build: bool = True) -> Dataset:

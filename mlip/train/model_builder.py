@@ -11,6 +11,7 @@ import torch
 
 from fingerprints import DescriptorSet
 from fingerprints.descriptor_set import default_config
+from mlip.data.build import MISSING_ENERGY_HINT
 from mlip.errors import UserError
 from mlip.model import Potential
 from mlip.physics.potnet import PotNetFeatures
@@ -82,8 +83,7 @@ def fit_energy_reference(species: Sequence[np.ndarray], energies: np.ndarray, n_
     counts = np.stack([np.bincount(s, minlength=n_species) for s in species]).astype(float)
     ok = np.isfinite(energies)
     if not ok.any():
-        raise UserError("no training frame has an energy: training needs energies; for LAMMPS dumps "
-                        "give --energy-column c_pe (a per-atom energy column) or --log log.lammps")
+        raise UserError(f"no training frame has an energy: training needs energies; {MISSING_ENERGY_HINT}")
     shift, *_ = np.linalg.lstsq(counts[ok], energies[ok], rcond=None)
     resid = (energies[ok] - counts[ok] @ shift) / counts[ok].sum(axis=1)
     f = np.concatenate([np.asarray(x).reshape(-1) for x in forces]) if len(forces) else np.array([])
