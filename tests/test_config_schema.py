@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from mlip.cli import main
@@ -77,5 +78,6 @@ def test_config_show_prints_every_key_with_its_meaning():
     for dotted, value in leaves(DEFAULTS):
         name = dotted.rpartition(".")[2]
         line = next(line for line in lines if line.strip().startswith(f"{name}:"))
-        assert line.split("#", 1)[1].strip() == SCHEMA[dotted].meaning
+        shown, meaning = (part.strip() for part in line.split("#", 1))
+        assert yaml.safe_load(shown) == {name: value} and meaning == SCHEMA[dotted].meaning
     assert "train:" in lines and "  epochs: 250" in res.output
