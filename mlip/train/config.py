@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import json
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -364,7 +363,9 @@ def describe_defaults() -> str:
         if section and section != current:
             lines.append(f"{section}:")
         current = section
-        entry = f"{'  ' if section else ''}{name}: {json.dumps(value, ensure_ascii=False)}"
+        shown = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=1000)
+        shown = shown.removesuffix("\n...\n").strip()  # a scalar's document-end marker
+        entry = f"{'  ' if section else ''}{name}: {shown}"
         meaning = SCHEMA[dotted].meaning if dotted in SCHEMA else ""
         lines.append(f"{entry:<36} # {meaning}" if meaning else entry)
     return "\n".join(lines)
