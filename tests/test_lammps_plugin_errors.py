@@ -38,6 +38,7 @@ def models(tmp_path_factory, plugin) -> Path:
     save_model(path / "raises.pt", ["Cu"], broken="raises")
     save_model(path / "shapes.pt", ["Cu"], broken="shapes")
     save_model(path / "cu_lr.pt", ["Cu"], long_range=True)
+    save_model(path / "cu_legacy.pt", ["Cu"], legacy=True)
     extra = {"metadata.json": ""}
     model = torch.jit.load(str(path / "half.pt"), _extra_files=extra)
     meta = json.loads(extra["metadata.json"])
@@ -90,7 +91,7 @@ def lammps_error(commands: str) -> str:
         ("cu.pt", {"elements": "Cu Cu"}, "one element for each of the 1 atom types"),
         ("raises.pt", {}, "failed: The following operation failed in the TorchScript interpreter. "
                          "... builtins.RuntimeError: toy model failure"),
-        ("shapes.pt", {}, "returned atomic_energies, forces or virial of a wrong shape"),
+        ("shapes.pt", {}, "returned atomic_energies, forces, virial or edge_forces of a wrong shape"),
     ],
 )
 def test_user_errors_are_lammps_errors(name, kwargs, message, models, plugin):
@@ -192,3 +193,66 @@ def test_example_input_runs(models, plugin, tmp_path, monkeypatch):
     assert 100.0 < temp < 1000.0
     frames = (tmp_path / "dump.mlip").read_text().count("ITEM: TIMESTEP")
     assert frames == 1
+
+
+def run_with_stress_atom(model: Path, plugin: Path, log: Path) -> tuple[float, float, float]:
+    """Rattled 32-atom Cu box with compute stress/atom: (pe eV, press bar, -sum of the per-atom
+    stress trace / 3V in bar, which equals press without the kinetic part at 0 K)."""
+    per_atom = """compute s all stress/atom NULL virial
+compute sum all reduce sum c_s[1] c_s[2] c_s[3]
+variable p_atoms equal -(c_sum[1]+c_sum[2]+c_sum[3])/(3*vol)
+displace_atoms all random 0.1 0.1 0.1 7
+thermo_style custom step pe press v_p_atoms
+run 0"""
+    threads = torch.get_num_threads()
+    lmp = load_lammps().lammps(cmdargs=["-log", str(log), "-screen", "none"])
+    try:
+        lmp.commands_string(script(model, plugin).replace("run 0", per_atom))
+        return lmp.get_thermo("pe"), lmp.get_thermo("press"), lmp.extract_variable("p_atoms")
+    finally:
+        lmp.close()
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("cu_legacy.pt", "the model has no edge_forces output (exported by an older mlip)"),
+    ("cu_lr.pt", "not computed for long-range models"),
+])
+def test_models_without_edge_forces_run_with_zero_peratom_virials(name, reason, models, plugin, tmp_path):
+    """A model exported before edge forces (forward without ``edge_forces``) and a long-range model
+    still run: energy and pressure as usual, per-atom virials zero with one warning. The current
+    short-range model gives the same energy and pressure, with per-atom virials summing to it."""
+    pe, press, p_atoms = run_with_stress_atom(models / name, plugin, tmp_path / "log.lammps")
+    log = (tmp_path / "log.lammps").read_text()
+    assert f"WARNING: pair_style mlip: per-atom virials are zero: {reason}" in log
+    assert p_atoms == 0.0 and abs(press) > 100.0
+    pe_now, press_now, p_atoms_now = run_with_stress_atom(models / "cu.pt", plugin, tmp_path / "log2.lammps")
+    assert "per-atom virials are zero" not in (tmp_path / "log2.lammps").read_text()
+    assert p_atoms_now == pytest.approx(press_now, rel=1e-10)
+    if name == "cu_legacy.pt":  # the same toy model: the same energy and pressure
+        assert (pe, press) == (pytest.approx(pe_now, rel=1e-12), pytest.approx(press_now, rel=1e-10))
+
+
+def test_heat_flux_example_runs(models, plugin, tmp_path, monkeypatch):
+    """examples/lammps/in.heatflux runs a few steps and writes the flux, whose virial part (total minus
+    convective) is not zero: pair_style mlip's centroid/stress/atom reaches compute heat/flux."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "lammps" / "in.heatflux"
+    monkeypatch.setenv("LAMMPS_PLUGIN_PATH", str(plugin.parent))
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    args = ["-log", "log.lammps", "-screen", "none", "-var", "model", str(models / "cu.pt"),
+            "-var", "cells", "3", "-var", "steps", "10", "-var", "every", "2"]
+    lmp = load_lammps().lammps(cmdargs=args)
+    try:
+        lmp.file(str(example))
+        step, natoms = lmp.get_thermo("step"), lmp.get_natoms()
+    finally:
+        lmp.close()
+        torch.set_num_threads(threads)
+    assert (step, natoms) == (10, 108)
+    assert "WARNING" not in (tmp_path / "log.lammps").read_text()
+    flux = np.loadtxt(tmp_path / "heatflux.dat")
+    assert flux.shape == (6, 7) and np.isfinite(flux).all()
+    np.testing.assert_array_equal(flux[:, 0], [0, 2, 4, 6, 8, 10])
+    virial_part = flux[:, 1:4] - flux[:, 4:7]  # zero at step 0: a perfect lattice has no forces
+    assert np.abs(virial_part[1:]).min() > 1e-3 * np.abs(flux[:, 1:4]).max()
