@@ -262,7 +262,10 @@ class Trainer:
             have = sum(bool(np.isfinite(self.graphs[i][label]).all()) and np.size(self.graphs[i][label]) > 0
                        for i in self.train_idx)
             weight = float(tc[weight_key])
-            if have and weight > 0:
+            if have and label == "charges" and not self.model.has_charges:
+                ignored.append(f"charges present in {have} train frames, the model has none "
+                               f"(model.charges {self.config['model']['charges']}): not used")
+            elif have and weight > 0:
                 extra = ""
                 if label == "energy" and self.stage_two_start < int(tc["epochs"]):
                     extra = (f", {float(tc['stage_two_energy_weight']):g} from epoch "
