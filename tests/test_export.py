@@ -46,11 +46,11 @@ def test_metadata_travels_in_the_file(exported):
 
 def test_mlip_info_prints_the_metadata(exported, tmp_path):
     _, path = exported
-    result = CliRunner().invoke(main, ["info", str(path)])
+    result = CliRunner().invoke(main, ["info", str(path), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == read_metadata(path)
     run_dir = path.parent  # a run directory holding model.pt works too
-    assert json.loads(CliRunner().invoke(main, ["info", str(run_dir)]).output) == read_metadata(path)
+    assert json.loads(CliRunner().invoke(main, ["info", str(run_dir), "--json"]).output) == read_metadata(path)
     missing = CliRunner().invoke(main, ["info", str(tmp_path / "nope.pt")])
     assert missing.exit_code == 2
     assert "model file not found" in missing.output
