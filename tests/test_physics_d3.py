@@ -8,7 +8,7 @@ import torch
 from physics_reference import rocksalt_mgo, term_energy_forces_virial, zincblende_sic
 
 from mlip.errors import UserError
-from mlip.physics.d3 import D3Dispersion
+from mlip.physics.d3 import D3Dispersion, half_pairs
 
 NKTV2P = 1.6021765e6  # LAMMPS metal units: bar per eV/Å³
 
@@ -168,6 +168,44 @@ def test_d3_script_batch_and_float32():
         torch.testing.assert_close(term(one, 8), batched[sl], rtol=1e-12, atol=1e-14)
     single = {k: (v.float() if v.is_floating_point() else v) for k, v in data.items()}
     torch.testing.assert_close(scripted(single, 16).double(), batched, rtol=1e-4, atol=1e-6)
+
+
+def brute_force_pairs(positions, cell, pbc, cutoff):
+    """{(i, j, shift)} of every directed pair 0 < |x_j + shift·cell − x_i| < cutoff, over all images."""
+    dual = np.linalg.norm(np.linalg.inv(cell), axis=0)
+    spread = np.ptp(positions @ np.linalg.inv(cell), axis=0)
+    reach = [int(np.ceil(cutoff * dual[k] + spread[k])) + 1 if pbc[k] else 0 for k in range(3)]
+    grid = np.stack(np.meshgrid(*[np.arange(-n, n + 1) for n in reach], indexing="ij"), -1).reshape(-1, 3)
+    out = set()
+    for i, x in enumerate(positions):
+        r = np.linalg.norm(positions[None, :, :] + (grid @ cell)[:, None, :] - x, axis=2)  # (shifts, N)
+        for s, j in zip(*np.nonzero((r < cutoff) & (r > 0)), strict=True):
+            out.add((i, int(j), tuple(int(v) for v in grid[s])))
+    return out
+
+
+@pytest.mark.parametrize("pbc", [(True, True, True), (True, False, True), (False, True, False),
+                                 (False, False, False)])
+def test_half_pairs_match_brute_force(pbc):
+    """The cell list finds every pair once, also in cells thinner than the cutoff, with atoms outside
+    the cell, in slabs, wires and clusters (non-periodic rows arbitrary), in chunks of any size."""
+    rng = np.random.default_rng(sum(pbc))
+    scripted = torch.jit.script(half_pairs)
+    for _ in range(4):
+        cell = np.diag(rng.uniform(2.0, 8.0, 3)) + np.tril(rng.uniform(-1.5, 1.5, (3, 3)), k=-1)
+        positions = rng.uniform(-0.3, 1.3, (int(rng.integers(2, 25)), 3)) @ cell
+        cutoff = float(rng.uniform(2.0, 12.0))
+        args = (torch.tensor(positions), torch.tensor(cell), torch.tensor(pbc), cutoff)
+        i, j, image, shifts, wrap = scripted(*args, chunk=int(rng.integers(1, 4000)))
+        shift = (shifts[image] - wrap[j] + wrap[i]).round().long().numpy()
+        r = np.linalg.norm(positions[j] - positions[i] + shift @ cell, axis=1)
+        inside = r < cutoff
+        assert np.all(r < cutoff * (1 + 1e-8))
+        found = [(a, b, tuple(s)) for a, b, s in
+                 zip(i[inside].tolist(), j[inside].tolist(), shift[inside].tolist(), strict=True)]
+        both = found + [(b, a, tuple(-v for v in s)) for a, b, s in found]
+        assert len(set(both)) == len(both)  # each unordered pair once
+        assert set(both) == brute_force_pairs(positions, cell, pbc, cutoff)
 
 
 def test_d3_bad_input():
