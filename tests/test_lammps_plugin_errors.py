@@ -49,8 +49,8 @@ def models(tmp_path_factory, plugin) -> Path:
     return path
 
 
-def script(model: Path, plugin: Path, units: str = "metal", elements: str = "Cu") -> str:
-    """A 32-atom fcc Cu box with pair_style mlip, evaluated with run 0."""
+def script(model: Path, plugin: Path, units: str = "metal", elements: str = "Cu", options: str = "") -> str:
+    """A 32-atom fcc Cu box with pair_style mlip (``options`` after the model), evaluated with run 0."""
     return f"""
 plugin load {plugin}
 units {units}
@@ -60,7 +60,7 @@ region box block 0 2 0 2 0 2
 create_box 1 box
 create_atoms 1 box
 mass 1 63.546
-pair_style mlip {model}
+pair_style mlip {model} {options}
 pair_coeff * * {elements}
 run 0
 """
@@ -92,6 +92,10 @@ def lammps_error(commands: str) -> str:
         ("raises.pt", {}, "failed: The following operation failed in the TorchScript interpreter. "
                          "... builtins.RuntimeError: toy model failure"),
         ("shapes.pt", {}, "returned atomic_energies, forces, virial or edge_forces of a wrong shape"),
+        ("cu.pt", {"options": "chunk"}, "expected 'pair_style mlip <model.pt> [chunk N] [heap_pad MiB]'"),
+        ("cu.pt", {"options": "chunk -1"}, "chunk must be >= 0"),
+        ("cu.pt", {"options": "heap 64"}, "unknown keyword 'heap'"),
+        ("cu.pt", {"options": "heap_pad 0"}, "heap_pad must be 1 to 2047 (MiB)"),
     ],
 )
 def test_user_errors_are_lammps_errors(name, kwargs, message, models, plugin):
@@ -128,6 +132,21 @@ def test_console_script_reports_error_and_exits_cleanly(models, plugin, tmp_path
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "ERROR: pair_coeff: element 'Xx'" in proc.stdout + proc.stderr
+
+
+def test_heap_pad_option(models, plugin, tmp_path):
+    """pair_style mlip ... heap_pad 256 (glibc M_TOP_PAD for the process, so in a subprocess):
+    the same energy as without it."""
+    energies = []
+    for options in ("", "chunk 8 heap_pad 256"):
+        (tmp_path / "in.pad").write_text(script(models / "cu.pt", plugin, options=options).replace(
+            "run 0", "displace_atoms all random 0.1 0.1 0.1 7\nrun 0\nprint \"PE $(pe:%.17g)\""))
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        proc = subprocess.run([str(BIN / "lmp"), "-in", "in.pad", "-log", "none"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        energies.append(float(proc.stdout.split("PE ")[-1].split()[0]))
+    assert energies[1] == pytest.approx(energies[0], rel=1e-12)
 
 
 def test_float32_model_matches_float64_reference(models, plugin):

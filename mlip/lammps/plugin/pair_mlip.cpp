@@ -17,6 +17,8 @@
 
 #include <ATen/Parallel.h>
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <cstring>
 #include <exception>
@@ -98,14 +100,30 @@ void PairMLIP::allocate()
     for (int j = 0; j < n; j++) setflag[i][j] = 0;
 }
 
-/* pair_style mlip <model.pt> [chunk N] */
+/* pair_style mlip <model.pt> [chunk N] [heap_pad MiB] */
 
 void PairMLIP::settings(int narg, char **arg)
 {
-  if (narg != 1 && !(narg == 3 && strcmp(arg[1], "chunk") == 0))
-    error->all(FLERR, "Illegal pair_style mlip command: expected 'pair_style mlip <model.pt> [chunk N]'");
-  chunk_ = narg == 3 ? utils::inumeric(FLERR, arg[2], false, lmp) : DEFAULT_CHUNK;
-  if (chunk_ < 0) error->all(FLERR, "pair_style mlip: chunk must be >= 0 (0 = all local atoms at once)");
+  const char *usage = "expected 'pair_style mlip <model.pt> [chunk N] [heap_pad MiB]'";
+  if (narg < 1 || narg % 2 != 1) error->all(FLERR, "Illegal pair_style mlip command: {}", usage);
+  chunk_ = DEFAULT_CHUNK;
+  for (int a = 1; a < narg; a += 2) {
+    if (strcmp(arg[a], "chunk") == 0) {
+      chunk_ = utils::inumeric(FLERR, arg[a + 1], false, lmp);
+      if (chunk_ < 0) error->all(FLERR, "pair_style mlip: chunk must be >= 0 (0 = all local atoms at once)");
+    } else if (strcmp(arg[a], "heap_pad") == 0) {
+      // glibc returns freed memory at the top of the heap to the kernel once it exceeds
+      // M_TOP_PAD (128 KiB by default); libtorch frees and re-allocates the model's
+      // intermediates on every call, which then page-fault in again (system time). A pad
+      // larger than those intermediates keeps them. It applies to the whole process.
+      int mib = utils::inumeric(FLERR, arg[a + 1], false, lmp);
+      if (mib <= 0 || mib > 2047)    // mallopt takes an int of bytes
+        error->all(FLERR, "pair_style mlip: heap_pad must be 1 to 2047 (MiB)");
+      if (mallopt(M_TOP_PAD, mib << 20) != 1) error->all(FLERR, "pair_style mlip: mallopt(M_TOP_PAD) failed");
+    } else {
+      error->all(FLERR, "Illegal pair_style mlip command: unknown keyword '{}'; {}", arg[a], usage);
+    }
+  }
   if (strcmp(update->unit_style, "metal") != 0)
     error->all(FLERR,
                "pair_style mlip requires 'units metal' (models use eV and Angstrom); "
