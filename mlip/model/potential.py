@@ -5,6 +5,9 @@ the (normalised) descriptors of atom i and s_i its element. Forces are
 −∂E/∂x and the virial is −∂E/∂ε for a homogeneous strain ε applied to
 positions, image shifts and cell (x → x(I+ε), rows), so every term, the
 long-range ones included, gets a correct stress from one autograd pass.
+The deployed ``forward`` of a short-range model differentiates through the edge vectors
+r_ij instead (its energy depends on positions only through them): one autograd pass gives
+the edge forces −∂E/∂r_ij, whose sums are the forces and Σ r_ij ⊗ (−∂E/∂r_ij) the virial.
 """
 
 from typing import Dict, Final, List, Optional
