@@ -3,38 +3,102 @@
 The file follows the deployed-model contract (``docs/architecture.md``) and carries its
 metadata as ``_extra_files["metadata.json"]``, so it loads with plain ``torch.jit.load``
 where mlip is not installed (ASE calculator, LAMMPS plugin).
+
+Fixed physics terms that LAMMPS has itself (D3 as ``pair_style dispersion/d3``, ZBL as
+``pair_style zbl``) can be handed to LAMMPS: metadata ``lammps_overlay`` names them, the model's
+LAMMPS path (``forward``) leaves them out (their ``lammps_overlay`` flag), and ``model.pt.lammps``
+next to the model holds the ``pair_style hybrid/overlay mlip model.pt ...`` and ``pair_coeff``
+lines that add them back. ``compute`` (ASE, ``mlip evaluate``) keeps every term.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from mlip import __version__
-from mlip.fileio import atomic_write
+from mlip.errors import UserError
+from mlip.fileio import atomic_write, atomic_write_text
 from mlip.model import Potential
+from mlip.physics import d3, zbl
 
 METADATA_FILE = "metadata.json"
+LAMMPS_SUFFIX = ".lammps"  # model.pt -> model.pt.lammps
+
+# term name -> (term, elements) -> (hybrid sub-style with arguments, pair_coeff lines), or None
+LAMMPS_STYLES: dict[str, Callable[[Any, list[str]], tuple[str, list[str]] | None]] = {
+    "d3": d3.lammps_pair_style,
+    "zbl": zbl.lammps_pair_style,
+}
 
 
-def model_metadata(model: Potential, descriptors: Any = None, data_hash: str | None = None) -> dict[str, Any]:
-    """The metadata dict stored in ``model.pt``."""
+def lammps_overlay_terms(model: Potential | torch.jit.ScriptModule) -> list[str]:
+    """Names of the physics terms of ``model`` that LAMMPS can compute itself, in model order."""
+    elements = list(model.elements)
+    names = [t.name for t in model.physics
+             if t.name in LAMMPS_STYLES and LAMMPS_STYLES[t.name](t, elements) is not None]
+    return [n for n in names if names.count(n) == 1]  # hybrid/overlay: each sub-style once
+
+
+def lammps_commands(model: Potential | torch.jit.ScriptModule, overlay: Sequence[str],
+                    model_file: str) -> list[str]:
+    """The LAMMPS ``pair_style hybrid/overlay`` and ``pair_coeff`` lines that evaluate ``model``
+    (file name ``model_file``) with the terms ``overlay`` computed by LAMMPS; atom types 1..n are
+    the model's elements in order."""
+    elements = list(model.elements)
+    styles = [f"mlip {model_file}"]
+    coeffs = [f"pair_coeff * * mlip {' '.join(elements)}"]
+    for term in model.physics:
+        if term.name in overlay:
+            style = LAMMPS_STYLES[term.name](term, elements)
+            assert style is not None
+            styles.append(style[0])
+            coeffs.extend(style[1])
+    return [f"pair_style hybrid/overlay {' '.join(styles)}", *coeffs]
+
+
+def model_metadata(model: Potential, descriptors: Any = None, data_hash: str | None = None,
+                   lammps_overlay: Sequence[str] = ()) -> dict[str, Any]:
+    """The metadata dict stored in ``model.pt``.
+
+    ``lammps_overlay``: names of physics terms LAMMPS adds itself (a subset of
+    :func:`lammps_overlay_terms`); ``long_range`` then describes the LAMMPS path (what
+    ``pair_style mlip`` evaluates), which leaves them out, and ``cutoff`` stays the model's
+    neighbour-list cutoff (descriptors and short-range terms; D3 has its own pair search).
+    ``lammps_commands`` is filled in by :func:`export_model`.
+    """
+    overlay = list(lammps_overlay)
+    bad = sorted(set(overlay) - set(lammps_overlay_terms(model)))
+    if bad:
+        raise UserError(f"lammps_overlay: LAMMPS cannot compute the physics term(s) {', '.join(bad)} of this "
+                        f"model; it can: {', '.join(lammps_overlay_terms(model)) or 'none'}")
     dtype = next(model.parameters()).dtype
+    long_range = model.lattice_mean.shape[0] > 0 or any(
+        t.long_range and t.name not in overlay for t in model.physics)
     return {
         "elements": list(model.elements),
         "cutoff": float(model.cutoff),
         "dtype": str(dtype).replace("torch.", ""),
         "mlip_version": __version__,
         "physics": [t.name for t in model.physics],
-        "long_range": bool(model.long_range),
+        "long_range": bool(long_range),
         "charges": bool(model.has_charges),
         "descriptors": descriptors,
         "data_hash": data_hash,
         "units": "metal",
+        "lammps_overlay": overlay,
+        "lammps_commands": [],
     }
+
+
+def lammps_file(path: str | Path) -> Path:
+    """Where :func:`export_model` writes the LAMMPS lines of the model file ``path``."""
+    path = Path(path)
+    return path.with_name(path.name + LAMMPS_SUFFIX)
 
 
 def export_model(model: Potential | torch.jit.ScriptModule, path: str | Path,
@@ -44,16 +108,44 @@ def export_model(model: Potential | torch.jit.ScriptModule, path: str | Path,
 
     Training scripts its model when it starts and passes that module here with the best weights
     loaded, so the exported code is the code that was trained even if the sources change meanwhile.
+
+    With terms in ``metadata["lammps_overlay"]`` (see :func:`model_metadata`), those terms are
+    flagged ``lammps_overlay`` in the written model (not in ``model``), its ``long_range`` is the
+    metadata's (the LAMMPS path's: ``forward`` takes the short-range path when every long-range
+    term is LAMMPS'), ``lammps_commands`` gets the LAMMPS lines and :func:`lammps_file`
+    (``model.pt.lammps``) is written with them; otherwise a stale ``model.pt.lammps`` is removed.
     """
     path = Path(path)
+    overlay = list(metadata.get("lammps_overlay") or [])
+    commands = lammps_commands(model, overlay, path.name) if overlay else []
+    metadata = {**metadata, "lammps_overlay": overlay, "lammps_commands": commands}
     model = model.eval()
-    scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.script(model)
+    flagged = [t for t in model.physics if t.name in overlay]
+    long_range = bool(model.long_range)
+    for term in flagged:
+        term.lammps_overlay = True
+    model.long_range = bool(metadata.get("long_range", long_range))  # what forward (LAMMPS) needs
     try:
-        scripted = torch.jit.freeze(scripted, preserved_attrs=["compute"])
-    except RuntimeError:  # freezing is an optimisation; an unfrozen module is still valid
-        pass
-    with atomic_write(path) as out:
-        torch.jit.save(scripted, out, _extra_files={METADATA_FILE: json.dumps(metadata)})
+        scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.script(model)
+        try:
+            scripted = torch.jit.freeze(scripted, preserved_attrs=["compute"])
+        except RuntimeError:  # freezing is an optimisation; an unfrozen module is still valid
+            pass
+        with atomic_write(path) as out:
+            torch.jit.save(scripted, out, _extra_files={METADATA_FILE: json.dumps(metadata)})
+    finally:
+        for term in flagged:
+            term.lammps_overlay = False
+        model.long_range = long_range
+    side = lammps_file(path)
+    if commands:
+        header = [f"# LAMMPS lines for {path.name} (written by mlip export): the network through",
+                  f"# pair_style mlip, the fixed terms {', '.join(overlay)} by LAMMPS itself. Atom types",
+                  f"# 1..n are {' '.join(metadata['elements'])}; the model file name is relative to LAMMPS'",
+                  "# working directory."]
+        atomic_write_text(side, "\n".join(header + commands) + "\n")
+    else:
+        side.unlink(missing_ok=True)
     return path
 
 

@@ -13,12 +13,15 @@ from click.testing import CliRunner
 
 from fingerprints import default_config
 from fingerprints.neighbors import neighbor_list
-from mlip import __version__
+from mlip import MLIPCalculator, __version__
 from mlip.cli import main
-from mlip.export import export_model, model_metadata, read_metadata
+from mlip.errors import UserError
+from mlip.export import export_model, lammps_file, lammps_overlay_terms, model_metadata, read_metadata
+from mlip.physics import D3Dispersion
 
 METADATA_KEYS = {"elements", "cutoff", "dtype", "mlip_version", "physics", "long_range", "charges",
-                 "descriptors", "data_hash", "units"}
+                 "descriptors", "data_hash", "units",
+                 "lammps_overlay", "lammps_commands"}
 
 
 @pytest.fixture(scope="module", params=["plain", "physics"])
@@ -42,6 +45,8 @@ def test_metadata_travels_in_the_file(exported):
     assert meta["descriptors"] == default_config(ELEMENTS)
     assert meta["physics"] == [t.name for t in model.physics]
     assert meta["long_range"] == any(t.long_range for t in model.physics)
+    assert meta["lammps_overlay"] == meta["lammps_commands"] == []
+    assert not lammps_file(path).exists()
 
 
 def test_mlip_info_prints_the_metadata(exported, tmp_path):
@@ -50,7 +55,8 @@ def test_mlip_info_prints_the_metadata(exported, tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == read_metadata(path)
     run_dir = path.parent  # a run directory holding model.pt works too
-    assert json.loads(CliRunner().invoke(main, ["info", str(run_dir), "--json"]).output) == read_metadata(path)
+    in_dir = CliRunner().invoke(main, ["info", str(run_dir), "--json"])
+    assert json.loads(in_dir.output) == read_metadata(path)
     missing = CliRunner().invoke(main, ["info", str(tmp_path / "nope.pt")])
     assert missing.exit_code == 2
     assert "model file not found" in missing.output
@@ -115,3 +121,57 @@ def test_model_file_loads_without_mlip(exported, tmp_path):
     assert got["energy"] == pytest.approx(float(ref["energy"].detach()), abs=1e-10)
     np.testing.assert_allclose(got["forces"], ref["forces"].detach().numpy(), atol=1e-10)
     np.testing.assert_allclose(got["virial"], ref["virial"].detach().numpy(), atol=1e-10)
+
+
+def test_lammps_overlay_export(tmp_path):
+    """Export with the fixed terms handed to LAMMPS: metadata and the ``model.pt.lammps`` lines; the
+    ASE path (``compute``) of the file still has every term; the caller's model is left as it was;
+    exporting again without the overlay removes the stale lines."""
+    model = physics_model()  # ZBL, D3, Ewald (charges)
+    assert lammps_overlay_terms(model) == ["zbl", "d3"]
+    path = export_model(model, tmp_path / "model.pt", model_metadata(model, lammps_overlay=["zbl", "d3"]))
+    meta = read_metadata(path)
+    assert meta["lammps_overlay"] == ["zbl", "d3"]
+    assert meta["long_range"] is True  # Ewald stays in the model
+    assert meta["cutoff"] == model.cutoff < model.physics[1].energy_cutoff
+    assert meta["lammps_commands"] == [
+        "pair_style hybrid/overlay mlip model.pt zbl 1.0 2.2 dispersion/d3 bj pbe 9.0 8.0",
+        "pair_coeff * * mlip Ni Cu",
+        "pair_coeff 1 1 zbl 28 28", "pair_coeff 1 2 zbl 28 29", "pair_coeff 2 2 zbl 29 29",
+        "pair_coeff * * dispersion/d3 Ni Cu",
+    ]
+    lines = lammps_file(path).read_text().splitlines()
+    assert lammps_file(path).name == "model.pt.lammps"
+    assert [x for x in lines if not x.startswith("#")] == meta["lammps_commands"]
+    assert [t.lammps_overlay for t in model.physics] == [False, False, False]
+    assert model.long_range
+    atoms = triclinic_cell()
+    eager = atoms.copy()
+    eager.calc = MLIPCalculator(model)
+    atoms.calc = MLIPCalculator(path)
+    assert atoms.get_potential_energy() == pytest.approx(eager.get_potential_energy(), rel=1e-12)
+    np.testing.assert_allclose(atoms.get_forces(), eager.get_forces(), atol=1e-10)
+    np.testing.assert_allclose(atoms.get_stress(), eager.get_stress(), atol=1e-12)
+
+    export_model(model, path, model_metadata(model))
+    assert read_metadata(path)["lammps_overlay"] == []
+    assert not lammps_file(path).exists()
+
+
+def test_lammps_overlay_choice():
+    """D3 alone handed to LAMMPS makes the LAMMPS path short-range; D3 terms LAMMPS cannot compute
+    (explicit BJ parameters, smooth weights, two of a kind) stay in the model."""
+    model = plain_model()
+    model.physics.append(D3Dispersion(ELEMENTS, cutoff=9.0, cn_cutoff=8.0))
+    model.long_range = True
+    assert model_metadata(model)["long_range"] is True
+    assert model_metadata(model, lammps_overlay=["d3"])["long_range"] is False
+    model.physics[0] = D3Dispersion(ELEMENTS, functional=None, s6=1.0, s8=0.8, a1=0.4, a2=4.4)
+    assert lammps_overlay_terms(model) == []
+    with pytest.raises(UserError, match="LAMMPS cannot compute the physics term"):
+        model_metadata(model, lammps_overlay=["d3"])
+    model.physics[0] = D3Dispersion(ELEMENTS, grid_fallback=False)
+    assert lammps_overlay_terms(model) == []
+    model.physics[0] = D3Dispersion(ELEMENTS)
+    model.physics.append(D3Dispersion(ELEMENTS, functional="pbe0"))
+    assert lammps_overlay_terms(model) == []

@@ -8,7 +8,7 @@ import torch
 from physics_reference import rocksalt_mgo, term_energy_forces_virial, zincblende_sic
 
 from mlip.errors import UserError
-from mlip.physics.d3 import D3Dispersion, half_pairs
+from mlip.physics.d3 import BJ_PARAMETERS, NOT_IN_LAMMPS, D3Dispersion, half_pairs, lammps_pair_style
 
 NKTV2P = 1.6021765e6  # LAMMPS metal units: bar per eV/Å³
 
@@ -144,6 +144,27 @@ def test_d3_finite_differences(structure, grid_fallback, pbc):
         plus = energy(positions @ (np.eye(3) + eps), cell @ (np.eye(3) + eps))
         minus = energy(positions @ (np.eye(3) - eps), cell @ (np.eye(3) - eps))
         assert abs(-(plus - minus) / (2 * h) - virial[k]) < 1e-7 * np.abs(virial).max()
+
+
+@pytest.mark.parametrize("functional", sorted(BJ_PARAMETERS))
+def test_d3_functionals_match_lammps(functional):
+    """Every named functional means the same BJ parameters as in LAMMPS (``mlip export`` hands
+    the term to ``pair_style dispersion/d3 bj NAME`` by name); explicit parameters and the smooth
+    weights have no LAMMPS equivalent."""
+    positions, cell, types = zincblende_sic(7)
+    term = D3Dispersion(["C", "Si"], functional=functional.upper(), cutoff=8.0, cn_cutoff=6.0)
+    if functional in NOT_IN_LAMMPS:
+        assert lammps_pair_style(term, ["C", "Si"]) is None
+        with pytest.raises(Exception, match="not supported"):
+            lammps_d3(positions, cell, types, ["C", "Si"], 8.0, 6.0, damping=f"bj {functional}")
+        return
+    style, coeffs = lammps_pair_style(term, ["C", "Si"])
+    assert style == f"dispersion/d3 bj {functional} 8.0 6.0"
+    assert coeffs == ["pair_coeff * * dispersion/d3 C Si"]
+    ref = lammps_d3(positions, cell, types, ["C", "Si"], 8.0, 6.0, damping=f"bj {functional}")
+    assert_agree(model_d3(term, positions, cell, types), ref)
+    assert lammps_pair_style(D3Dispersion(["C"], functional=functional, a1=0.4), ["C"]) is None
+    assert lammps_pair_style(D3Dispersion(["C"], functional=functional, grid_fallback=False), ["C"]) is None
 
 
 def test_d3_script_batch_and_float32():

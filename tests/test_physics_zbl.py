@@ -16,6 +16,7 @@ from physics_reference import (
 from fingerprints.neighbors import neighbor_list
 from mlip.errors import UserError
 from mlip.physics import ZBL
+from mlip.physics.zbl import lammps_pair_style
 
 MODEL_CUTOFF = 4.0  # the model's edges reach beyond the ZBL cutoff; the term masks the rest
 
@@ -61,6 +62,25 @@ def test_zbl_matches_lammps(elements: list[str], z: list[float], tilt: float, se
     got = energy_forces_virial(_zbl_energy_fn(term, cell, positions, species, torch.float64),
                                torch.from_numpy(positions), torch.from_numpy(cell))
     assert abs(ref["energy"]) > 1.0  # the structure has pairs inside the ZBL range
+    for key in ("energy", "atomic_energies", "forces", "virial"):
+        scale = np.abs(ref[key]).max()
+        np.testing.assert_allclose(got[key].numpy(), ref[key], rtol=1e-8, atol=1e-8 * scale, err_msg=key)
+
+
+def test_zbl_lammps_overlay_lines() -> None:
+    """The lines ``mlip export`` writes for LAMMPS (``lammps_pair_style``, as a hybrid/overlay
+    sub-style) reproduce the term; three element types, so every type pair needs its own Z_i Z_j."""
+    elements = ["O", "Si", "Cu"]
+    term = ZBL(elements, 1.5, 2.9)
+    style, coeffs = lammps_pair_style(term, elements)
+    assert style == "zbl 1.5 2.9"
+    assert coeffs == ["pair_coeff 1 1 zbl 8 8", "pair_coeff 1 2 zbl 8 14", "pair_coeff 1 3 zbl 8 29",
+                      "pair_coeff 2 2 zbl 14 14", "pair_coeff 2 3 zbl 14 29", "pair_coeff 3 3 zbl 29 29"]
+    cell, positions, species = _structure(4, elements, 0.2)
+    ref = lammps_reference(cell, positions, species + 1, 3, [f"pair_style hybrid/overlay {style}", *coeffs])
+    got = energy_forces_virial(_zbl_energy_fn(term, cell, positions, species, torch.float64),
+                               torch.from_numpy(positions), torch.from_numpy(cell))
+    assert abs(ref["energy"]) > 1.0
     for key in ("energy", "atomic_energies", "forces", "virial"):
         scale = np.abs(ref[key]).max()
         np.testing.assert_allclose(got[key].numpy(), ref[key], rtol=1e-8, atol=1e-8 * scale, err_msg=key)

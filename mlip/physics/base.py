@@ -21,12 +21,17 @@ class PhysicsTerm(torch.nn.Module):
         cutoff: Å, the pair range it needs from the model's edges (0 for none).
         long_range: True if it needs the whole periodic system (``cell``) rather than edges.
         needs_charges: True if it reads ``data["charges"]``.
+        lammps_overlay: True if LAMMPS adds this term itself (a ``pair_style hybrid/overlay``
+            partner of ``mlip``, written by :func:`mlip.export.export_model`): the deployed
+            model's LAMMPS path (``forward``) leaves it out, ``compute`` keeps it. False unless
+            set at export.
     """
 
     name: str
     cutoff: float
     long_range: bool
     needs_charges: bool
+    lammps_overlay: bool
 
     def __init__(self, name: str, cutoff: float = 0.0, long_range: bool = False,
                  needs_charges: bool = False) -> None:
@@ -35,6 +40,7 @@ class PhysicsTerm(torch.nn.Module):
         self.cutoff = float(cutoff)
         self.long_range = bool(long_range)
         self.needs_charges = bool(needs_charges)
+        self.lammps_overlay = False
 
     def forward(self, data: Dict[str, Tensor], n_local: int) -> Tensor:
         """Per-atom energies of the local atoms, shape (n_local,), eV."""

@@ -75,6 +75,7 @@ BJ_PARAMETERS: Dict[str, Tuple[float, float, float, float]] = {
     "b97-d": (1.0, 2.2609, 0.5545, 3.2297),
     "r2scan": (1.0, 0.7898, 0.4948, 5.7308),
 }
+NOT_IN_LAMMPS = {"r2scan"}  # names LAMMPS ``pair_style dispersion/d3 bj`` does not know (LAMMPS 2024-2025)
 
 
 def bj_parameters(functional: Optional[str], s6: Optional[float] = None, s8: Optional[float] = None,
@@ -225,6 +226,18 @@ def half_pairs(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float,
     return torch.cat(found_i), torch.cat(found_j), torch.cat(found_s), shifts, wrap
 
 
+def lammps_pair_style(term: torch.nn.Module, elements: List[str]) -> Optional[Tuple[str, List[str]]]:
+    """The LAMMPS ``pair_style dispersion/d3`` that computes what ``term`` (a D3Dispersion, scripted
+    or not) does: (sub-style with its arguments, ``pair_coeff`` lines) for ``pair_style
+    hybrid/overlay``, LAMMPS atom types 1.. being ``elements``; None where LAMMPS cannot
+    (explicit BJ parameters instead of a named functional, a functional in ``NOT_IN_LAMMPS``,
+    or ``grid_fallback=False``)."""
+    if not term.functional or term.functional in NOT_IN_LAMMPS or not term.grid_fallback:
+        return None
+    return (f"dispersion/d3 bj {term.functional} {term.energy_cutoff!r} {term.cn_cutoff!r}",
+            ["pair_coeff * * dispersion/d3 " + " ".join(elements)])
+
+
 class D3Dispersion(PhysicsTerm):
     """DFT-D3(BJ) dispersion energy per atom (eV), summed over all periodic images.
 
@@ -244,6 +257,7 @@ class D3Dispersion(PhysicsTerm):
     (B, 3, 3) Å, ``pbc`` (B, 3), ``batch`` (N,); the atoms ``[:n_local]`` of each frame
     are the whole periodic system. Returns (n_local,) eV. Not edge-based: ``cutoff``
     (the PhysicsTerm attribute) is 0; the pair cutoffs are ``energy_cutoff``/``cn_cutoff``.
+    ``functional`` is the functional's name, or "" when BJ parameters were given explicitly.
     """
 
     energy_cutoff: float
@@ -257,6 +271,7 @@ class D3Dispersion(PhysicsTerm):
     a1: float
     a2: float
     chunk: int
+    functional: str
 
     def __init__(self, elements: List[str], functional: Optional[str] = "pbe",
                  s6: Optional[float] = None, s8: Optional[float] = None,
@@ -273,6 +288,8 @@ class D3Dispersion(PhysicsTerm):
         if unknown:
             raise UserError(f"d3: no D3 reference data for element(s) {', '.join(unknown)} (H..Pu only)")
         self.s6, self.s8, self.a1, a2_bohr = bj_parameters(functional, s6, s8, a1, a2)
+        overridden = any(v is not None for v in (s6, s8, a1, a2))
+        self.functional = functional.lower() if functional is not None and not overridden else ""
         self.a2 = a2_bohr * BOHR
         self.energy_cutoff = float(cutoff)
         self.k1, self.k3 = K1, K3

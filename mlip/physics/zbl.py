@@ -78,6 +78,15 @@ def element_numbers(elements: Sequence[str]) -> List[int]:
     return out
 
 
+def lammps_pair_style(term: torch.nn.Module, elements: Sequence[str]) -> Tuple[str, List[str]]:
+    """The LAMMPS ``pair_style zbl`` that computes what ``term`` (a ZBL, scripted or not) does:
+    (sub-style with its arguments, ``pair_coeff`` lines with the atomic numbers of each type pair)
+    for ``pair_style hybrid/overlay``, LAMMPS atom types 1.. being ``elements``."""
+    z = element_numbers(elements)
+    lines = [f"pair_coeff {a + 1} {b + 1} zbl {z[a]} {z[b]}" for a in range(len(z)) for b in range(a, len(z))]
+    return f"zbl {term.inner!r} {term.cutoff!r}", lines
+
+
 class ZBL(PhysicsTerm):
     """ZBL repulsion with LAMMPS ``pair_style zbl inner outer`` switching, per-atom energies in eV.
 

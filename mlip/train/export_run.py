@@ -5,17 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlip.errors import UserError
-from mlip.export import export_model, model_metadata
+from mlip.export import export_model, lammps_overlay_terms, model_metadata
 from mlip.inference import load_model
 from mlip.train.checkpoint import load_checkpoint
 from mlip.train.config import load_config
 from mlip.train.model_builder import build_potential
 
 
-def export_run(run_dir: str | Path, output: str | Path | None = None, checkpoint: str | None = None) -> Path:
+def export_run(run_dir: str | Path, output: str | Path | None = None, checkpoint: str | None = None,
+               lammps_overlay: bool = True) -> Path:
     """Write the EMA weights of ``run_dir/checkpoints/<checkpoint>`` (default: the run's
     ``train.export``, ``last.pt`` or ``best.pt``) as TorchScript to ``output`` (default
-    ``run_dir/model.pt``); the data hash of the run's ``model.pt`` is kept. Returns the path."""
+    ``run_dir/model.pt``); the data hash of the run's ``model.pt`` is kept. Returns the path.
+
+    ``lammps_overlay``: the fixed physics terms LAMMPS has itself (D3, ZBL) are left to LAMMPS in
+    the model's LAMMPS path, and ``<output>.lammps`` holds the ``pair_style hybrid/overlay`` and
+    ``pair_coeff`` lines that add them (:func:`mlip.export.export_model`); False keeps every term in
+    the model for ``pair_style mlip`` alone."""
     run = Path(run_dir)
     config = load_config(run / "config.yaml")
     ckpt = run / "checkpoints" / (checkpoint or f"{config['train']['export']}.pt")
@@ -25,5 +31,6 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, checkpoint
     model.load_state_dict(load_checkpoint(ckpt)["ema"])
     old = run / "model.pt"
     data_hash = load_model(old)[1].get("data_hash") if old.is_file() else None
-    meta = model_metadata(model, config["model"]["descriptors"], data_hash)
+    overlay = lammps_overlay_terms(model) if lammps_overlay else []
+    meta = model_metadata(model, config["model"]["descriptors"], data_hash, overlay)
     return export_model(model, output or old, meta)
