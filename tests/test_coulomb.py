@@ -171,3 +171,26 @@ def test_rejects_mixed_pbc_and_bad_options() -> None:
     for kwargs in ({"mode": "p4m"}, {"accuracy": 0.0}, {"cutoff": -1.0}):
         with pytest.raises(UserError):
             CoulombEngine(**{"cutoff": 5.0, **kwargs})
+
+
+def test_mesh_sum_equals_torchpme_pme_calculator() -> None:
+    """The engine's PME (torch-pme's MeshInterpolator + KSpaceFilter, own mesh size) equals torch-pme's
+    PMECalculator where both pick the same mesh (64 points: L/h + 1 just below a power of two)."""
+    import torchpme
+
+    from mlip.physics.coulomb import smooth_size
+
+    assert [smooth_size(n) for n in (1, 7, 11, 13, 31, 69, 137, 271)] == [1, 8, 12, 15, 32, 72, 144, 288]
+    engine = CoulombEngine(5.0, 1e-4, "pme")
+    cell = torch.eye(3, dtype=torch.float64) * 62.5 * engine.mesh_spacing
+    rng = np.random.default_rng(9)
+    positions = torch.from_numpy(rng.uniform(0.0, 1.0, (40, 3))) @ cell
+    charges = torch.from_numpy(rng.normal(0.0, 1.0, 40))
+    assert engine.mesh_points(cell).tolist() == [64, 64, 64]
+    potential = torchpme.CoulombPotential(smearing=engine.smearing, prefactor=KE)
+    reference = torchpme.PMECalculator(potential, mesh_spacing=2.0 * engine.mesh_spacing,
+                                       interpolation_nodes=engine.interpolation_nodes).double()
+    half = reference(charges[:, None], cell, positions, torch.zeros(0, 2, dtype=torch.long),
+                     torch.zeros(0, dtype=torch.float64))
+    torch.testing.assert_close(engine.mesh_potential(charges, positions, cell), 2.0 * half[:, 0],
+                               rtol=1e-12, atol=1e-12)
