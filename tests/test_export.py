@@ -175,3 +175,31 @@ def test_lammps_overlay_choice():
     model.physics[0] = D3Dispersion(ELEMENTS)
     model.physics.append(D3Dispersion(ELEMENTS, functional="pbe0"))
     assert lammps_overlay_terms(model) == []
+
+
+def test_mlip_export_writes_the_overlay(tmp_path):
+    """``mlip export`` (export_run) hands D3 and ZBL to LAMMPS by default, or keeps them in the model."""
+    import yaml
+
+    from mlip.train.config import load_config
+    from mlip.train.export_run import export_run
+    from mlip.train.model_builder import build_potential
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    model_cfg = {"elements": ELEMENTS, "physics": ["zbl", {"name": "d3", "cutoff": 9.0}], "hidden": [8]}
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": model_cfg}))
+    config = load_config(run / "config.yaml")
+    model = build_potential(config["model"], ELEMENTS)
+    torch.save({"ema": model.state_dict()}, run / "checkpoints" / f"{config['train']['export']}.pt")
+    path = export_run(run)
+    meta = read_metadata(path)
+    assert path == run / "model.pt"
+    assert meta["lammps_overlay"] == ["zbl", "d3"]
+    assert meta["long_range"] is False
+    assert lammps_file(path).read_text().splitlines()[-6:] == meta["lammps_commands"]
+    assert "dispersion/d3 bj pbe 9.0 12.0" in meta["lammps_commands"][0]
+    export_run(run, lammps_overlay=False)
+    assert read_metadata(path)["lammps_overlay"] == []
+    assert read_metadata(path)["long_range"] is True
+    assert not lammps_file(path).exists()

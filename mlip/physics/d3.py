@@ -37,7 +37,11 @@ from tad-mctc 0.11.3 ``data/radii.py`` (Apache-2.0). Only the numbers were extra
 Pairs: a cell list (:func:`half_pairs`) finds each pair within max(``cutoff``, ``cn_cutoff``)
 once, periodic images included, in chunks of centres (a bounded number of candidates at a time),
 and C6 is built per pair, not for all N² atom pairs: time and memory O(N · pairs per atom)
-(~1.4·10³ pairs per atom at 20 Å in Cu; ~2·10⁴ at the reference program's 50 Å).
+(~1.4·10³ pairs per atom at 20 Å in Cu; ~2·10⁴ at the reference program's 50 Å). The search is
+written in torch rather than taken from vesin-torch: a scripted module holding a vesin
+``NeighborList`` refers to the custom class ``torch.classes.vesin._NeighborList``, so ``model.pt``
+would no longer load with plain ``torch.jit.load`` (ASE without mlip, the LAMMPS plugin's
+libtorch) unless ``libvesin_torch`` were loaded first.
 
 TorchScript-compiled: no ``from __future__ import annotations`` here.
 """
@@ -126,7 +130,7 @@ def _search_basis(cell: Tensor, pbc: Tensor) -> Tensor:
 
 
 def half_pairs(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float,
-               chunk: int = 1 << 20, bin_width: float = 0.2) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+               chunk: int = 1 << 18, bin_width: float = 0.2) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Every pair of atoms closer than ``cutoff`` (Å), once, periodic images included (cell list).
 
     positions: (N, 3) Å, the atoms of one frame; cell: (3, 3) Å rows; pbc: (3,) bool.
@@ -145,8 +149,8 @@ def half_pairs(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float,
     normals, the atoms' extent binned along them), bins about ``bin_width``·cutoff thick, at
     most ~2N bins; the candidates of a centre are the atoms of the bins in half a stencil around
     its own (wrapped across periodic boundaries, as many images as the cutoff reaches). Centres
-    are processed in chunks of at most ``chunk`` candidate pairs: besides the O(P) result,
-    memory is O(chunk + N + bins + stencil).
+    are processed in chunks of at most ``chunk`` candidate pairs (~100 bytes each): besides the
+    O(P) result, memory is O(chunk + N + bins + stencil).
     """
     device = positions.device
     n_atoms = positions.shape[0]
@@ -251,7 +255,7 @@ class D3Dispersion(PhysicsTerm):
         grid_fallback: the reference program's nearest-reference C6 where the pair-grid weight
             sum is below 1e-99 (default, as LAMMPS), or smooth per-atom weights (False).
         chunk: candidate pairs the pair search examines at a time (bounds its transient memory,
-            ~70 bytes per candidate).
+            ~100 bytes per candidate; default 2¹⁸).
 
     ``forward(data, n_local)`` reads ``positions`` (N, 3) Å, ``species`` (N,), ``cell``
     (B, 3, 3) Å, ``pbc`` (B, 3), ``batch`` (N,); the atoms ``[:n_local]`` of each frame
@@ -278,7 +282,7 @@ class D3Dispersion(PhysicsTerm):
                  a1: Optional[float] = None, a2: Optional[float] = None,
                  cutoff: float = math.sqrt(9000.0) * BOHR,
                  cn_cutoff: float = math.sqrt(1600.0) * BOHR, grid_fallback: bool = True,
-                 chunk: int = 1 << 20) -> None:
+                 chunk: int = 1 << 18) -> None:
         super().__init__("d3", cutoff=0.0, long_range=True, needs_charges=False)
         from ase.data import atomic_numbers
 
