@@ -129,6 +129,23 @@ def _search_basis(cell: Tensor, pbc: Tensor) -> Tensor:
     return torch.stack(rows)
 
 
+def _bin_distance_bound(offsets: Tensor, edges: Tensor, iterations: int = 32) -> Tensor:
+    """A lower bound (M,) Å² on the squared distance between a point of one bin and a point of
+    the bin ``offsets`` (M, 3) bins away, bins being parallelepipeds with the rows of ``edges``
+    (3, 3) Å as edges: min over u ∈ [−1, 1]³ of |(o + u)·edges|², bounded from below by the
+    Frank–Wolfe gap after projected-gradient steps (never above the minimum; exact for
+    orthogonal edges, tight after a few steps for skewed ones)."""
+    o = offsets.to(edges.dtype)
+    gram = edges @ edges.T
+    step = 1.0 / float(torch.linalg.eigvalsh(gram).max())  # 1 / Lipschitz constant of ∇f / 2
+    u = (-o).clamp(-1.0, 1.0)
+    for _ in range(iterations):
+        u = (u - step * ((o + u) @ gram)).clamp(-1.0, 1.0)
+    half_grad = (o + u) @ gram  # ∇f / 2
+    f = (half_grad * (o + u)).sum(dim=1)
+    return f - 2.0 * (half_grad.abs() + half_grad * u).sum(dim=1)
+
+
 def half_pairs(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float,
                chunk: int = 1 << 18, bin_width: float = 0.2) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Every pair of atoms closer than ``cutoff`` (Å), once, periodic images included (cell list).
@@ -161,7 +178,8 @@ def half_pairs(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float,
     pos = positions.detach().double()
     lattice = cell.detach().double()
     periodic = pbc.to(device=device, dtype=torch.bool)
-    inverse = torch.linalg.inv(_search_basis(lattice, periodic))
+    basis = _search_basis(lattice, periodic)
+    inverse = torch.linalg.inv(basis)
     coords = pos @ inverse  # (N, 3); ∆coords_k = r · inverse[:, k]
     wrap = torch.where(periodic, torch.floor(coords), torch.zeros_like(coords))
     coords = coords - wrap
@@ -190,6 +208,8 @@ def half_pairs(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float,
     stencil = _integer_grid(reach, device)
     o = stencil.T
     stencil = stencil[(o[0] > 0) | ((o[0] == 0) & (o[1] > 0)) | ((o[0] == 0) & (o[1] == 0) & (o[2] >= 0))]
+    edges = basis * (span / nb)[:, None]  # (3, 3) Å, the edges of a bin
+    stencil = stencil[_bin_distance_bound(stencil, edges) < (cutoff * (1.0 + 1e-6)) ** 2]
     n_stencil = stencil.shape[0]  # stencil[0] is the zero offset
     shifts = _integer_grid(images, device).double()
     shift_vec = shifts @ lattice
