@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from physics_reference import rocksalt_mgo, term_energy_forces_virial, zincblende_sic
+from physics_reference import rocksalt_mgo, term_energy_forces_virial, wrapped, zincblende_sic
 
 from mlip.errors import UserError
 from mlip.physics.d3 import BJ_PARAMETERS, NOT_IN_LAMMPS, D3Dispersion, half_pairs, lammps_pair_style
@@ -71,6 +71,22 @@ def test_d3_matches_lammps_periodic(structure, elements, cutoff, cn_cutoff):
     mine = model_d3(D3Dispersion(elements, cutoff=cutoff, cn_cutoff=cn_cutoff), positions, cell, types)
     assert ref[0] < 0.0
     assert_agree(mine, ref)
+
+
+def test_d3_matches_lammps_metal():
+    """Rattled fcc Cu: every atom's CN (~9 at a 10 Å CN cutoff) lies far above Cu's references
+    (0 and 0.96), so every pair takes the nearest-reference C6 (the term's shortcut past the
+    interpolation)."""
+    rng = np.random.default_rng(8)
+    a = 3.6
+    frac = np.array([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]])
+    frac = np.vstack([frac + np.array(n) for n in np.ndindex(2, 2, 2)]) / 2.0
+    cell = np.array([[2 * a, 0.0, 0.0], [0.3, 2 * a, 0.0], [0.2, -0.4, 2 * a]])
+    positions = wrapped(frac @ cell + rng.normal(0.0, 0.1, (32, 3)), cell)
+    types = np.zeros(32, dtype=int)
+    term = D3Dispersion(["Cu"], cutoff=14.0, cn_cutoff=10.0)
+    ref = lammps_d3(positions, cell, types, ["Cu"], 14.0, 10.0)
+    assert_agree(model_d3(term, positions, cell, types), ref)
 
 
 def test_d3_matches_lammps_molecule_in_big_box():

@@ -358,9 +358,8 @@ class D3Dispersion(PhysicsTerm):
         cn = torch.zeros(n_atoms, dtype=r.dtype, device=r.device)
         return cn.index_add(0, i, count).index_add(0, j, count)
 
-    def pair_c6(self, species: Tensor, cn: Tensor, i: Tensor, j: Tensor, pair_type: Tensor) -> Tensor:
-        """C6_ij (P,) eV Å⁶ of the pairs i, j (P,) with ``pair_type`` species_i · S + species_j,
-        interpolated at the coordination numbers cn (N,)."""
+    def pair_c6(self, species: Tensor, cn: Tensor, i: Tensor, j: Tensor) -> Tensor:
+        """C6_ij (P,) eV Å⁶ of the pairs i, j (P,), interpolated at the coordination numbers cn (N,)."""
         dcn = cn[:, None] - self.cn_ref.to(cn.dtype)[species]
         logits = (-self.k3 * dcn * dcn).masked_fill(~self.ref_valid[species], float("-inf"))
         c6_ref = self.c6_ref.to(cn.dtype)
@@ -369,12 +368,14 @@ class D3Dispersion(PhysicsTerm):
         c6_near = torch.zeros(0, dtype=cn.dtype, device=cn.device)
         if self.grid_fallback:
             log_norm = torch.logsumexp(logits, dim=1)  # log Σ_a exp(−4 ΔCN_ia²)
-            under = (log_norm.index_select(0, i) + log_norm.index_select(0, j)) < self.log_threshold
-            near = logits.argmax(dim=1)
-            flat = (pair_type * n_ref + near.index_select(0, i)) * n_ref + near.index_select(0, j)
-            c6_near = c6_ref.reshape(-1).index_select(0, flat)
-            if bool(under.all()):  # every pair falls back (bulk metals): no interpolation needed
+            # C6ref(s_i, s_j, nearest reference of i, of j), indexed by each atom's (species, nearest)
+            nearest = species * n_ref + logits.argmax(dim=1)
+            table = c6_ref.permute(0, 2, 1, 3).reshape(-1)  # (S·R · S·R,)
+            c6_near = table.index_select(0, nearest.index_select(0, i) * (n_species * n_ref)
+                                         + nearest.index_select(0, j))
+            if 2.0 * float(log_norm.detach().max()) < self.log_threshold:  # all pairs fall back (metals)
                 return c6_near
+            under = (log_norm.index_select(0, i) + log_norm.index_select(0, j)) < self.log_threshold
         w = torch.softmax(logits, dim=1)  # (N, R)
         # (R, N·S): Σ_a w_i^a C6ref(s_i, t, a, b) for each atom i and species t
         u = torch.einsum("na,ntab->bnt", w, c6_ref[species]).reshape(n_ref, -1)
@@ -394,15 +395,16 @@ class D3Dispersion(PhysicsTerm):
         vec = x.index_select(0, j) - x.index_select(0, i) + shift_vec.index_select(0, image)
         r = torch.linalg.vector_norm(vec, dim=1)
         cn = self.coordination_numbers(species, i, j, r, n_atoms)
-        n_species = self.q.shape[0]
-        pair_type = species.index_select(0, i) * n_species + species.index_select(0, j)
-        c6 = self.pair_c6(species, cn, i, j, pair_type)
+        c6 = self.pair_c6(species, cn, i, j)
         q = self.q.to(r.dtype)
-        qq = (q[:, None] * q[None, :]).reshape(-1)  # per pair type (S·S,)
+        qq = (q[:, None] * q[None, :]).reshape(-1)  # per pair of species (S·S,)
         r0 = self.a1 * torch.sqrt(3.0 * qq) + self.a2
-        r6_damp = (r0**6).index_select(0, pair_type)
-        r8_damp = (r0**8).index_select(0, pair_type)
-        c8_ratio = (self.s8 * 3.0 * qq).index_select(0, pair_type)  # s8 C8/C6
+        r6_damp, r8_damp, c8_ratio = r0**6, r0**8, self.s8 * 3.0 * qq  # c8_ratio: s8 C8/C6
+        if qq.shape[0] > 1:  # one species: the (1,) tables broadcast
+            pair_type = species.index_select(0, i) * q.shape[0] + species.index_select(0, j)
+            r6_damp = r6_damp.index_select(0, pair_type)
+            r8_damp = r8_damp.index_select(0, pair_type)
+            c8_ratio = c8_ratio.index_select(0, pair_type)
         r2 = r * r
         r6 = r2 * r2 * r2
         pair = c6 * (self.s6 / (r6 + r6_damp) + c8_ratio / (r6 * r2 + r8_damp))
