@@ -124,7 +124,8 @@ def export_model(model: Potential | torch.jit.ScriptModule, path: str | Path,
     long_range = bool(model.long_range)
     for term in flagged:
         term.lammps_overlay = True
-    model.long_range = bool(metadata.get("long_range", long_range))  # what forward (LAMMPS) needs
+    if overlay:  # forward (LAMMPS) needs whole frames only for the long-range terms left in the model
+        model.long_range = bool(metadata.get("long_range", long_range))
     try:
         scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.script(model)
         try:
