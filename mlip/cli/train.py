@@ -85,9 +85,9 @@ def train(sources: tuple[str, ...], config_path: str | None, resume: str | None,
 def _train(sources: tuple[str, ...], config_path: str | None, resume: str | None, ddp: bool, force: bool,
            sets: tuple[str, ...], read_options: dict[str, Any], flags: dict[str, Any]) -> None:
     from mlip.train.config import load_config, parse_overrides
+    from mlip.train.rundir import unique_run_dir
     from mlip.train.trainer import resume as resume_run
     from mlip.train.trainer import train as train_run
-    from mlip.train.trainer import unique_run_dir
 
     overrides: dict[str, Any] = {}
     keys = {"epochs": "train.epochs", "device": "train.device", "val_fraction": "data.val_fraction",

@@ -75,6 +75,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "device": "cpu",
         "threads": 0,  # torch threads, 0 = torch's default
+        "workers": 0,  # processes that read and batch the training data; 0 = the training process
     },
     "out": None,  # run directory; default runs/<name of first source>
 }
@@ -312,6 +313,8 @@ SCHEMA: dict[str, Key] = {
     "train.seed": Key(integer(0), "random seed of the initial weights, the split and the batch order"),
     "train.device": Key(text(r"cpu|cuda(:\d+)?|mps", "cpu, cuda, cuda:N or mps"), "torch device"),
     "train.threads": Key(integer(0), "torch threads; 0 = torch's default"),
+    "train.workers": Key(integer(0), "DataLoader worker processes that read frames from data.h5 and build "
+                                     "the batches; 0 = the training process does it"),
     "out": Key(_OPTIONAL_TEXT, "run directory; null = runs/<name of the first source> (-2, -3 ... if taken)"),
 }
 """Every config key, dotted (``train.epochs``), with its rule and meaning. A config lacking one

@@ -1,16 +1,15 @@
-"""Training data: sources → frames → graphs, and the train/validation split."""
+"""Training data: the run's dataset file from its sources, element checks and the data hash."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ase.data import atomic_numbers, chemical_symbols
+from ase.data import atomic_numbers
 
-from mlip.batching import frame_to_graph
 from mlip.data import Dataset, build_dataset
 from mlip.data.build import read_options as options_from
 from mlip.errors import UserError
@@ -47,12 +46,6 @@ def open_dataset(data_cfg: dict[str, Any], run_dir: Path, build: bool = True) ->
     return Dataset(path)
 
 
-def elements_of(frames: Sequence[Frame]) -> list[str]:
-    """Element symbols present in the frames, sorted by atomic number."""
-    zs = sorted(set(np.concatenate([f.numbers for f in frames]).tolist()))
-    return [chemical_symbols[z] for z in zs]
-
-
 def check_elements(elements: Sequence[str]) -> list[str]:
     """Validate symbols and sort them by atomic number."""
     bad = [e for e in elements if e not in atomic_numbers]
@@ -61,12 +54,7 @@ def check_elements(elements: Sequence[str]) -> list[str]:
     return sorted(elements, key=lambda e: atomic_numbers[e])
 
 
-def build_graphs(frames: Sequence[Frame], elements: Sequence[str], cutoff: float) -> list[dict]:
-    """Graphs (with neighbour lists, computed once) for every frame."""
-    return [frame_to_graph(f, elements, cutoff) for f in frames]
-
-
-def data_hash(frames: Sequence[Frame]) -> str:
+def data_hash(frames: Iterable[Frame]) -> str:
     """SHA-256 over numbers, positions, cells and energies of all frames (provenance)."""
     h = hashlib.sha256()
     for f in frames:

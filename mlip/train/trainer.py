@@ -13,15 +13,12 @@ SIGTERM save ``checkpoints/last.pt`` and raise :class:`Interrupted`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import csv
 import dataclasses
-import io
 import math
 import os
-import shutil
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,26 +27,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from mlip.batching import collate
 from mlip.data import Dataset
 from mlip.errors import UserError
 from mlip.export import export_model, model_metadata
-from mlip.fileio import atomic_write_text
 from mlip.inference import check_device
 from mlip.metrics import ErrorSums
 from mlip.model import Potential
-from mlip.plots import ParitySet, write_plots
+from mlip.plots import ParitySet
 from mlip.train import data as tdata
+from mlip.train.callbacks import Callback, default_callbacks
 from mlip.train.checkpoint import load_checkpoint, save_atomic
 from mlip.train.config import check_config, load_config, save_config
+from mlip.train.loader import EpochBatches, GraphData, graph_loader
 from mlip.train.loss import LossWeights, batch_loss, predict
 from mlip.train.model_builder import build_potential, descriptor_config, fit_energy_reference, torch_dtype
-
-METRIC_FIELDS = ["epoch", "lr", "train_loss", "val_loss", "train_energy_mae_meV_atom", "train_force_mae_eV_A",
-                 "val_energy_mae_meV_atom", "val_force_mae_eV_A", "seconds"]
-
+from mlip.train.rundir import run_dir_for, run_lock, staged_run
 
 Echo = Callable[[str], Any]
 
@@ -130,26 +123,19 @@ class EMA:
             be.copy_(b)
 
 
-def unique_run_dir(base: Path) -> Path:
-    """``base``, or ``base-2``, ``base-3`` ... whichever does not exist yet."""
-    if not base.exists():
-        return base
-    k = 2
-    while base.with_name(f"{base.name}-{k}").exists():
-        k += 1
-    return base.with_name(f"{base.name}-{k}")
-
-
 class Trainer:
-    """Trains one run directory. Use :func:`train` or :func:`resume`.
+    """Trains one run directory: the loop, with the metrics file, checkpoints, progress, plots
+    and summary as callbacks (:mod:`mlip.train.callbacks`). Use :func:`train` or :func:`resume`.
 
     ``config`` must have passed :func:`mlip.train.config.check_config`; the set-up reads
-    ``dataset`` and writes nothing into ``run_dir``.
+    ``dataset`` and writes nothing into ``run_dir``. Batches are streamed from ``dataset``
+    (:mod:`mlip.train.loader`): memory grows with the batch size, not with the data set.
     """
 
     def __init__(self, config: dict[str, Any], dataset: Dataset, run_dir: Path, dist: Distributed,
                  echo: Echo = print) -> None:
         self.config = config
+        self.dataset = dataset
         self.run_dir = run_dir
         self.dist = dist
         self.echo = echo if dist.rank == 0 else _silent
@@ -162,22 +148,16 @@ class Trainer:
                                    tc["charge_weight"])
         self.stage_two_start = int(tc["epochs"]) - round(float(tc["stage_two_fraction"]) * int(tc["epochs"]))
 
-        frames = list(dataset)
-        elements = config["model"]["elements"] or tdata.elements_of(frames)
-        self.elements = tdata.check_elements(elements)
+        self.elements = tdata.check_elements(config["model"]["elements"] or dataset.elements)
         config["model"]["elements"] = self.elements
         config["model"]["descriptors"] = descriptor_config(config["model"], self.elements)
-        self.data_hash = tdata.data_hash(frames)
-        self.sources = [f.source for f in frames]
+        self.data_hash = tdata.data_hash(dataset)
         self.train_idx, self.val_idx = dataset.split(
             config["data"]["val_fraction"], tc["seed"], config["data"]["split_by"])
 
         torch.manual_seed(tc["seed"])
-        try:
-            self.model: Potential = build_potential(config["model"], self.elements)
-        except (ValueError, TypeError) as exc:  # a descriptor's own parameter check
-            raise UserError(f"model.descriptors: {exc}") from None
-        self.graphs = tdata.build_graphs(frames, self.elements, self.model.cutoff)
+        self.model: Potential = build_potential(config["model"], self.elements)
+        self.graphs = GraphData(dataset, self.elements, self.model.cutoff)
         self._fit_constants()
         # compiled now, from the sources this run starts with; finish() exports it (see export_model)
         self.scripted = torch.jit.script(copy.deepcopy(self.model).eval()) if dist.rank == 0 else None
@@ -190,30 +170,51 @@ class Trainer:
         else:
             self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.opt, factor=tc["plateau_factor"], patience=tc["plateau_patience"], min_lr=tc["min_lr"])
+        bs, workers = int(tc["batch_size"]), int(tc["workers"])
+        self.train_batches = EpochBatches(self.train_idx, bs, tc["seed"], rank=dist.rank, world=dist.world)
+        self.train_loader = graph_loader(self.graphs, self.train_batches, self.dtype, workers)
+        self.val_loader = graph_loader(self.graphs, EpochBatches(self.val_idx, bs, shuffle=False), self.dtype,
+                                       workers)
         self.state = RunState()
         self._stop_signal: int | None = None
 
     # -- set-up -----------------------------------------------------------------------------
+    def _stream(self, idx: np.ndarray, batch_size: int = 16) -> Any:
+        """Batches of frames ``idx`` in order, built in this process (set-up and plots)."""
+        return graph_loader(self.graphs, EpochBatches(idx, batch_size, shuffle=False), self.dtype)
+
     def _fit_constants(self) -> None:
         """Descriptor (and lattice-sum) normalisation, then per-element reference energies fitted
-        to what the physics terms leave over, E − E_physics, at the initial charges."""
-        train = [self.graphs[i] for i in self.train_idx]
-        batches = [collate(train[k:k + 16], self.dtype) for k in range(0, len(train), 16)]
-        if self.model.lattice_mean.shape[0] > 0:
-            with torch.no_grad():
-                self.model.set_lattice_normalization(torch.cat([
-                    self.model.lattice_sums(b["positions"], b["species"], b["cell"], b["batch"],
-                                            int(b["species"].shape[0])) for b in batches]))
-        self.model.descriptors.fit_normalization(
-            [(b["species"], b["edge_index"],
-              b["positions"][b["edge_index"][1]] - b["positions"][b["edge_index"][0]] + b["edge_shift"])
-             for b in batches], scaling=self.config["model"]["feature_scaling"])
-        energies = np.array([g["energy"] for g in train])
-        if len(self.model.physics):
+        to what the physics terms leave over, E − E_physics, at the initial charges; each a pass
+        over the training frames, batch by batch."""
+        lattice: list[torch.Tensor] = []
+        species: list[np.ndarray] = []
+        forces: list[np.ndarray] = []
+        energies: list[np.ndarray] = []
+
+        def descriptor_inputs() -> Any:
+            for b in self._stream(self.train_idx):
+                if self.model.lattice_mean.shape[0] > 0:
+                    with torch.no_grad():
+                        lattice.append(self.model.lattice_sums(b["positions"], b["species"], b["cell"],
+                                                               b["batch"], int(b["species"].shape[0])))
+                starts = np.cumsum(b["n_atoms"].numpy())[:-1]
+                species.extend(np.split(b["species"].numpy(), starts))
+                forces.extend(np.split(b["forces"].numpy(), starts))
+                energies.append(b["energy"].numpy())
+                src, dst = b["edge_index"]
+                pos = b["positions"]
+                yield b["species"], b["edge_index"], pos[dst] - pos[src] + b["edge_shift"]
+
+        self.model.descriptors.fit_normalization(descriptor_inputs(),
+                                                 scaling=self.config["model"]["feature_scaling"])
+        if lattice:
+            self.model.set_lattice_normalization(torch.cat(lattice))
+        energy = np.concatenate(energies)
+        if len(self.model.physics):  # a second pass: charges from the normalised features
             self.model.set_energy_reference(torch.zeros(len(self.elements)), 0.0)
-            energies = energies - np.concatenate([self._physics_energy(b) for b in batches])
-        shift, scale = fit_energy_reference([g["species"] for g in train], energies, len(self.elements),
-                                            [g["forces"] for g in train])
+            energy = energy - np.concatenate([self._physics_energy(b) for b in self._stream(self.train_idx)])
+        shift, scale = fit_energy_reference(species, energy, len(self.elements), forces)
         self.model.set_energy_reference(torch.as_tensor(shift), scale)
 
     def _physics_energy(self, b: dict[str, torch.Tensor]) -> np.ndarray:
@@ -240,8 +241,8 @@ class Trainer:
                  f"(hidden {list(mc['hidden'])}, {mc['activation']}, {mc['dtype']})"]
         if self.model.physics:
             lines.append(f"physics terms: {', '.join(t.name for t in self.model.physics)}")
-        n_sources = len(set(self.sources))
-        lines.append(f"frames: {len(self.graphs)} from {n_sources} source{'s' * (n_sources != 1)}: "
+        n_sources = len(np.unique(self.dataset.source_id))
+        lines.append(f"frames: {len(self.dataset)} from {n_sources} source{'s' * (n_sources != 1)}: "
                      f"{len(self.train_idx)} train, {len(self.val_idx)} validation "
                      f"(split_by {dc['split_by']}, val_fraction {dc['val_fraction']:g})"
                      + ("; no validation frames: the validation errors are training errors"
@@ -259,8 +260,7 @@ class Trainer:
         used, ignored = [], []
         for label, weight_key in (("energy", "energy_weight"), ("forces", "force_weight"),
                                   ("stress", "stress_weight"), ("charges", "charge_weight")):
-            have = sum(bool(np.isfinite(self.graphs[i][label]).all()) and np.size(self.graphs[i][label]) > 0
-                       for i in self.train_idx)
+            have = int(getattr(self.dataset, f"has_{label}")[self.train_idx].sum())
             weight = float(tc[weight_key])
             if have and label == "charges" and not self.model.has_charges:
                 ignored.append(f"charges present in {have} train frames, the model has none "
@@ -328,15 +328,6 @@ class Trainer:
                               ErrorSums(**ckpt.get("sums", {})))
 
     # -- loop -------------------------------------------------------------------------------
-    def _batches(self, epoch: int) -> list[np.ndarray]:
-        tc = self.config["train"]
-        perm = self.train_idx[np.random.default_rng([tc["seed"], epoch]).permutation(len(self.train_idx))]
-        if self.dist.world > 1:  # equal shards (wrapping around), so every rank takes the same steps
-            n = -(-len(perm) // self.dist.world) * self.dist.world
-            perm = np.resize(perm, n)[self.dist.rank::self.dist.world]
-        bs = int(tc["batch_size"])
-        return [perm[k:k + bs] for k in range(0, len(perm), bs)]
-
     def _in_stage_two(self, epoch: int) -> bool:
         return epoch >= self.stage_two_start
 
@@ -347,16 +338,12 @@ class Trainer:
         energy = float(self.config["train"]["stage_two_energy_weight"])
         return dataclasses.replace(self.weights, energy=energy)
 
-    def _collate(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
-        return collate([self.graphs[i] for i in idx], self.dtype, self.device)
-
-    def evaluate(self, model: Potential, idx: np.ndarray, weights: LossWeights) -> dict[str, float]:
-        """Loss (with ``weights``) and MAEs of ``model`` on frames ``idx``."""
-        bs = int(self.config["train"]["batch_size"])
+    def evaluate(self, model: Potential, weights: LossWeights) -> dict[str, float]:
+        """Loss (with ``weights``) and MAEs of ``model`` on the validation frames."""
         sums = ErrorSums()
-        for k in range(0, len(idx), bs):
-            loss, err = batch_loss(model, self._collate(idx[k:k + bs]), weights, create_graph=False)
-            sums.add(float(loss.detach()), len(idx[k:k + bs]), err)
+        for b in self.val_loader:
+            loss, err = batch_loss(model, _to(b, self.device), weights, create_graph=False)
+            sums.add(float(loss.detach()), int(b["n_atoms"].shape[0]), err)
         return sums.summary()
 
     def _handle_signal(self, signum: int, _frame: Any) -> None:
@@ -369,40 +356,45 @@ class Trainer:
         epochs = int(self.config["train"]["epochs"])
         start = time.perf_counter()
         old = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        progress = _Progress(_progress_mode() if self.dist.rank == 0 else "off", epochs, self.state.epoch,
-                             self.echo)
+        self.callbacks: list[Callback] = (default_callbacks(self.config, self.state.epoch, self.echo)
+                                          if self.dist.rank == 0 else [])
         try:
             while self.state.epoch < epochs:
-                if self._epoch(progress):
+                if self._epoch():
                     break
-            progress.close()
+            for callback in self.callbacks:
+                callback.close()
             self.finish(time.perf_counter() - start)
         except Interrupted:
             self.save("last.pt")
             raise
         finally:
-            progress.close()
+            for callback in self.callbacks:
+                callback.close()
             for s, h in old.items():
                 signal.signal(s, h)
         return self.run_dir
 
-    def _epoch(self, progress: _Progress) -> bool:
+    def _epoch(self) -> bool:
         """One epoch (from ``state.step``); returns True when early stopping triggers."""
         tc = self.config["train"]
         t0 = time.perf_counter()
-        batches = self._batches(self.state.epoch)
-        weights = self._loss_weights(self.state.epoch)
+        epoch = self.state.epoch
+        self.train_batches.set_epoch(epoch, self.state.step)
+        frames = self.train_batches.batches()
+        weights = self._loss_weights(epoch)
         self.model.train()
-        while self.state.step < len(batches):
+        for b in self.train_loader:
             if self._stop_signal is not None:
-                raise Interrupted(self._stop_signal, self.state.epoch + 1, self.run_dir)
-            idx = batches[self.state.step]
-            loss, err = batch_loss(self.model, self._collate(idx), weights, create_graph=True)
+                raise Interrupted(self._stop_signal, epoch + 1, self.run_dir)
+            loss, err = batch_loss(self.model, _to(b, self.device), weights, create_graph=True)
             if not torch.isfinite(loss):
+                idx = frames[self.state.step]
+                names = ", ".join(f"{self.dataset.sources[self.dataset.source_id[i]]}#{i}" for i in idx[:4])
                 raise UserError(
-                    f"loss is {float(loss.detach())} at epoch {self.state.epoch}, batch {self.state.step} "
-                    f"(frames {', '.join(f'{self.sources[i]}#{i}' for i in idx[:4])}); "
-                    f"stopped; the last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'}")
+                    f"loss is {float(loss.detach())} at epoch {epoch}, batch {self.state.step} "
+                    f"(frames {names}); stopped; the last good checkpoint is "
+                    f"{self.run_dir / 'checkpoints' / 'last.pt'}")
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.dist.average_gradients(self.model)
@@ -413,41 +405,29 @@ class Trainer:
             self.state.sums.add(float(loss.detach()), 1.0, err)
             self.state.step += 1
         train = self.state.sums.summary()
-        val = self.evaluate(self.ema.model, self.val_idx, weights) if len(self.val_idx) else train
+        val = self.evaluate(self.ema.model, weights) if len(self.val_idx) else train
         lr = self.opt.param_groups[0]["lr"]
         if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.sched.step(val["loss"])
         else:
             self.sched.step()
-        row = {"epoch": self.state.epoch, "lr": lr, "train_loss": train["loss"], "val_loss": val["loss"],
+        row = {"epoch": epoch, "lr": lr, "train_loss": train["loss"], "val_loss": val["loss"],
                "train_energy_mae_meV_atom": train["e_mae"], "train_force_mae_eV_A": train["f_mae"],
                "val_energy_mae_meV_atom": val["e_mae"], "val_force_mae_eV_A": val["f_mae"],
                "seconds": time.perf_counter() - t0}
         self.state.history.append(row)
         # losses of different stages are not comparable: stage two picks its best among its own epochs
-        first_of_stage = self._in_stage_two(self.state.epoch) and self.state.best_epoch < self.stage_two_start
+        first_of_stage = self._in_stage_two(epoch) and self.state.best_epoch < self.stage_two_start
         improved = first_of_stage or val["loss"] < self.state.best_val
         if improved:
-            self.state.best_val, self.state.best_epoch = val["loss"], self.state.epoch
+            self.state.best_val, self.state.best_epoch = val["loss"], epoch
         self.state.epoch += 1
         self.state.step = 0
         self.state.sums = ErrorSums()
-        if self.dist.rank == 0:
-            self._write_metrics()
-            if improved:
-                self.save("best.pt")
-            if self.state.epoch % int(tc["checkpoint_every"]) == 0 or self.state.epoch == tc["epochs"]:
-                self.save("last.pt")
-        progress.update(row)
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, row, improved)
         stale = self.state.epoch - 1 - self.state.best_epoch
         return tc["early_stopping"] > 0 and stale >= int(tc["early_stopping"])
-
-    def _write_metrics(self) -> None:
-        text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=METRIC_FIELDS)
-        writer.writeheader()
-        writer.writerows(self.state.history)
-        atomic_write_text(self.run_dir / "metrics.csv", text.getvalue())
 
     def exported_model(self) -> Potential:
         """The EMA weights ``model.pt`` gets: those of the last epoch, or with ``train.export:
@@ -459,26 +439,26 @@ class Trainer:
         return model
 
     def finish(self, seconds: float) -> None:
-        """Save the final checkpoint, export ``model.pt``, draw the plots and print the summary
-        (rank 0); ``seconds`` is the training time to report."""
+        """Save the final checkpoint and export ``model.pt`` (rank 0), then the callbacks' ends
+        (plots, summary); ``seconds`` is the training time to report."""
         self.save("last.pt")
         if self.dist.rank != 0:
             return
         model = self.exported_model().to("cpu")
         meta = model_metadata(model, self.config["model"]["descriptors"], self.data_hash)
         # every tensor, non-persistent buffers included: a scripted module expects those too
-        self.scripted.load_state_dict({**dict(model.named_buffers()), **dict(model.named_parameters())})
+        self.scripted.load_state_dict({**dict(model.named_buffers(remove_duplicate=False)),
+                                       **dict(model.named_parameters())})
         export_model(self.scripted, self.run_dir / "model.pt", meta)
-        write_plots(self.run_dir, self.state.history, self.stage_two_start, self._parity_set(model))
-        for line in self.summary(seconds):
-            self.echo(line)
+        for callback in self.callbacks:
+            callback.on_fit_end(self, model, seconds)
 
-    def _parity_set(self, model: Potential) -> ParitySet:
+    def parity_set(self, model: Potential) -> ParitySet:
         """Predictions of ``model`` on the validation frames (the training frames if there are none)."""
         split, idx = ("validation", self.val_idx) if len(self.val_idx) else ("training", self.train_idx)
         e_ref, e_pred, e_group, f_ref, f_pred, f_group = [], [], [], [], [], []
-        for k in range(0, len(idx), 8):
-            b = collate([self.graphs[i] for i in idx[k:k + 8]], self.dtype)
+        for b in self._stream(idx, 8):
+            b = _to(b, model.energy_shift.device)
             res = predict(model, b, forces=True, stress=False, create_graph=False)
             n = b["n_atoms"].numpy()
             e_ref.append(b["energy"].numpy() / n)
@@ -493,40 +473,9 @@ class Trainer:
                          np.concatenate(f_ref), np.concatenate(f_pred), np.concatenate(f_group))
 
 
-class _Progress:
-    """Per-epoch output: a progress bar, or a plain line every few epochs, or nothing."""
-
-    def __init__(self, mode: str, epochs: int, done: int, echo: Echo) -> None:
-        self.mode, self.epochs, self.echo = mode, epochs, echo
-        self.every = max(1, round(epochs / 20))
-        self.bar = tqdm(total=epochs, initial=done, desc="epochs", unit="epoch") if mode == "bar" else None
-
-    def update(self, row: dict[str, float]) -> None:
-        """Report the epoch of metrics row ``row``."""
-        epoch = int(row["epoch"]) + 1
-        errors = (f"train E {row['train_energy_mae_meV_atom']:.2f} F {row['train_force_mae_eV_A']:.3f} | "
-                  f"val E {row['val_energy_mae_meV_atom']:.2f} F {row['val_force_mae_eV_A']:.3f}")
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"{errors} (meV/atom, eV/Å) lr {row['lr']:.1e}", refresh=False)
-            self.bar.update(1)
-        elif self.mode == "lines" and (epoch == 1 or epoch % self.every == 0 or epoch == self.epochs):
-            self.echo(f"epoch {epoch}/{self.epochs}: {errors} (E meV/atom, F eV/Å) lr {row['lr']:.1e} "
-                      f"{row['seconds']:.1f} s")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _progress_mode() -> str:
-    """``MLIP_PROGRESS``: ``0`` (or off) no per-epoch output, ``bar``, ``lines``; unset (or 1,
-    auto): a progress bar when stdout is a terminal, else a line every few epochs."""
-    value = os.environ.get("MLIP_PROGRESS", "auto").strip().lower()
-    if value in ("0", "off", "no", "false"):
-        return "off"
-    if value in ("bar", "lines"):
-        return value
-    return "bar" if sys.stdout.isatty() else "lines"
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """``batch`` with every tensor on ``device``."""
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def _describe_descriptor(entry: dict[str, Any]) -> str:
@@ -549,99 +498,46 @@ def _silent(_line: str) -> None:
     """The echo of ranks other than 0."""
 
 
-def _run_dir_for(config: dict[str, Any], force: bool) -> Path:
-    """The new run's directory: ``out``, or ``runs/<name of the first source>`` (``-2``, ``-3``
-    ... if taken). A non-empty ``out`` is refused unless it is a run directory and ``force``."""
-    out = config.get("out")
-    if out is None:
-        sources = config["data"]["sources"]
-        name = Path(sources[0]).resolve().name.split(".")[0] if sources else "run"
-        return unique_run_dir(Path("runs") / name)
-    run_dir = Path(out)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"out {run_dir} is a file, not a folder: choose another --out")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        if not (run_dir / "config.yaml").is_file():
-            raise UserError(f"{run_dir} exists and is not an mlip run directory: choose another --out")
-        if not force:
-            raise UserError(f"{run_dir} holds a run already: continue it with `mlip train --resume "
-                            f"{run_dir}`, replace it with --force, or choose another --out")
-    return run_dir
-
-
-def _describe_run(run_dir: Path) -> str:
-    """``a run with 3 trained epochs and its model.pt`` for an existing run directory."""
-    metrics = run_dir / "metrics.csv"
-    epochs = max(0, len(metrics.read_text().splitlines()) - 1) if metrics.is_file() else 0
-    parts = [f"{epochs} trained epoch{'s' * (epochs != 1)}"]
-    if (run_dir / "model.pt").is_file():
-        parts.append("its model.pt")
-    return "a run with " + " and ".join(parts)
-
-
-def _publish(staging: Path, run_dir: Path, force: bool, echo: Echo) -> None:
-    """Rename the new run ``staging`` to ``run_dir``; with ``force`` a run there is replaced."""
-    if force and run_dir.is_dir() and any(run_dir.iterdir()):
-        what = _describe_run(run_dir)
-        old = run_dir.with_name(f".{run_dir.name}.replaced-{os.getpid()}")
-        os.replace(run_dir, old)
-        try:
-            os.replace(staging, run_dir)
-        except OSError:
-            os.replace(old, run_dir)
-            raise
-        shutil.rmtree(old)
-        echo(f"--force: replaced {run_dir} ({what})")
-        return
-    try:
-        os.replace(staging, run_dir)
-    except OSError as exc:
-        raise UserError(f"{run_dir} appeared while this run was being set up: choose another --out") from exc
-
-
-def _create_run(config: dict[str, Any], run_dir: Path, dist: Distributed, force: bool, echo: Echo) -> Trainer:
-    """Set the run up in a hidden folder next to ``run_dir`` (data read, model built, config
-    saved), then rename it into place. On any failure nothing is left behind, not even the
-    parent folders this call created."""
-    created = [d for d in (run_dir.parent, *run_dir.parent.parents) if not d.exists()]
-    staging = run_dir.with_name(f".{run_dir.name}.new-{os.getpid()}")
-    try:
-        staging.mkdir(parents=True)
-        trainer = Trainer(config, tdata.open_dataset(config["data"], staging), run_dir, dist, echo)
-        (staging / "checkpoints").mkdir()
-        save_config(config, staging / "config.yaml")
-        _publish(staging, run_dir, force, echo)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        for folder in created:
-            if folder.exists() and not any(folder.iterdir()):
-                folder.rmdir()
-        raise
-    return trainer
-
-
 def train(config: dict[str, Any] | None = None, ddp: bool = False, force: bool = False,
           echo: Echo = print) -> Path:
     """Train a new run from a config; returns the run directory.
 
     The config is checked, the data read and the model set up before anything is written; the
-    run directory then appears at once. An existing run at ``out`` is refused, or with ``force``
-    replaced. ``echo`` prints what the run is, its progress and its summary.
+    run directory then appears at once (:mod:`mlip.train.rundir`). An existing run at ``out``
+    is refused, or with ``force`` replaced. ``echo`` prints what the run is, its progress and its
+    summary.
     """
     config = check_config(config if config is not None else load_config())
     check_device(config["train"]["device"])
     dist = Distributed.setup(ddp, config["train"]["device"])
-    run_dir = Path(dist.broadcast(str(_run_dir_for(config, force))))
+    run_dir = Path(dist.broadcast(str(run_dir_for(config, force))))
     config["out"] = str(run_dir)
     if dist.rank == 0:
-        trainer = _create_run(config, run_dir, dist, force, echo)
+        with staged_run(run_dir, force, echo) as staging:
+            trainer = _trainer(config, tdata.open_dataset(config["data"], staging), run_dir, dist, echo)
+            (staging / "checkpoints").mkdir()
+            save_config(config, staging / "config.yaml")
+        trainer.dataset = tdata.open_dataset(config["data"], run_dir)  # the file moved with its folder
+        trainer.graphs.dataset = trainer.dataset
     if dist.active:
         torch.distributed.barrier()
     if dist.rank != 0:
-        trainer = Trainer(config, tdata.open_dataset(config["data"], run_dir, build=False), run_dir, dist)
+        trainer = _trainer(config, tdata.open_dataset(config["data"], run_dir, build=False), run_dir, dist)
     for line in [f"new run: {run_dir}", *trainer.describe()]:
         trainer.echo(line)
-    return trainer.fit()
+    with run_lock(run_dir) if dist.rank == 0 else contextlib.nullcontext():
+        return trainer.fit()
+
+
+def _trainer(config: dict[str, Any], dataset: Dataset, run_dir: Path, dist: Distributed,
+             echo: Echo = print) -> Trainer:
+    """A :class:`Trainer`; a descriptor's own parameter check becomes one UserError."""
+    try:
+        return Trainer(config, dataset, run_dir, dist, echo)
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, UserError):
+            raise
+        raise UserError(f"model.descriptors: {exc}") from None
 
 
 def resume(run_dir: str | Path, ddp: bool = False, overrides: dict[str, Any] | None = None,
@@ -654,18 +550,19 @@ def resume(run_dir: str | Path, ddp: bool = False, overrides: dict[str, Any] | N
     config = load_config(run_dir / "config.yaml", overrides)
     check_device(config["train"]["device"])
     dist = Distributed.setup(ddp, config["train"]["device"])
-    if dist.rank == 0:
-        dataset = tdata.open_dataset(config["data"], run_dir)
-    if dist.active:
-        torch.distributed.barrier()
-    if dist.rank != 0:
-        dataset = tdata.open_dataset(config["data"], run_dir, build=False)
-    trainer = Trainer(config, dataset, run_dir, dist, echo)
-    if ckpt_path.is_file():
-        trainer.load(load_checkpoint(ckpt_path))
-    state = trainer.state
-    trainer.echo(f"resuming {run_dir} at epoch {state.epoch + 1} of {config['train']['epochs']}"
-                 + (f", batch {state.step + 1}" if state.step else ""))
-    for line in trainer.describe():
-        trainer.echo(line)
-    return trainer.fit()
+    with run_lock(run_dir) if dist.rank == 0 else contextlib.nullcontext():
+        if dist.rank == 0:
+            dataset = tdata.open_dataset(config["data"], run_dir)
+        if dist.active:
+            torch.distributed.barrier()
+        if dist.rank != 0:
+            dataset = tdata.open_dataset(config["data"], run_dir, build=False)
+        trainer = _trainer(config, dataset, run_dir, dist, echo)
+        if ckpt_path.is_file():
+            trainer.load(load_checkpoint(ckpt_path))
+        state = trainer.state
+        trainer.echo(f"resuming {run_dir} at epoch {state.epoch + 1} of {config['train']['epochs']}"
+                     + (f", batch {state.step + 1}" if state.step else ""))
+        for line in trainer.describe():
+            trainer.echo(line)
+        return trainer.fit()
