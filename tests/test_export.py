@@ -138,7 +138,7 @@ def test_lammps_overlay_export(tmp_path):
         "pair_style hybrid/overlay mlip model.pt zbl 1.0 2.2 dispersion/d3 bj pbe 9.0 8.0",
         "pair_coeff * * mlip Ni Cu",
         "pair_coeff 1 1 zbl 28 28", "pair_coeff 1 2 zbl 28 29", "pair_coeff 2 2 zbl 29 29",
-        "pair_coeff * * dispersion/d3 Ni Cu",
+        "pair_coeff * * dispersion/d3 Ni Cu", "neigh_modify one 2000 page 100000",
     ]
     lines = lammps_file(path).read_text().splitlines()
     assert lammps_file(path).name == "model.pt.lammps"
@@ -197,8 +197,10 @@ def test_mlip_export_writes_the_overlay(tmp_path):
     assert path == run / "model.pt"
     assert meta["lammps_overlay"] == ["zbl", "d3"]
     assert meta["long_range"] is False
-    assert lammps_file(path).read_text().splitlines()[-6:] == meta["lammps_commands"]
+    lines = lammps_file(path).read_text().splitlines()
+    assert [x for x in lines if not x.startswith("#")] == meta["lammps_commands"]
     assert "dispersion/d3 bj pbe 9.0 12.0" in meta["lammps_commands"][0]
+    assert meta["lammps_commands"][-1] == "neigh_modify one 3000 page 100000"  # (14 Å)³ at 0.2 Å⁻³
     export_run(run, lammps_overlay=False)
     assert read_metadata(path)["lammps_overlay"] == []
     assert read_metadata(path)["long_range"] is True

@@ -176,7 +176,7 @@ def test_d3_functionals_match_lammps(functional):
         return
     style, coeffs = lammps_pair_style(term, ["C", "Si"])
     assert style == f"dispersion/d3 bj {functional} 8.0 6.0"
-    assert coeffs == ["pair_coeff * * dispersion/d3 C Si"]
+    assert coeffs == ["pair_coeff * * dispersion/d3 C Si", "neigh_modify one 2000 page 100000"]
     ref = lammps_d3(positions, cell, types, ["C", "Si"], 8.0, 6.0, damping=f"bj {functional}")
     assert_agree(model_d3(term, positions, cell, types), ref)
     assert lammps_pair_style(D3Dispersion(["C"], functional=functional, a1=0.4), ["C"]) is None

@@ -252,14 +252,20 @@ def half_pairs(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float,
 
 def lammps_pair_style(term: torch.nn.Module, elements: List[str]) -> Optional[Tuple[str, List[str]]]:
     """The LAMMPS ``pair_style dispersion/d3`` that computes what ``term`` (a D3Dispersion, scripted
-    or not) does: (sub-style with its arguments, ``pair_coeff`` lines) for ``pair_style
-    hybrid/overlay``, LAMMPS atom types 1.. being ``elements``; None where LAMMPS cannot
+    or not) does: (sub-style with its arguments, the commands that follow ``pair_style
+    hybrid/overlay``), LAMMPS atom types 1.. being ``elements``; None where LAMMPS cannot
     (explicit BJ parameters instead of a named functional, a functional in ``NOT_IN_LAMMPS``,
-    or ``grid_fallback=False``)."""
+    or ``grid_fallback=False``). The commands are its ``pair_coeff`` and a ``neigh_modify one``
+    large enough for its full neighbour list at up to 0.2 atoms/Å³ within the larger cutoff plus
+    LAMMPS' default 2 Å skin (never below LAMMPS' defaults, one 2000 and page 100000, which
+    overflow at 20 Å in solids)."""
     if not term.functional or term.functional in NOT_IN_LAMMPS or not term.grid_fallback:
         return None
+    reach = max(term.energy_cutoff, term.cn_cutoff) + 2.0
+    one = max(2000, 1000 * int(math.ceil(4.0 / 3.0 * math.pi * reach**3 * 0.2 / 1000.0)))
     return (f"dispersion/d3 bj {term.functional} {term.energy_cutoff!r} {term.cn_cutoff!r}",
-            ["pair_coeff * * dispersion/d3 " + " ".join(elements)])
+            ["pair_coeff * * dispersion/d3 " + " ".join(elements),
+             f"neigh_modify one {one} page {max(100000, 10 * one)}"])
 
 
 class D3Dispersion(PhysicsTerm):
