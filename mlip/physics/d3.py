@@ -56,6 +56,7 @@ from torch import Tensor
 
 from mlip.errors import UserError
 from mlip.physics.base import PhysicsTerm
+from mlip.physics.images import image_shifts
 from parsers.units import BOHR_LAMMPS_D3, HARTREE_LAMMPS_D3
 
 BOHR, HARTREE = BOHR_LAMMPS_D3, HARTREE_LAMMPS_D3  # the constants of LAMMPS dispersion/d3
@@ -102,14 +103,6 @@ def bj_parameters(functional: Optional[str], s6: Optional[float] = None, s8: Opt
     if missing:
         raise UserError(f"d3: without a functional, give {', '.join(missing)}")
     return float(values[0]), float(values[1]), float(values[2]), float(values[3])
-
-
-def _integer_grid(reach: List[int], device: torch.device) -> Tensor:
-    """All integer triples (M, 3) int64 with |n_k| ≤ reach[k], the last component fastest."""
-    axes = [torch.arange(-r, r + 1, device=device) for r in reach]
-    shape = [axes[0].numel(), axes[1].numel(), axes[2].numel()]
-    return torch.stack([axes[0][:, None, None].expand(shape), axes[1][None, :, None].expand(shape),
-                        axes[2][None, None, :].expand(shape)], dim=-1).reshape(-1, 3)
 
 
 def _search_basis(cell: Tensor, pbc: Tensor) -> Tensor:
@@ -205,13 +198,13 @@ def half_pairs(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float,
     order = torch.argsort(linear)
     counts = torch.bincount(linear, minlength=total)
     first = torch.cumsum(counts, 0) - counts
-    stencil = _integer_grid(reach, device)
+    stencil = image_shifts(torch.tensor(reach, device=device)).long()  # last component fastest
     o = stencil.T
     stencil = stencil[(o[0] > 0) | ((o[0] == 0) & (o[1] > 0)) | ((o[0] == 0) & (o[1] == 0) & (o[2] >= 0))]
     edges = basis * (span / nb)[:, None]  # (3, 3) Å, the edges of a bin
     stencil = stencil[_bin_distance_bound(stencil, edges) < (cutoff * (1.0 + 1e-6)) ** 2]
     n_stencil = stencil.shape[0]  # stencil[0] is the zero offset
-    shifts = _integer_grid(images, device).double()
+    shifts = image_shifts(torch.tensor(images, device=device))
     shift_vec = shifts @ lattice
     span_img = [2 * k + 1 for k in images]
     reach2 = (cutoff * (1.0 + 1e-9)) ** 2
