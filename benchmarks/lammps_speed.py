@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import json
 import os
 import re
@@ -40,7 +39,6 @@ from mlip.lammps.build import ensure_built
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "_work"
 BIN = Path(sys.executable).parent
-M_TOP_PAD = -2  # glibc mallopt parameter
 
 
 def default_model(path: Path) -> torch.jit.ScriptModule:
@@ -145,7 +143,6 @@ def profile_model(model: torch.jit.ScriptModule, cells: int, repeats: int = 5) -
     from fingerprints.neighbors import neighbor_list
 
     torch.set_num_threads(1)
-    ctypes.CDLL("libc.so.6").mallopt(M_TOP_PAD, 1 << 30)  # as pair_style mlip does in LAMMPS
     atoms = bulk("Cu", "fcc", a=3.615, cubic=True).repeat((cells,) * 3)
     atoms.rattle(0.05, seed=0)
     ei, _, shift = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, float(model.cutoff))

@@ -33,7 +33,8 @@ loss weights ``energy_weight`` and ``force_weight`` (B,); ``n_atoms`` (B,) int64
 Outputs (:meth:`~mlip.model.Potential.compute`): ``energy`` (B,) eV, ``atomic_energies``
 (N,) eV, ``forces`` (N, 3) eV/Å, ``virial`` (B, 3, 3) eV, ``stress`` (B, 3, 3) eV/Å³
 (−virial/V; NaN for frames that are not periodic in all three directions), ``charges``
-(N,) e.
+(N,) e. The deployed ``forward`` of a short-range model also gives, when asked (LAMMPS'
+per-atom virials), ``edge_forces`` (E, 3) eV/Å: F_e = −∂E/∂r_ij, the force on j of edge (i, j).
 """
 
 from typing import Final
@@ -52,6 +53,7 @@ N_ATOMS: Final[str] = "n_atoms"
 ENERGY: Final[str] = "energy"
 ATOMIC_ENERGIES: Final[str] = "atomic_energies"
 FORCES: Final[str] = "forces"
+EDGE_FORCES: Final[str] = "edge_forces"
 VIRIAL: Final[str] = "virial"
 STRESS: Final[str] = "stress"
 CHARGES: Final[str] = "charges"

@@ -16,11 +16,13 @@ from calculator_models import (
     triclinic_cell,
 )
 
+from fingerprints import DescriptorSet, default_config
 from fingerprints.neighbors import neighbor_list
 from mlip import MLIPCalculator
 from mlip.errors import UserError
 from mlip.export import export_model, model_metadata
 from mlip.model import Potential
+from mlip.physics.ewald import Ewald
 from parsers import Frame
 
 
@@ -229,3 +231,22 @@ def test_frame_to_ase_total_charge_reaches_the_calculator():
     assert Frame.from_ase(atoms).total_charge == 1.0
     atoms.calc = MLIPCalculator(physics_model())
     assert atoms.get_charges().sum() == pytest.approx(1.0, abs=1e-10)
+
+
+def test_ewald_real_space_cutoff_beyond_the_descriptors_keeps_its_pairs():
+    """The model's neighbour cutoff covers every term's edge range: an Ewald real-space cutoff
+    above the descriptor cutoff widens it, and the energy (exact Ewald mode) does not depend on
+    where real and reciprocal space are split."""
+    energies = []
+    for cutoff in (4.0, 7.0):
+        torch.manual_seed(1)
+        descriptors = DescriptorSet.from_config(default_config(ELEMENTS), ELEMENTS)
+        ewald = Ewald(1e-8, mode="ewald", cutoff=cutoff)
+        model = Potential(descriptors, ELEMENTS, hidden=[8], physics=[ewald], charges="fixed").double()
+        with torch.no_grad():
+            model.fixed_charges[0].charge.copy_(torch.tensor([0.4, -0.4]))  # Ni, Cu
+        assert model.cutoff == max(cutoff, descriptors.cutoff)
+        atoms = triclinic_cell()
+        atoms.calc = MLIPCalculator(model)
+        energies.append(atoms.get_potential_energy())
+    assert energies[0] == pytest.approx(energies[1], abs=1e-7)  # pairs beyond 5.1 Å lost: 6e-6 eV off

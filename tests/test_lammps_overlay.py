@@ -44,8 +44,6 @@ def overlay_model() -> Potential:
     return model
 
 
-@pytest.mark.xfail(strict=True, reason="needs Potential.forward to leave out physics terms flagged "
-                                        "lammps_overlay (mlip/model/potential.py); remove this mark then")
 def test_lammps_overlay_matches_ase(tmp_path, monkeypatch):
     model = overlay_model()
     assert lammps_overlay_terms(model) == ["zbl", "d3"]
@@ -74,3 +72,33 @@ def test_lammps_overlay_matches_ase(tmp_path, monkeypatch):
     for key in ("atomic_energies", "forces", "virial"):
         scale = np.abs(ref[key]).max()
         np.testing.assert_allclose(got[key], ref[key], rtol=0, atol=1e-6 * scale, err_msg=key)
+
+
+def test_overlay_model_without_the_overlay_is_a_lammps_error(tmp_path):
+    """A model that leaves D3 and ZBL to LAMMPS, run with plain ``pair_style mlip``, would lack
+    them: LAMMPS stops and names the missing pair style and the file with the lines."""
+    from mlip.lammps import load_lammps
+
+    model = overlay_model()
+    path = export_model(model, tmp_path / "model.pt", model_metadata(model, lammps_overlay=["zbl", "d3"]))
+    threads = torch.get_num_threads()
+    lmp = load_lammps().lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    try:
+        with pytest.raises(Exception) as info:  # the lammps module raises a bare Exception
+            lmp.commands_string(f"""
+plugin load {ensure_built()}
+units metal
+lattice fcc 3.58
+region box block 0 2 0 2 0 2
+create_box 2 box
+create_atoms 1 box
+mass * 60.0
+pair_style mlip {path}
+pair_coeff * * Ni Cu
+run 0
+""")
+    finally:
+        lmp.close()
+        torch.set_num_threads(threads)
+    assert (f"model '{path}' leaves its zbl term to LAMMPS pair_style zbl, which is not defined: use the "
+            f"lines of '{path}.lammps'") in str(info.value)

@@ -18,17 +18,26 @@ from mlip.cli.options import data_options
               help="Output file (default RUN_DIR/model.pt).")
 @click.option("--checkpoint", default=None,
               help="Checkpoint of RUN_DIR to export: last.pt or best.pt (default: the run's train.export).")
-def export_cmd(run_dir: str, output: str | None, checkpoint: str | None) -> None:
+@click.option("--lammps-overlay/--no-lammps-overlay", default=True, show_default=True,
+              help="Leave the parameter-free terms LAMMPS has (D3, ZBL) to LAMMPS' own pair styles, "
+                   "with the lines written to OUTPUT.lammps.")
+def export_cmd(run_dir: str, output: str | None, checkpoint: str | None, lammps_overlay: bool) -> None:
     """Export the EMA weights of a run's checkpoint to one TorchScript file.
+
+    With D3 or ZBL in the model, LAMMPS computes them itself: use the pair_style hybrid/overlay
+    lines written next to the model (model.pt.lammps); a plain pair_style mlip stops with an error.
 
     \b
     Example:
       mlip export runs/dumps -o cu.pt
     """
+    from mlip.export import lammps_file
     from mlip.train.export_run import export_run
 
-    out = export_run(run_dir, output, checkpoint)
+    out = export_run(run_dir, output, checkpoint, lammps_overlay)
     click.echo(f"wrote {out}")
+    if lammps_file(out).is_file():
+        click.echo(f"wrote {lammps_file(out)} (LAMMPS: use its pair_style hybrid/overlay lines)")
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

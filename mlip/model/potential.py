@@ -10,7 +10,7 @@ r_ij instead (its energy depends on positions only through them): one autograd p
 the edge forces −∂E/∂r_ij, whose sums are the forces and Σ r_ij ⊗ (−∂E/∂r_ij) the virial.
 """
 
-from typing import Dict, Final, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor
@@ -51,7 +51,6 @@ class Potential(torch.nn.Module):
     """
 
     # forward's extra output: F_e = −∂E/∂r_ij (E, 3) eV/Å per edge e = (i, j), the force on j
-    EDGE_FORCES: Final[str] = "edge_forces"
     elements: List[str]
     cutoff: float
     has_charges: bool
@@ -94,8 +93,9 @@ class Potential(torch.nn.Module):
                     last.bias[1].fill_(q0)
         self.fixed_charges = torch.nn.ModuleList([FixedCharges(self.elements)] if charges == "fixed" else [])
         self.physics = torch.nn.ModuleList(physics)
-        short = [t.cutoff for t in physics if not t.long_range]
-        self.cutoff = float(max([float(descriptors.cutoff)] + short))
+        # every term's edge range counts, the long-range ones' too (Ewald's real-space sum runs over
+        # the model's edges): an edge list for a smaller cutoff would lose their pairs
+        self.cutoff = float(max([float(descriptors.cutoff)] + [t.cutoff for t in physics]))
         self.long_range = any(t.long_range for t in physics) or n_lattice > 0
         self.register_buffer("energy_shift", torch.zeros(n_species, dtype=torch.float64))
         self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
@@ -127,11 +127,12 @@ class Potential(torch.nn.Module):
         self.lattice_std.copy_(torch.where(std > 1e-12, std, torch.ones_like(std)))
 
     def _energies(self, data: Dict[str, Tensor], pos: Tensor, edge_vec: Tensor, cell: Tensor,
-                  total_charge: Tensor, n_local: int) -> Dict[str, Tensor]:
+                  total_charge: Tensor, n_local: int, lammps: bool = False) -> Dict[str, Tensor]:
         """``energy`` (B,) eV, ``atomic_energies`` (n_local,) eV and, for charge models,
         ``charges`` (n_local,) e, from the positions ``pos`` (N, 3) Å, edge vectors ``edge_vec``
         (E, 3) Å and ``cell`` (B, 3, 3) Å that the derivatives are taken through (strained, or
-        leaves of the autograd graph); the other inputs come from ``data``."""
+        leaves of the autograd graph); the other inputs come from ``data``. ``lammps``: leave out
+        the terms LAMMPS computes itself (``lammps_overlay``, set by ``mlip export``)."""
         species = data[keys.SPECIES]
         edge_index = data[keys.EDGE_INDEX]
         batch = data[keys.BATCH]
@@ -166,7 +167,8 @@ class Potential(torch.nn.Module):
             terms[keys.CHARGES] = q
             results[keys.CHARGES] = q
         for term in self.physics:
-            atomic = atomic + term(terms, n_local)
+            if not (lammps and term.lammps_overlay):
+                atomic = atomic + term(terms, n_local)
 
         energy = torch.zeros(cell.shape[0], dtype=atomic.dtype, device=atomic.device)
         results[keys.ENERGY] = energy.index_add(0, batch[:n_local], atomic)
@@ -180,13 +182,15 @@ class Potential(torch.nn.Module):
         compute_virial: bool = True,
         create_graph: bool = False,
         n_local: int = -1,
+        lammps: bool = False,
     ) -> Dict[str, Tensor]:
         """Energies and derivatives for a batch of frames.
 
         ``data`` holds the model inputs named in :mod:`mlip.keys` (other entries, such as
         labels, are ignored); ``total_charge`` may be absent (neutral frames). ``n_local``: the
         first ``n_local`` atoms are the ones whose energies count (LAMMPS: local atoms, then
-        ghosts); -1 = all atoms. Edges start at local atoms.
+        ghosts); -1 = all atoms. Edges start at local atoms. ``lammps``: the LAMMPS path, without
+        the terms an exported model hands to LAMMPS' own pair styles (``lammps_overlay``).
 
         Returns ``energy`` (B,) eV, ``atomic_energies`` (n_local,) eV and, as requested,
         ``forces`` (N, 3) eV/Å, ``virial`` (B, 3, 3) eV and ``stress`` (B, 3, 3) eV/Å³
@@ -219,7 +223,7 @@ class Potential(torch.nn.Module):
         edge_vec = pos.index_select(0, dst) - pos.index_select(0, src) + shift
         strained_cell = cell + torch.bmm(cell, strain)
 
-        results = self._energies(data, pos, edge_vec, strained_cell, total_charge, n_local)
+        results = self._energies(data, pos, edge_vec, strained_cell, total_charge, n_local, lammps)
         if compute_forces or compute_virial:
             inputs: List[Tensor] = []
             if compute_forces:
@@ -256,11 +260,11 @@ class Potential(torch.nn.Module):
         edge_vec = positions.index_select(0, dst) - positions.index_select(0, src) + data[keys.EDGE_SHIFT]
         edge_vec = edge_vec.detach().requires_grad_(True)
         total_charge = torch.zeros(1, dtype=positions.dtype, device=positions.device)
-        results = self._energies(data, positions, edge_vec, cell, total_charge, n_local)
+        results = self._energies(data, positions, edge_vec, cell, total_charge, n_local, True)
         g = torch.autograd.grad([results[keys.ENERGY].sum()], [edge_vec], allow_unused=True)[0]
         edge_forces = -g if g is not None else torch.zeros_like(edge_vec)
         forces = torch.zeros_like(positions).index_add(0, dst, edge_forces).index_add(0, src, -edge_forces)
-        results[self.EDGE_FORCES] = edge_forces
+        results[keys.EDGE_FORCES] = edge_forces
         results[keys.FORCES] = forces
         results[keys.VIRIAL] = (edge_vec.detach().t() @ edge_forces).unsqueeze(0)
         return results
@@ -298,12 +302,12 @@ class Potential(torch.nn.Module):
         if self.long_range:
             if edge_forces:
                 raise RuntimeError("edge_forces: a long-range model's energy is not a function of its edges")
-            res = self.compute(data, True, True, False, n_local)
+            res = self.compute(data, True, True, False, n_local, True)
             del res[keys.STRESS]
         else:
             res = self._compute_from_edges(data, n_local)
             if not edge_forces:
-                del res[self.EDGE_FORCES]
+                del res[keys.EDGE_FORCES]
         res[keys.ENERGY] = res[keys.ENERGY][0]
         res[keys.VIRIAL] = res[keys.VIRIAL][0]
         return res

@@ -8,7 +8,7 @@ pe/atom`` reports for ``pair_style coul/long`` + ``kspace_style ewald``; for an 
 k_e = 14.399645 eV·Å (LAMMPS metal ``qqr2e``).
 
 The real-space part runs over the model's edges up to ``cutoff`` (default 5 Å, the smallest
-default descriptor cutoff: it must not exceed the model's neighbour cutoff); the reciprocal
+default descriptor cutoff; a larger one widens the model's neighbour cutoff); the reciprocal
 part is torch-pme's PME or explicit Ewald sum (by default whichever is cheaper per frame).
 ``accuracy`` is the RMS force error per atom in units of k_e e²/Å² (LAMMPS' ``kspace_style ...
 accuracy``); the engine's docstring gives the error estimates that turn it into the smearing,
@@ -40,7 +40,7 @@ class Ewald(PhysicsTerm):
         accuracy: RMS force error per atom in units of k_e e²/Å² (see :mod:`mlip.physics.coulomb`).
         mode: ``"auto"`` (default: per frame the cheaper of the two), ``"pme"`` (O(N log N)) or
             ``"ewald"`` (explicit k vectors; smooth under cell changes, for tests and small cells).
-        cutoff: Å, real-space range over the model's edges; at most the model's cutoff.
+        cutoff: Å, real-space range over the model's edges (the model's cutoff is at least this).
 
     Reads ``positions``, ``charges``, ``cell``, ``pbc``, ``batch``, ``edge_index`` and ``edge_vec``
     of atoms ``[:n_local]`` (a long-range model gets whole frames without ghost atoms).

@@ -163,6 +163,7 @@ void PairMLIP::load_model(const std::string &path)
     elements_ = meta.at("elements").get<std::vector<std::string>>();
     cutoff_ = meta.at("cutoff").get<double>();
     long_range_ = meta.at("long_range").get<bool>();
+    overlay_ = meta.value("lammps_overlay", std::vector<std::string>{});
     std::string dtype = meta.at("dtype").get<std::string>();
     if (dtype == "float64")
       dtype_ = torch::kFloat64;
@@ -214,6 +215,16 @@ void PairMLIP::init_style()
   if (!model_loaded_) error->all(FLERR, "pair_style mlip: no model loaded");
   if (long_range_ && !atom->tag_enable)
     error->all(FLERR, "pair_style mlip with a long-range model requires atom IDs");
+  // an exported model may leave parameter-free terms (D3, ZBL) to LAMMPS' own pair styles:
+  // without them in a hybrid/overlay the results would silently lack those terms
+  for (const std::string &term : overlay_) {
+    const std::string style = term == "d3" ? "dispersion/d3" : term;
+    if (force->pair_match(style, 0) == nullptr)
+      error->all(FLERR,
+                 "pair_style mlip: model '{}' leaves its {} term to LAMMPS pair_style {}, which is not "
+                 "defined: use the lines of '{}.lammps' (pair_style hybrid/overlay mlip ... {} ...)",
+                 model_path_, term, style, model_path_, style);
+  }
   neighbor->add_request(this, NeighConst::REQ_FULL);
   at::set_num_threads(std::max(1, comm->nthreads));
 }

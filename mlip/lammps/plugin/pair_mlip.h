@@ -66,6 +66,7 @@ class PairMLIP : public Pair {
   std::vector<std::string> elements_;
   double cutoff_ = 0.0;
   bool long_range_ = false;
+  std::vector<std::string> overlay_;  // terms the model leaves to LAMMPS pair styles (mlip export)
   bool model_loaded_ = false;
   bool warned_vatom_ = false;
   bool has_edge_forces_ = false;    // the model's forward takes the edge_forces argument
