@@ -62,13 +62,29 @@ def evaluate_model(model: str, data: list[str], read_options: dict[str, Any], de
     if csv_path:
         _write_csv(Path(csv_path), frames, preds)
     if parity_path:
-        from mlip.plots import parity
-
-        ok = [i for i, f in enumerate(frames) if f.energy is not None]
-        parity(np.array([frames[i].energy / len(frames[i]) for i in ok]),
-               np.array([preds[i]["energy"] / len(frames[i]) for i in ok]), "energy (eV/atom)",
-               Path(parity_path))
+        _write_parity(Path(parity_path), frames, preds)
     return rows
+
+
+def _write_parity(path: Path, frames: list, preds: list[dict[str, Any]]) -> None:
+    """Energy parity plot at ``path`` (coloured by composition) and, where frames have forces,
+    the force parity plot at ``<stem>_forces<suffix>`` (coloured by element)."""
+    from ase.data import chemical_symbols
+
+    from mlip.plots import parity
+
+    ok = [i for i, f in enumerate(frames) if f.energy is not None]
+    compositions = ["".join(chemical_symbols[z] for z in np.unique(frames[i].numbers)) for i in ok]
+    parity(np.array([frames[i].energy / len(frames[i]) for i in ok]),
+           np.array([preds[i]["energy"] / len(frames[i]) for i in ok]), "energy (eV/atom)", path,
+           "evaluated frames", compositions)
+    with_forces = [i for i, f in enumerate(frames) if f.forces is not None]
+    if with_forces:
+        parity(np.concatenate([frames[i].forces.ravel() for i in with_forces]),
+               np.concatenate([preds[i]["forces"].ravel() for i in with_forces]), "force (eV/Å)",
+               path.with_name(f"{path.stem}_forces{path.suffix}"), "evaluated force components",
+               np.concatenate([np.repeat([chemical_symbols[z] for z in frames[i].numbers], 3)
+                               for i in with_forces]))
 
 
 def _write_csv(path: Path, frames: list, preds: list[dict[str, Any]]) -> None:

@@ -55,10 +55,12 @@ def test_train_cli_writes_complete_run_and_evaluates(dumps, tmp_path):
     assert len((run / "metrics.csv").read_text().splitlines()) == 4
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["epoch"] == 3
-    res = invoke("evaluate", run, dumps, "--csv", tmp_path / "e.csv")
+    res = invoke("evaluate", run, dumps, "--csv", tmp_path / "e.csv", "--parity", tmp_path / "p.png")
     assert res.exit_code == 0, res.output
     assert "cu_0.dump" in res.output and "all" in res.output
     assert len((tmp_path / "e.csv").read_text().splitlines()) == 13
+    for name in ("p.png", "p_forces.png"):  # energies, and forces next to them
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG", name
     res = invoke("info", run / "model.pt", "--json")
     assert '"elements": [\n    "Cu"\n  ]' in res.output
     res = invoke("export", run, "-o", tmp_path / "again.pt")

@@ -85,7 +85,9 @@ def format_info(meta: dict[str, Any]) -> str:
 @click.argument("model", type=click.Path())
 @click.argument("data", nargs=-1, required=True, type=click.Path())
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write per-frame errors to CSV.")
-@click.option("--parity", "parity_path", type=click.Path(dir_okay=False), help="Write an energy parity plot.")
+@click.option("--parity", "parity_path", type=click.Path(dir_okay=False),
+              help="Write the energy parity plot to FILE and, with forces, the force parity plot to "
+                   "FILE_forces.png (FILE's stem + _forces).")
 @click.option("--device", default="cpu", show_default=True)
 @data_options
 def evaluate(model: str, data: tuple[str, ...], csv_path: str | None, parity_path: str | None, device: str,
