@@ -24,6 +24,7 @@ from parsers.frame import Frame
 Index = Union[int, np.integer, slice, Sequence[int], np.ndarray]
 
 _ITER_BLOCK_ATOMS = 1 << 16  # atoms read at once when iterating
+SPLIT_BY = ("random", "group", "source")  # the ways Dataset.split chooses validation frames
 
 
 class Dataset:
@@ -220,53 +221,100 @@ class Dataset:
         """A view of the frames at ``indices`` (in that order), e.g. a split's training part."""
         return Subset(self, indices)
 
+    def family(self, name: str) -> np.ndarray:
+        """Sorted indices of the frames of one configuration family: the group labelled ``name``
+        (mlearn's ``Surface``, an extxyz ``config_type``) or the source file ``name`` (its path as
+        stored, its file name ``1NN.dump``, or that name without extension ``1NN``).
+        Raises :class:`UserError` naming the groups and source files when nothing matches."""
+        groups = [i for i, g in enumerate(self.groups) if g == name]
+        sources = [i for i, s in enumerate(self.sources) if name in (s, Path(s).name, Path(s).stem)]
+        indices = np.flatnonzero(np.isin(self.group_id, groups) | np.isin(self.source_id, sources))
+        if not len(indices):
+            raise UserError(
+                f"{self.path}: no group or source file named {name!r}; groups: "
+                f"{', '.join(self.groups) or 'none'}; source files: "
+                f"{', '.join(Path(s).name for s in self.sources)}"
+            )
+        return indices
+
     def split(
-        self, val_fraction: float = 0.1, seed: int = 0, split_by: str = "random"
+        self, val_fraction: float = 0.1, seed: int = 0, split_by: str = "random", holdout: str | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Split the frames into ``(train_indices, val_indices)``, sorted int64 arrays.
 
         ``split_by="random"``: a seeded random ``val_fraction`` of the frames
         (at least one frame when ``val_fraction > 0``).
+        ``split_by="group"``: stratified by group label: a seeded random ``round(val_fraction * n)``
+        of the ``n`` frames of each group (frames without a label form one more group), never all
+        of a group's frames, at least one frame in all when ``val_fraction > 0``; every group is in
+        validation in the proportion it has in the data.
         ``split_by="source"``: whole source files are held out, to measure the
         error on unseen configuration families. Going through the sources in a
         seeded random order, a source is held out when that brings the held-out
         frame count closer to ``val_fraction`` of the frames (at least one
         source is held out, at least one kept).
+        ``holdout``: leave-one-family-out. Every frame of that group or source
+        (see :meth:`family`) is in validation and none in training; the other
+        frames are split as above, ``val_fraction`` being a fraction of them.
         The same seed always gives the same split for the same file.
         """
         if not 0.0 <= val_fraction < 1.0:
             raise UserError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        if split_by not in ("random", "source"):
-            raise UserError(f"split_by must be 'random' or 'source', got {split_by!r}")
-        n = len(self)
-        rng = np.random.default_rng(seed)
-        if val_fraction == 0.0:
-            return np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        if split_by == "random":
-            if n < 2:
-                raise UserError(f"{self.path}: cannot split {n} frame(s) into training and validation")
-            n_val = min(max(1, round(val_fraction * n)), n - 1)
-            val = np.zeros(n, dtype=bool)
-            val[rng.permutation(n)[:n_val]] = True
-        else:
-            present = np.unique(self.source_id)
-            if len(present) < 2:
-                raise UserError(
-                    f"{self.path}: split_by='source' needs at least 2 source files, found {len(present)}"
-                )
-            counts = np.bincount(self.source_id, minlength=len(self.sources))
-            target = val_fraction * n
-            held: list[int] = []
-            total = 0
-            for s in rng.permutation(present):
-                c = int(counts[s])
-                if total + c < n and abs(total + c - target) < abs(total - target):
-                    held.append(int(s))
-                    total += c
-            if not held:  # every source alone overshoots twice the target: take the closest
-                held = [int(present[np.argmin(np.abs(counts[present] - target))])]
-            val = np.isin(self.source_id, held)
+        if split_by not in SPLIT_BY:
+            raise UserError(f"split_by must be one of {', '.join(SPLIT_BY)}, got {split_by!r}")
+        held = self.family(holdout) if holdout is not None else np.zeros(0, dtype=np.int64)
+        rest = np.setdiff1d(np.arange(len(self), dtype=np.int64), held)
+        if not len(rest):
+            raise UserError(f"{self.path}: holding out {holdout!r} leaves no frames to train on")
+        val = np.zeros(len(self), dtype=bool)
+        val[held] = True
+        if val_fraction > 0.0:
+            pick = getattr(self, f"_{split_by}_val")
+            val[pick(rest, val_fraction, np.random.default_rng(seed))] = True
         return np.flatnonzero(~val), np.flatnonzero(val)
+
+    def _random_val(self, rest: np.ndarray, val_fraction: float, rng: np.random.Generator) -> np.ndarray:
+        """A random ``val_fraction`` of the frames ``rest`` (at least one, never all)."""
+        n = len(rest)
+        if n < 2:
+            raise UserError(f"{self.path}: cannot split {n} frame(s) into training and validation")
+        return rest[rng.permutation(n)[: min(max(1, round(val_fraction * n)), n - 1)]]
+
+    def _group_val(self, rest: np.ndarray, val_fraction: float, rng: np.random.Generator) -> np.ndarray:
+        """``round(val_fraction * n)`` random frames of each group's ``n`` frames among ``rest``."""
+        labels = self.group_id[rest]
+        if (labels < 0).all():
+            raise UserError(f"{self.path}: split_by='group' needs group labels (mlearn's group, extxyz "
+                            "config_type) and no frame has one")
+        picked = []
+        for label in np.unique(labels):
+            members = rest[labels == label]
+            k = min(round(val_fraction * len(members)), len(members) - 1)
+            picked.append(members[rng.permutation(len(members))[:k]])
+        val = np.concatenate(picked)
+        return val if len(val) else self._random_val(rest, val_fraction, rng)
+
+    def _source_val(self, rest: np.ndarray, val_fraction: float, rng: np.random.Generator) -> np.ndarray:
+        """Whole source files among ``rest``, together closest to ``val_fraction`` of its frames."""
+        source_id = self.source_id[rest]
+        present = np.unique(source_id)
+        if len(present) < 2:
+            raise UserError(
+                f"{self.path}: split_by='source' needs at least 2 source files, found {len(present)}"
+            )
+        counts = np.bincount(source_id, minlength=len(self.sources))
+        n = len(rest)
+        target = val_fraction * n
+        held: list[int] = []
+        total = 0
+        for s in rng.permutation(present):
+            c = int(counts[s])
+            if total + c < n and abs(total + c - target) < abs(total - target):
+                held.append(int(s))
+                total += c
+        if not held:  # every source alone overshoots twice the target: take the closest
+            held = [int(present[np.argmin(np.abs(counts[present] - target))])]
+        return rest[np.isin(source_id, held)]
 
 
 class Subset:

@@ -33,7 +33,8 @@ DEFAULTS: dict[str, Any] = {
         "forces_key": None,  # extxyz array key of the forces, e.g. REF_forces
         "stress_key": None,  # extxyz info key of the stress, e.g. REF_stress
         "val_fraction": 0.1,
-        "split_by": "random",  # or "source": hold out whole files
+        "split_by": "random",  # or "group": stratified by group label; "source": hold out whole files
+        "holdout": None,  # a group or source file held out whole for validation (leave-one-family-out)
     },
     "model": {
         "elements": None,  # default: the elements in the data, sorted by Z
@@ -263,8 +264,12 @@ SCHEMA: dict[str, Key] = {
     "data.stress_key": Key(_OPTIONAL_TEXT, "extxyz info key of the stress; null = the reader's default"),
     "data.val_fraction": Key(number(0.0, 1.0, hi_open=True),
                              "fraction of the frames held out for validation"),
-    "data.split_by": Key(choice("random", "source"),
-                         "random frames, or whole source files (source) held out for validation"),
+    "data.split_by": Key(choice("random", "group", "source"),
+                         "validation frames: random, a random share of each group (group, stratified), "
+                         "or whole source files (source)"),
+    "data.holdout": Key(_OPTIONAL_TEXT,
+                        "a group or source file (1NN.dump or 1NN) held out whole for validation, never "
+                        "trained on; the other frames are split by split_by; null = none"),
     "model.elements": Key(optional(list_of(Rule("an element symbol", _element), "a list of element symbols")),
                           "elements of the model; null = those in the data, sorted by Z"),
     "model.descriptors": Key(Rule("'default' or a list of descriptor configs, each with a 'type'",

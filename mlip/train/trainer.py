@@ -153,7 +153,8 @@ class Trainer:
         config["model"]["descriptors"] = descriptor_config(config["model"], self.elements)
         self.data_hash = tdata.data_hash(dataset)
         self.train_idx, self.val_idx = dataset.split(
-            config["data"]["val_fraction"], tc["seed"], config["data"]["split_by"])
+            config["data"]["val_fraction"], tc["seed"], config["data"]["split_by"],
+            config["data"]["holdout"])
 
         torch.manual_seed(tc["seed"])
         self.model: Potential = build_potential(config["model"], self.elements)
