@@ -28,6 +28,7 @@ from fingerprints.neighbors import neighbor_list
 from mlip.batching import species_of
 from mlip.errors import UserError
 from mlip.inference import check_device, load_model, predict_frames
+from mlip.physics.extrapolation import ExtrapolationMonitor
 from parsers import Frame
 
 _GEOMETRY_CHANGES = {"positions", "numbers", "cell", "pbc"}
@@ -52,6 +53,12 @@ class MLIPCalculator(Calculator):
     models. Only what was computed is stored: energy alone needs no backward pass, and forces
     and stress come from one backward pass.
 
+    Structures outside the training data (a pair closer than the data's shortest distance of
+    its elements, descriptors out of the training range) give an
+    :class:`~mlip.physics.extrapolation.ExtrapolationWarning` (Python ``warnings``) naming the
+    atoms by index, once per pair or atom, at most ten of each kind
+    (:mod:`mlip.physics.extrapolation`); models without those metadata are not checked.
+
     Attributes ``timings`` (seconds of the last calculation: ``neighbors``, ``model``) and
     ``n_neighbor_builds`` let benchmarks and tests see the cost and the reuse of neighbour lists.
     """
@@ -72,6 +79,7 @@ class MLIPCalculator(Calculator):
         self._graph: dict[str, torch.Tensor] | None = None
         self.timings: dict[str, float] = {}
         self.n_neighbor_builds = 0
+        self.monitor = ExtrapolationMonitor(self.metadata)
 
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
         """ASE's checks plus the total charge ``atoms.info["charge"]``."""
@@ -108,6 +116,12 @@ class MLIPCalculator(Calculator):
             self.results["stress"] = full_3x3_to_voigt_6_stress(_numpy(res["stress"][0]))
         if "charges" in res:
             self.results["charges"] = _numpy(res["charges"])
+        if self.monitor.r_min is not None and _GEOMETRY_CHANGES.intersection(system_changes):
+            src, dst = g["edge_index"]
+            r = torch.linalg.vector_norm(g["positions"][dst] - g["positions"][src] + g["edge_shift"], dim=1)
+            self.monitor.check_pairs(g["species"].cpu().numpy(), g["edge_index"].cpu().numpy(), _numpy(r))
+        if "extrapolation" in res:
+            self.monitor.check_features(_numpy(res["extrapolation"]))
         self.timings = {"neighbors": t1 - t0, "model": time.perf_counter() - t1}
 
     def predict(self, structures: Sequence[Atoms], batch_size: int = 16) -> list[dict[str, Any]]:

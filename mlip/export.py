@@ -25,6 +25,7 @@ from mlip.errors import UserError
 from mlip.fileio import atomic_write, atomic_write_text
 from mlip.model import Potential
 from mlip.physics import d3, zbl
+from mlip.physics.extrapolation import EXTRAPOLATION_MARGIN
 
 METADATA_FILE = "metadata.json"
 LAMMPS_SUFFIX = ".lammps"  # model.pt -> model.pt.lammps
@@ -69,7 +70,13 @@ def model_metadata(model: Potential, descriptors: Any = None, data_hash: str | N
     :func:`lammps_overlay_terms`); ``long_range`` then describes the LAMMPS path (what
     ``pair_style mlip`` evaluates), which leaves them out, and ``cutoff`` stays the model's
     neighbour-list cutoff (descriptors and short-range terms; D3 has its own pair search).
-    ``lammps_commands`` is filled in by :func:`export_model`.
+    ``lammps_commands`` is filled in by :func:`export_model`. ``min_pair_distance``: Å, the
+    shortest distance of each element pair (``"Cu-O"``, lighter element first) in the training
+    data, or for the pairs in ``min_pair_distance_fallback`` (absent from the data) the fallback
+    of :mod:`mlip.physics.core`; empty when unknown. ``repulsion``: ``auto`` when the model has
+    the repulsive core below those distances. ``feature_range``: the model knows its training
+    descriptors' range and returns ``extrapolation``; ``extrapolation_margin`` (in widths of that
+    range) is where the ASE calculator and ``pair_style mlip`` start to warn.
     """
     overlay = list(lammps_overlay)
     bad = sorted(set(overlay) - set(lammps_overlay_terms(model)))
@@ -79,8 +86,11 @@ def model_metadata(model: Potential, descriptors: Any = None, data_hash: str | N
     dtype = next(model.parameters()).dtype
     long_range = model.lattice_mean.shape[0] > 0 or any(
         t.long_range and t.name not in overlay for t in model.physics)
+    elements = list(model.elements)
+    known = model.min_pair_distance > 0
+    pairs = [(i, j) for i in range(len(elements)) for j in range(i, len(elements)) if bool(known[i, j])]
     return {
-        "elements": list(model.elements),
+        "elements": elements,
         "cutoff": float(model.cutoff),
         "dtype": str(dtype).replace("torch.", ""),
         "mlip_version": __version__,
@@ -92,6 +102,13 @@ def model_metadata(model: Potential, descriptors: Any = None, data_hash: str | N
         "units": "metal",
         "lammps_overlay": overlay,
         "lammps_commands": [],
+        "min_pair_distance": {f"{elements[i]}-{elements[j]}": float(model.min_pair_distance[i, j])
+                              for i, j in pairs},
+        "min_pair_distance_fallback": [f"{elements[i]}-{elements[j]}" for i, j in pairs
+                                       if not bool(model.min_pair_seen[i, j])],
+        "repulsion": "auto" if model.clamp_close_pairs else "none",
+        "feature_range": bool(torch.isfinite(model.feature_min).any()),
+        "extrapolation_margin": EXTRAPOLATION_MARGIN,
     }
 
 

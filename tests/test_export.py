@@ -21,7 +21,9 @@ from mlip.physics import D3Dispersion
 
 METADATA_KEYS = {"elements", "cutoff", "dtype", "mlip_version", "physics", "long_range", "charges",
                  "descriptors", "data_hash", "units",
-                 "lammps_overlay", "lammps_commands"}
+                 "lammps_overlay", "lammps_commands",
+                 "min_pair_distance", "min_pair_distance_fallback", "repulsion", "feature_range",
+                 "extrapolation_margin"}
 
 
 @pytest.fixture(scope="module", params=["plain", "physics"])
@@ -47,6 +49,12 @@ def test_metadata_travels_in_the_file(exported):
     assert meta["long_range"] == any(t.long_range for t in model.physics)
     assert meta["lammps_overlay"] == meta["lammps_commands"] == []
     assert not lammps_file(path).exists()
+    pairs = [f"{a}-{b}" for k, a in enumerate(ELEMENTS) for b in ELEMENTS[k:]]
+    if meta["repulsion"] == "auto":  # built from a config, untrained: r_min is the fallback of every pair
+        assert list(meta["min_pair_distance"]) == meta["min_pair_distance_fallback"] == pairs
+    else:
+        assert meta["min_pair_distance"] == {} and meta["min_pair_distance_fallback"] == []
+    assert meta["feature_range"] is False
 
 
 def test_mlip_info_prints_the_metadata(exported, tmp_path):
@@ -166,13 +174,13 @@ def test_lammps_overlay_choice():
     model.long_range = True
     assert model_metadata(model)["long_range"] is True
     assert model_metadata(model, lammps_overlay=["d3"])["long_range"] is False
-    model.physics[0] = D3Dispersion(ELEMENTS, functional=None, s6=1.0, s8=0.8, a1=0.4, a2=4.4)
+    model.physics[-1] = D3Dispersion(ELEMENTS, functional=None, s6=1.0, s8=0.8, a1=0.4, a2=4.4)
     assert lammps_overlay_terms(model) == []
     with pytest.raises(UserError, match="LAMMPS cannot compute the physics term"):
         model_metadata(model, lammps_overlay=["d3"])
-    model.physics[0] = D3Dispersion(ELEMENTS, grid_fallback=False)
+    model.physics[-1] = D3Dispersion(ELEMENTS, grid_fallback=False)
     assert lammps_overlay_terms(model) == []
-    model.physics[0] = D3Dispersion(ELEMENTS)
+    model.physics[-1] = D3Dispersion(ELEMENTS)
     model.physics.append(D3Dispersion(ELEMENTS, functional="pbe0"))
     assert lammps_overlay_terms(model) == []
 

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from mlip import keys
 from mlip.model.networks import ElementNetworks
+from mlip.physics import core
 from mlip.physics.base import PhysicsTerm
 from mlip.physics.charges import FixedCharges, enforce_total_charge, initial_charges
 from mlip.physics.potnet import PotNetFeatures
@@ -48,6 +49,15 @@ class Potential(torch.nn.Module):
         lattice_features: optional PotNet lattice sums (:class:`~mlip.physics.potnet.PotNetFeatures`)
             appended to the descriptors (normalised); they need whole periodic frames, so the
             model becomes long-range.
+
+    Training-data ranges (buffers, set by the trainer; see :mod:`mlip.physics.core`):
+    ``min_pair_distance`` (n_species, n_species) Å, the shortest distance of each element pair
+    in the training frames, or a fallback for pairs they lack (``min_pair_seen`` false; 0 =
+    unknown); with a ``core`` physics term (``clamp_close_pairs``)
+    the descriptors see every shorter pair at that distance. ``feature_min``/``feature_max``
+    (n_species, F): each element's range of the normalised descriptors in the training frames
+    (−inf/+inf = unknown); ``compute`` and ``forward`` return ``extrapolation`` (n_local,), how
+    far each atom's features lie outside it, in units of the range's width (0 inside).
     """
 
     # forward's extra output: F_e = −∂E/∂r_ij (E, 3) eV/Å per edge e = (i, j), the force on j
@@ -56,6 +66,7 @@ class Potential(torch.nn.Module):
     has_charges: bool
     network_charges: bool
     long_range: bool
+    clamp_close_pairs: bool
 
     def __init__(
         self,
@@ -97,6 +108,12 @@ class Potential(torch.nn.Module):
         # the model's edges): an edge list for a smaller cutoff would lose their pairs
         self.cutoff = float(max([float(descriptors.cutoff)] + [t.cutoff for t in physics]))
         self.long_range = any(t.long_range for t in physics) or n_lattice > 0
+        self.clamp_close_pairs = any(t.name == "core" for t in physics)
+        self.register_buffer("min_pair_distance", torch.zeros(n_species, n_species, dtype=torch.float64))
+        self.register_buffer("min_pair_seen", torch.zeros(n_species, n_species, dtype=torch.bool))
+        shape = (n_species, int(descriptors.n_features))
+        self.register_buffer("feature_min", torch.full(shape, -torch.inf, dtype=torch.float64))
+        self.register_buffer("feature_max", torch.full(shape, torch.inf, dtype=torch.float64))
         self.register_buffer("energy_shift", torch.zeros(n_species, dtype=torch.float64))
         self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
 
@@ -104,6 +121,46 @@ class Potential(torch.nn.Module):
         """Set per-element reference energies (n_species,) eV and the network energy scale (eV)."""
         self.energy_shift.copy_(torch.as_tensor(shift, dtype=self.energy_shift.dtype))
         self.energy_scale.fill_(float(scale))
+
+    @torch.jit.unused
+    def set_min_pair_distance(self, r_min: Tensor, seen: Tensor) -> None:
+        """Record the shortest distance per element pair, (n_species, n_species) Å, symmetric,
+        > 0: the training data's where ``seen`` (n_species, n_species) bool, a fallback elsewhere;
+        the ``core`` terms switch off there."""
+        self.min_pair_distance.copy_(r_min.to(self.min_pair_distance.dtype))
+        self.min_pair_seen.copy_(seen)
+        for term in self.physics:
+            if term.name == "core":
+                term.set_min_distance(r_min)
+
+    @torch.jit.unused
+    def set_feature_range(self, low: Tensor, high: Tensor) -> None:
+        """Record each element's range of the normalised descriptors in the training frames,
+        ``low``/``high`` (n_species, F); ±inf for elements without atoms."""
+        self.feature_min.copy_(low.to(self.feature_min.dtype))
+        self.feature_max.copy_(high.to(self.feature_max.dtype))
+
+    def _descriptor_edges(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor) -> Tensor:
+        """``edge_vec`` (E, 3) Å with every edge shorter than its pair's ``min_pair_distance``
+        stretched to that length (``clamp_close_pairs``), the edges the descriptors see."""
+        if not self.clamp_close_pairs:
+            return edge_vec
+        r = torch.linalg.vector_norm(edge_vec, dim=1)
+        floor = self.min_pair_distance.to(edge_vec.dtype)[species[edge_index[0]], species[edge_index[1]]]
+        close = r < floor
+        stretched = edge_vec * (floor / torch.where(close, r, torch.ones_like(r))).unsqueeze(1)
+        return torch.where(close.unsqueeze(1), stretched, edge_vec)
+
+    def _extrapolation(self, features: Tensor, species: Tensor) -> Tensor:
+        """(n_local,) how far each atom's normalised features (n_local, F) lie outside its
+        element's training range, max over features of the excess / the range's width."""
+        if features.shape[1] == 0:
+            return torch.zeros(features.shape[0], dtype=features.dtype, device=features.device)
+        features = features.detach()
+        low = self.feature_min.to(features.dtype).index_select(0, species)
+        high = self.feature_max.to(features.dtype).index_select(0, species)
+        width = torch.clamp(high - low, min=1e-6)
+        return (torch.maximum(torch.relu(low - features), torch.relu(features - high)) / width).amax(dim=1)
 
     @torch.jit.export
     def lattice_sums(self, positions: Tensor, species: Tensor, cell: Tensor, batch: Tensor,
@@ -137,7 +194,9 @@ class Potential(torch.nn.Module):
         edge_index = data[keys.EDGE_INDEX]
         batch = data[keys.BATCH]
         local_species = species[:n_local]
-        features = self.descriptors(species, edge_index, edge_vec, n_local)
+        seen_edges = self._descriptor_edges(species, edge_index, edge_vec)
+        features = self.descriptors(species, edge_index, seen_edges, n_local)
+        extrapolation = self._extrapolation(features, local_species)
         if self.lattice_mean.shape[0] > 0:
             raw = self.lattice_sums(pos, species, cell, batch, n_local)
             mean = self.lattice_mean.to(raw.dtype)
@@ -173,6 +232,7 @@ class Potential(torch.nn.Module):
         energy = torch.zeros(cell.shape[0], dtype=atomic.dtype, device=atomic.device)
         results[keys.ENERGY] = energy.index_add(0, batch[:n_local], atomic)
         results[keys.ATOMIC_ENERGIES] = atomic
+        results[core.EXTRAPOLATION] = extrapolation
         return results
 
     def compute(
@@ -195,7 +255,7 @@ class Potential(torch.nn.Module):
         Returns ``energy`` (B,) eV, ``atomic_energies`` (n_local,) eV and, as requested,
         ``forces`` (N, 3) eV/Å, ``virial`` (B, 3, 3) eV and ``stress`` (B, 3, 3) eV/Å³
         (−virial/V, NaN for frames not periodic in all three directions); ``charges``
-        (n_local,) e for charge models.
+        (n_local,) e for charge models; ``extrapolation`` (n_local,) (see the class).
         """
         positions = data[keys.POSITIONS]
         species = data[keys.SPECIES]
@@ -283,7 +343,8 @@ class Potential(torch.nn.Module):
         """The deployed interface (one frame; see docs/architecture.md).
 
         Returns ``energy`` () eV, ``atomic_energies`` (n_local,) eV, ``forces`` (N, 3) eV/Å,
-        ``virial`` (3, 3) eV and, for charge models, ``charges`` (n_local,) e. With
+        ``virial`` (3, 3) eV, ``extrapolation`` (n_local,) (see the class) and, for charge
+        models, ``charges`` (n_local,) e. With
         ``edge_forces`` (short-range models only) also ``edge_forces`` (E, 3) eV/Å,
         F_e = −∂E/∂r_ij for each edge e = (i, j): the force the edge puts on j (−F_e on i),
         from which LAMMPS tallies per-atom virials. Short-range models always take their

@@ -96,28 +96,44 @@ class ZBL(PhysicsTerm):
         outer: Å, cutoff (``self.cutoff``); must exceed ``inner``.
 
     Reads ``species``, ``edge_index`` and ``edge_vec`` (every directed pair within
-    the model cutoff, both directions); each directed edge carries half a pair.
+    the model cutoff, both directions); each directed edge carries half a pair. The switching
+    radii are stored per element pair (buffers ``inner_pair``, ``outer_pair`` (n, n) Å), so
+    :class:`mlip.physics.core.RepulsiveCore` switches each pair at its own distances.
     """
 
     def __init__(self, elements: Sequence[str], inner: float, outer: float) -> None:
         if not 0.0 < inner < outer:
             raise UserError(f"zbl: need 0 < inner < outer, got inner={inner}, outer={outer}")
         super().__init__("zbl", cutoff=outer, long_range=False, needs_charges=False)
-        z = [float(n) for n in element_numbers(elements)]
-        n = len(z)
+        self.z = [float(n) for n in element_numbers(elements)]
+        n = len(self.z)
         self.inner = float(inner)
         screen = torch.zeros(n, n, dtype=torch.float64)
-        switch = torch.zeros(n, n, 3, dtype=torch.float64)
         for i in range(n):
             for j in range(n):
-                screen[i, j] = _SCREEN_LENGTH / (z[i] ** _SCREEN_POWER + z[j] ** _SCREEN_POWER)
-                switch[i, j] = torch.tensor(_switch_coefficients(z[i], z[j], inner, outer))
-        zz = torch.tensor(z, dtype=torch.float64)
+                screen[i, j] = _SCREEN_LENGTH / (self.z[i] ** _SCREEN_POWER + self.z[j] ** _SCREEN_POWER)
+        zz = torch.tensor(self.z, dtype=torch.float64)
         self.register_buffer("charge_product", COULOMB_EV_ANGSTROM * zz.unsqueeze(1) * zz.unsqueeze(0))
         self.register_buffer("screen_length", screen)
-        self.register_buffer("switch", switch)
+        self.register_buffer("inner_pair", torch.zeros(n, n, dtype=torch.float64))
+        self.register_buffer("outer_pair", torch.zeros(n, n, dtype=torch.float64))
+        self.register_buffer("switch", torch.zeros(n, n, 3, dtype=torch.float64))
         self.register_buffer("coeffs", torch.tensor(_SCREEN_COEFFS, dtype=torch.float64))
         self.register_buffer("exponents", torch.tensor(_SCREEN_EXPONENTS, dtype=torch.float64))
+        self.set_switching(torch.full((n, n), float(inner), dtype=torch.float64),
+                           torch.full((n, n), float(outer), dtype=torch.float64))
+
+    @torch.jit.unused
+    def set_switching(self, inner: Tensor, outer: Tensor) -> None:
+        """Per element pair switching radii, ``inner`` < ``outer`` (n, n) Å (symmetric), and the
+        switching coefficients A, B, C of each pair."""
+        n = len(self.z)
+        self.inner_pair.copy_(inner.to(torch.float64))
+        self.outer_pair.copy_(outer.to(torch.float64))
+        for i in range(n):
+            for j in range(n):
+                coeffs = _switch_coefficients(self.z[i], self.z[j], float(inner[i, j]), float(outer[i, j]))
+                self.switch[i, j] = torch.tensor(coeffs, dtype=torch.float64)
 
     def forward(self, data: Dict[str, Tensor], n_local: int) -> Tensor:
         """Per-atom ZBL energies (n_local,) eV."""
@@ -126,16 +142,17 @@ class ZBL(PhysicsTerm):
         edge_vec = data["edge_vec"]
         dtype = edge_vec.dtype
         r = torch.linalg.vector_norm(edge_vec, dim=1)
-        inside = r < self.cutoff
-        r_safe = torch.where(inside, r, torch.full_like(r, self.cutoff))
         si = species[edge_index[0]]
         sj = species[edge_index[1]]
+        outer = self.outer_pair.to(dtype)[si, sj]
+        inside = r < outer
+        r_safe = torch.where(inside, r, outer)
         a = self.screen_length.to(dtype)[si, sj]
         x = r_safe.unsqueeze(1) / a.unsqueeze(1)
         phi = (self.coeffs.to(dtype) * torch.exp(-self.exponents.to(dtype) * x)).sum(dim=1)
         e_pair = self.charge_product.to(dtype)[si, sj] * phi / r_safe
         sw = self.switch.to(dtype)[si, sj]
-        t = torch.clamp(r_safe - self.inner, min=0.0)
+        t = torch.clamp(r_safe - self.inner_pair.to(dtype)[si, sj], min=0.0)
         e_pair = e_pair + sw[:, 0] / 3.0 * t**3 + sw[:, 1] / 4.0 * t**4 + sw[:, 2]
         e_edge = torch.where(inside, 0.5 * e_pair, torch.zeros_like(e_pair))
         out = torch.zeros(n_local, dtype=dtype, device=edge_vec.device)

@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
         "hidden": [128, 128],
         "activation": "silu",
         "physics": [],  # names or dicts: zbl, ewald, d3, ...
+        "repulsion": "auto",  # auto: ZBL core below the data's shortest pair distances; none
         "charges": "auto",  # none | network | fixed; auto = network if a term needs charges
         "dtype": "float64",
     },
@@ -285,6 +286,9 @@ SCHEMA: dict[str, Key] = {
     "model.physics": Key(list_of(Rule("a name or a mapping with a 'name'", _physics_term),
                                  "a list of physics term names or mappings with a 'name'"),
                          "physics terms added to the network energy: zbl, ewald, d3, d4, ..."),
+    "model.repulsion": Key(choice("auto", "none"),
+                           "auto: a ZBL core switched on below each element pair's shortest distance in "
+                           "the training data, the network's view frozen there (mlip.physics.core); none"),
     "model.charges": Key(Rule("one of auto, none, network, fixed", _charges),
                          "atomic charges: none, network, fixed; auto = network if a physics term "
                          "needs charges"),

@@ -14,6 +14,7 @@ from fingerprints.descriptor_set import default_config
 from mlip.data.build import MISSING_ENERGY_HINT
 from mlip.errors import UserError
 from mlip.model import Potential
+from mlip.physics.core import RepulsiveCore, fallback_distance
 from mlip.physics.potnet import PotNetFeatures
 from mlip.physics.registry import build_terms
 
@@ -50,7 +51,9 @@ def charge_source(setting: Any, physics: list) -> str:
 
 def build_potential(model_cfg: dict[str, Any], elements: Sequence[str]) -> Potential:
     """A fresh, untrained potential in the config's dtype. A descriptor entry
-    ``{"type": "potnet", "alpha": 3.0}`` adds PotNet lattice-sum channels."""
+    ``{"type": "potnet", "alpha": 3.0}`` adds PotNet lattice-sum channels. ``model.repulsion:
+    auto`` adds the repulsive core (:mod:`mlip.physics.core`; its r_min, ``min_pair_distance``,
+    starts at the fallback distances, the trainer sets the data's), ``none`` leaves it out."""
     config = descriptor_config(model_cfg, elements)
     lattice = [dict(c) for c in config if c.get("type") == "potnet"]
     if len(lattice) > 1:
@@ -65,10 +68,16 @@ def build_potential(model_cfg: dict[str, Any], elements: Sequence[str]) -> Poten
     descriptors = DescriptorSet.from_config([c for c in config if c.get("type") != "potnet"],
                                             list(elements))
     physics = build_terms(model_cfg.get("physics") or [], list(elements))
+    core = model_cfg.get("repulsion", "auto") == "auto"
+    if core:
+        physics.append(RepulsiveCore(list(elements)))
     model = Potential(descriptors, list(elements), hidden=list(model_cfg["hidden"]),
                       activation=model_cfg["activation"], physics=physics,
                       charges=charge_source(model_cfg.get("charges", "auto"), physics),
                       lattice_features=lattice_features)
+    if core:
+        n = len(elements)
+        model.set_min_pair_distance(fallback_distance(list(elements)), torch.zeros(n, n, dtype=torch.bool))
     return model.to(torch_dtype(model_cfg["dtype"]))
 
 

@@ -34,6 +34,7 @@ from mlip.export import export_model, model_metadata
 from mlip.inference import check_device
 from mlip.metrics import ErrorSums
 from mlip.model import Potential
+from mlip.physics.core import FALLBACK_SCALE, fallback_distance
 from mlip.plots import ParitySet
 from mlip.train import data as tdata
 from mlip.train.callbacks import Callback, default_callbacks
@@ -185,9 +186,12 @@ class Trainer:
         return graph_loader(self.graphs, EpochBatches(idx, batch_size, shuffle=False), self.dtype)
 
     def _fit_constants(self) -> None:
-        """Descriptor (and lattice-sum) normalisation, then per-element reference energies fitted
-        to what the physics terms leave over, E − E_physics, at the initial charges; each a pass
-        over the training frames, batch by batch."""
+        """Descriptor (and lattice-sum) normalisation and the shortest distance of each element
+        pair, then the descriptors' range, then per-element reference energies fitted to what the
+        physics terms leave over, E − E_physics, at the initial charges; each a pass over the
+        training frames, batch by batch."""
+        n = len(self.elements)
+        closest = torch.full((n * n,), math.inf, dtype=torch.float64)
         lattice: list[torch.Tensor] = []
         species: list[np.ndarray] = []
         forces: list[np.ndarray] = []
@@ -205,10 +209,17 @@ class Trainer:
                 energies.append(b["energy"].numpy())
                 src, dst = b["edge_index"]
                 pos = b["positions"]
-                yield b["species"], b["edge_index"], pos[dst] - pos[src] + b["edge_shift"]
+                edge_vec = pos[dst] - pos[src] + b["edge_shift"]
+                pair = b["species"][src] * n + b["species"][dst]
+                closest.scatter_reduce_(0, pair, torch.linalg.vector_norm(edge_vec, dim=1).double(), "amin")
+                yield b["species"], b["edge_index"], edge_vec
 
         self.model.descriptors.fit_normalization(descriptor_inputs(),
                                                  scaling=self.config["model"]["feature_scaling"])
+        closest = closest.view(n, n)
+        seen = torch.isfinite(closest)
+        self.model.set_min_pair_distance(torch.where(seen, closest, fallback_distance(self.elements)), seen)
+        self.model.set_feature_range(*self._feature_range())
         if lattice:
             self.model.set_lattice_normalization(torch.cat(lattice))
         energy = np.concatenate(energies)
@@ -217,6 +228,25 @@ class Trainer:
             energy = energy - np.concatenate([self._physics_energy(b) for b in self._stream(self.train_idx)])
         shift, scale = fit_energy_reference(species, energy, len(self.elements), forces)
         self.model.set_energy_reference(torch.as_tensor(shift), scale)
+
+    def _feature_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-element min and max (n_species, F) of the normalised descriptors of the training
+        atoms (±inf for elements without atoms): one pass."""
+        shape = (len(self.elements), self.model.descriptors.n_features)
+        low = torch.full(shape, math.inf, dtype=torch.float64)
+        high = torch.full(shape, -math.inf, dtype=torch.float64)
+        with torch.no_grad():
+            for b in self._stream(self.train_idx):
+                src, dst = b["edge_index"]
+                pos = b["positions"]
+                species = b["species"]
+                f = self.model.descriptors(species, b["edge_index"], pos[dst] - pos[src] + b["edge_shift"],
+                                           int(species.shape[0])).double()
+                index = species.unsqueeze(1).expand_as(f)
+                low.scatter_reduce_(0, index, f, "amin")
+                high.scatter_reduce_(0, index, f, "amax")
+        missing = ~torch.isfinite(low)
+        return low.masked_fill(missing, -math.inf), high.masked_fill(missing, math.inf)
 
     def _physics_energy(self, b: dict[str, torch.Tensor]) -> np.ndarray:
         """Per-frame energy (eV) of the batch; with the networks' energy switched off (zero
@@ -242,6 +272,7 @@ class Trainer:
                  f"(hidden {list(mc['hidden'])}, {mc['activation']}, {mc['dtype']})"]
         if self.model.physics:
             lines.append(f"physics terms: {', '.join(t.name for t in self.model.physics)}")
+        lines.append(self._describe_repulsion())
         n_sources = len(np.unique(self.dataset.source_id))
         lines.append(f"frames: {len(self.dataset)} from {n_sources} source{'s' * (n_sources != 1)}: "
                      f"{len(self.train_idx)} train, {len(self.val_idx)} validation "
@@ -253,6 +284,20 @@ class Trainer:
         if ignored:
             lines.append("labels ignored: " + "; ".join(ignored))
         return lines
+
+    def _describe_repulsion(self) -> str:
+        """The shortest distance of each element pair in the training frames and what
+        ``model.repulsion`` does below it."""
+        pairs = []
+        for i, j in zip(*np.triu_indices(len(self.elements)), strict=True):
+            r = float(self.model.min_pair_distance[i, j])
+            seen = bool(self.model.min_pair_seen[i, j])
+            pairs.append(f"{self.elements[i]}-{self.elements[j]} {r:.3f} Å" + ("" if seen else " (not in the "
+                         f"data: fallback {FALLBACK_SCALE:g} × sum of covalent radii)"))
+        cores = [t for t in self.model.physics if t.name == "core"]
+        what = (f"ZBL switched on from {cores[0].inner_fraction:g} r_min to r_min, the descriptors see "
+                "closer pairs at r_min" if cores else "none (model.repulsion none)")
+        return f"shortest pair distances r_min: {', '.join(pairs)}; repulsion below r_min: {what}"
 
     def _labels(self) -> tuple[list[str], list[str]]:
         """(used, ignored) label descriptions over the training frames."""
