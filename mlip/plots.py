@@ -37,14 +37,21 @@ class ParitySet:
 
 def learning_curve(history: list[dict[str, float]], path: Path, stage_two_start: int | None = None) -> None:
     """Train/validation energy and force MAE per epoch; a dotted line where stage two starts
-    (``stage_two_start``, an epoch of ``history``)."""
+    (``stage_two_start``, an epoch of ``history``). A panel without any finite value (forces of
+    energy-only data) says so instead of a curve."""
     fig = Figure(figsize=(9, 3.5))
     axes = fig.subplots(1, 2)
     ep = [h["epoch"] for h in history]
     for ax, key, label in ((axes[0], "energy_mae_meV_atom", "energy MAE (meV/atom)"),
                            (axes[1], "force_mae_eV_A", "force MAE (eV/Å)")):
-        for split, name in (("train", "train"), ("val", "validation")):
-            ax.plot(ep, [h[f"{split}_{key}"] for h in history], label=name)
+        values = {name: np.array([h[f"{split}_{key}"] for h in history], dtype=float)
+                  for split, name in (("train", "train"), ("val", "validation"))}
+        if not any(np.isfinite(v).any() for v in values.values()):
+            ax.text(0.5, 0.5, "no reference values", ha="center", va="center", transform=ax.transAxes)
+            ax.set_ylabel(label)
+            continue
+        for name, v in values.items():
+            ax.plot(ep, v, label=name)
         if stage_two_start is not None and ep and ep[0] < stage_two_start <= ep[-1]:
             ax.axvline(stage_two_start - 0.5, color="0.4", ls=":", lw=1, label="stage two starts")
         ax.set_xlabel("epoch")

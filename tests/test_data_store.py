@@ -219,7 +219,7 @@ def test_random_split(tmp_path, sources):
     bad_args = (
         {"val_fraction": 1.0},
         {"val_fraction": -0.1},
-        {"split_by": "group"},
+        {"split_by": "family"},
         {"val_fraction": 0, "split_by": "x"},
     )
     for bad in bad_args:

@@ -30,6 +30,8 @@ def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 def test_installed_package_builds_and_loads_the_plugin(tmp_path):
+    # the new environment finds mlip where pip put it, and builds the plugin in its own prefix
+    env = {k: v for k, v in os.environ.items() if k not in ("MLIP_LAMMPS_PLUGIN_DIR", "PYTHONPATH")}
     env_dir = tmp_path / "env"
     venv.EnvBuilder(with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
@@ -41,12 +43,11 @@ def test_installed_package_builds_and_loads_the_plugin(tmp_path):
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
         ".git", ".venv", "build", "*.egg-info", "__pycache__", "runs", "demo_out", "_work", "*.h5"))
     _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(source)],
-         cwd=tmp_path)
+         cwd=tmp_path, env=env)
     where = _run([str(python), "-c", "import mlip, mlip.lammps.build as b; print(mlip.__file__); "
-                  "print(b.source_dir())"], cwd=tmp_path).stdout.split()
+                  "print(b.source_dir())"], cwd=tmp_path, env=env).stdout.split()
     assert all(Path(p).is_relative_to(site) for p in where), where
 
-    env = {k: v for k, v in os.environ.items() if k != "MLIP_LAMMPS_PLUGIN_DIR"}
     so = Path(_run([str(env_dir / "bin" / "mlip"), "lammps", "build"], cwd=tmp_path, env=env)
               .stdout.strip().splitlines()[-1])
     assert so.is_file() and so.is_relative_to(env_dir), so

@@ -282,6 +282,17 @@ def test_plots_mark_stage_two_and_name_split_errors_and_elements(monkeypatch, tm
     assert [t.get_text() for t in forces.axes[0].get_legend().get_texts()] == ["Cu", "Ni"]
 
 
+def test_learning_curve_of_energy_only_data(tmp_path):
+    """Energy-only data (yttrium): the force panel has no finite values; with stage two marked and
+    a log scale it used to raise, ending the run after training."""
+    from mlip import plots
+
+    history = [{"epoch": e, "train_energy_mae_meV_atom": 1.0 / (e + 1), "val_energy_mae_meV_atom": 1.0,
+                "train_force_mae_eV_A": np.nan, "val_force_mae_eV_A": np.nan} for e in range(5)]
+    plots.learning_curve(history, tmp_path / "curve.png", 3)
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_plots_do_not_import_the_trainer():
     import ast
 

@@ -73,13 +73,22 @@ def train(sources: tuple[str, ...], config_path: str | None, resume: str | None,
     try:
         _train(sources, config_path, resume, ddp, force, sets, read_options, flags)
     except Interrupted as exc:
+        _ignore_signals()
         click.echo(f"mlip: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
+        _ignore_signals()
         click.echo("mlip: interrupted", err=True)
         sys.exit(128 + received[-1])
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _ignore_signals() -> None:
+    """Once the command stops on a signal, a second SIGINT or SIGTERM (or one still pending)
+    must not interrupt the clean-up and the exit with the first signal's code."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
 
 
 def _train(sources: tuple[str, ...], config_path: str | None, resume: str | None, ddp: bool, force: bool,
