@@ -127,3 +127,23 @@ def test_zbl_rejects_bad_parameters() -> None:
         ZBL(["Si"], 3.0, 2.0)
     with pytest.raises(UserError, match="Xx"):
         ZBL(["Si", "Xx"], 1.0, 2.0)
+
+
+def test_per_pair_switching_matches_one_lammps_zbl_per_pair() -> None:
+    """Switching radii per element pair (``set_switching``, as the repulsive core uses them)
+    against LAMMPS with one ``zbl`` sub-style per type pair, each with its own inner/outer."""
+    elements = ["O", "Si"]
+    inner = torch.tensor([[1.2, 1.5], [1.5, 1.8]], dtype=torch.float64)
+    outer = torch.tensor([[2.0, 2.6], [2.6, 3.0]], dtype=torch.float64)
+    term = ZBL(elements, 1.0, 2.0)
+    term.set_switching(inner, outer)
+    cell, positions, species = _structure(5, elements, 0.1)
+    ref = lammps_reference(cell, positions, species + 1, 2, [
+        "pair_style hybrid/overlay zbl 1.2 2.0 zbl 1.5 2.6 zbl 1.8 3.0",
+        "pair_coeff 1 1 zbl 1 8 8", "pair_coeff 1 2 zbl 2 8 14", "pair_coeff 2 2 zbl 3 14 14"])
+    got = energy_forces_virial(_zbl_energy_fn(term, cell, positions, species, torch.float64),
+                               torch.from_numpy(positions), torch.from_numpy(cell))
+    assert abs(ref["energy"]) > 1.0
+    for key in ("energy", "atomic_energies", "forces", "virial"):
+        scale = np.abs(ref[key]).max()
+        np.testing.assert_allclose(got[key].numpy(), ref[key], rtol=1e-8, atol=1e-8 * scale, err_msg=key)

@@ -57,7 +57,8 @@ class Potential(torch.nn.Module):
     the descriptors see every shorter pair at that distance. ``feature_min``/``feature_max``
     (n_species, F): each element's range of the normalised descriptors in the training frames
     (−inf/+inf = unknown); ``compute`` and ``forward`` return ``extrapolation`` (n_local,), how
-    far each atom's features lie outside it, in units of the range's width (0 inside).
+    far each atom's features lie outside it, in units of the range's width (at least 1, the
+    normalised features' unit, so that features constant in training do not blow up; 0 inside).
     """
 
     # forward's extra output: F_e = −∂E/∂r_ij (E, 3) eV/Å per edge e = (i, j), the force on j
@@ -159,7 +160,7 @@ class Potential(torch.nn.Module):
         features = features.detach()
         low = self.feature_min.to(features.dtype).index_select(0, species)
         high = self.feature_max.to(features.dtype).index_select(0, species)
-        width = torch.clamp(high - low, min=1e-6)
+        width = torch.clamp(high - low, min=1.0)  # features (nearly) constant in training: 1 normalised unit
         return (torch.maximum(torch.relu(low - features), torch.relu(features - high)) / width).amax(dim=1)
 
     @torch.jit.export

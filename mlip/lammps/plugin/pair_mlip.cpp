@@ -20,6 +20,7 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <exception>
 
@@ -172,6 +173,22 @@ void PairMLIP::load_model(const std::string &path)
     else
       error->all(FLERR, "pair_style mlip: model '{}' has dtype '{}'; supported: float64, float32", path,
                  dtype);
+    // extrapolation warnings: older model files have neither key and are not checked
+    rmin_species_.assign(elements_.size() * elements_.size(), 0.0);
+    if (meta.contains("min_pair_distance"))
+      for (const auto &item : meta.at("min_pair_distance").items()) {
+        const std::string &pair = item.key();
+        auto dash = pair.find('-');
+        auto a = std::find(elements_.begin(), elements_.end(), pair.substr(0, dash));
+        auto b = std::find(elements_.begin(), elements_.end(), pair.substr(dash + 1));
+        if (dash == std::string::npos || a == elements_.end() || b == elements_.end())
+          error->all(FLERR, "pair_style mlip: model '{}' has a min_pair_distance for an unknown pair '{}'",
+                     path, pair);
+        size_t ia = a - elements_.begin(), ib = b - elements_.begin();
+        rmin_species_[ia * elements_.size() + ib] = rmin_species_[ib * elements_.size() + ia] =
+            item.value().get<double>();
+      }
+    margin_ = meta.value("feature_range", false) ? meta.value("extrapolation_margin", 0.25) : -1.0;
     std::string units = meta.value("units", std::string("metal"));
     if (units != "metal")
       error->all(FLERR, "pair_style mlip: model '{}' uses units '{}'; only metal is supported", path, units);
@@ -181,6 +198,9 @@ void PairMLIP::load_model(const std::string &path)
   if (elements_.empty() || !(cutoff_ > 0.0))
     error->all(FLERR, "pair_style mlip: model '{}' needs a non-empty element list and a positive cutoff",
                path);
+  warned_pairs_.clear();
+  warned_atoms_.clear();
+  pair_warnings_left_ = atom_warnings_left_ = MAX_WARNINGS;
   model_loaded_ = true;
 }
 
@@ -208,6 +228,16 @@ void PairMLIP::coeff(int narg, char **arg)
   }
   for (int i = 1; i <= ntypes; i++)
     for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
+
+  size_t ns = elements_.size();
+  rmin_sq_type_.assign((ntypes + 1) * (ntypes + 1), 0.0);
+  check_pairs_ = false;
+  for (int i = 1; i <= ntypes; i++)
+    for (int j = 1; j <= ntypes; j++) {
+      double r = rmin_species_[type_to_species_[i] * ns + type_to_species_[j]];
+      rmin_sq_type_[i * (ntypes + 1) + j] = r * r;
+      check_pairs_ = check_pairs_ || r > 0.0;
+    }
 }
 
 void PairMLIP::init_style()
@@ -244,10 +274,86 @@ void PairMLIP::compute(int eflag, int vflag)
                                  : "the model has no edge_forces output (exported by an older mlip)");
     warned_vatom_ = true;
   }
+  if (margin_ >= 0.0) extrapolation_.assign(atom->nlocal, 0.0);
   if (long_range_)
     compute_gathered(atom->nlocal);
   else
     compute_short_range(atom->nlocal, atom->nlocal + atom->nghost);
+  if ((check_pairs_ && pair_warnings_left_ > 0) || (margin_ >= 0.0 && atom_warnings_left_ > 0))
+    check_extrapolation(atom->nlocal);
+}
+
+/* Extrapolation warnings: pairs nearer than the training data's shortest distance of their
+   elements, atoms whose descriptors lie beyond the training range by more than margin_ widths.
+   Each rank finds its new ones (each pair once: from the atom with the smaller ID), the ranks'
+   counts and worst cases are gathered, and rank 0 warns: one line per kind and step, each atom
+   pair or atom once, at most MAX_WARNINGS lines of each kind. */
+
+void PairMLIP::check_extrapolation(int nlocal)
+{
+  enum { NPAIR, RATIO, TAG_I, TAG_J, R, RMIN, SP_I, SP_J, NATOM, EXCESS, TAG_A, NFIELD };
+  double mine[NFIELD] = {0.0, HUGE_VAL, 0, 0, 0, 0, 0, 0, 0.0, -1.0, 0};
+  double **x = atom->x;
+  int *type = atom->type;
+  tagint *tag = atom->tag;
+  int nt = atom->ntypes + 1;
+  if (check_pairs_ && pair_warnings_left_ > 0 && atom->tag_enable) {
+    for_each_edge(atom, error, list, cutoff_, 0, nlocal, [&](int i, int j) {
+      double limit = rmin_sq_type_[type[i] * nt + type[j]];
+      if (tag[i] >= tag[j] || limit <= 0.0) return;
+      double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      double rsq = dx * dx + dy * dy + dz * dz;
+      if (rsq >= limit || !warned_pairs_.insert({tag[i], tag[j]}).second) return;
+      mine[NPAIR] += 1.0;
+      double ratio = std::sqrt(rsq / limit);
+      if (ratio < mine[RATIO]) {
+        double v[] = {ratio, (double) tag[i], (double) tag[j], std::sqrt(rsq), std::sqrt(limit),
+                      (double) type_to_species_[type[i]], (double) type_to_species_[type[j]]};
+        std::copy(v, v + 7, mine + RATIO);
+      }
+    });
+  }
+  if (margin_ >= 0.0 && atom_warnings_left_ > 0 && atom->tag_enable)
+    for (int i = 0; i < nlocal; i++) {
+      if (extrapolation_[i] <= margin_ || !warned_atoms_.insert(tag[i]).second) continue;
+      mine[NATOM] += 1.0;
+      if (extrapolation_[i] > mine[EXCESS]) {
+        mine[EXCESS] = extrapolation_[i];
+        mine[TAG_A] = (double) tag[i];
+      }
+    }
+
+  std::vector<double> all(NFIELD * (size_t) comm->nprocs);
+  MPI_Allgather(mine, NFIELD, MPI_DOUBLE, all.data(), NFIELD, MPI_DOUBLE, world);
+  double total[NFIELD];
+  std::copy(all.begin(), all.begin() + NFIELD, total);
+  for (int p = 1; p < comm->nprocs; p++) {
+    const double *o = &all[NFIELD * (size_t) p];
+    if (o[RATIO] < total[RATIO]) std::copy(o + RATIO, o + NATOM, total + RATIO);
+    if (o[EXCESS] > total[EXCESS]) std::copy(o + EXCESS, o + NFIELD, total + EXCESS);
+    total[NPAIR] += o[NPAIR];
+    total[NATOM] += o[NATOM];
+  }
+  if (total[NPAIR] > 0) {
+    pair_warnings_left_--;
+    if (comm->me == 0)
+      error->warning(FLERR,
+                     "pair_style mlip: {} atom pair(s) closer than the training data's shortest distance; "
+                     "closest: atoms {} and {} (atom IDs, {}-{}) at {:.3f} Å, shortest in training {:.3f} Å: "
+                     "the energy there is the repulsive core's, not fitted{}",
+                     (long) total[NPAIR], (long) total[TAG_I], (long) total[TAG_J], elements_[(int) total[SP_I]],
+                     elements_[(int) total[SP_J]], total[R], total[RMIN],
+                     pair_warnings_left_ ? "" : " (the last such warning)");
+  }
+  if (total[NATOM] > 0) {
+    atom_warnings_left_--;
+    if (comm->me == 0)
+      error->warning(FLERR,
+                     "pair_style mlip: {} atom(s) with descriptors outside the training range by more than "
+                     "{:g} of its width; worst: atom {} (atom ID), {:.2f} widths outside{}",
+                     (long) total[NATOM], margin_, (long) total[TAG_A], total[EXCESS],
+                     atom_warnings_left_ ? "" : " (the last such warning)");
+  }
 }
 
 /* Short-range model: the local atoms are evaluated in chunks of at most chunk_ centres: the
@@ -306,6 +412,8 @@ void PairMLIP::compute_short_range(int nlocal, int nall)
     if (eflag_global) eng_vdwl += out.energy;
     if (eflag_atom)
       for (int q = 0; q < m; q++) eatom[start + q] += out.atomic_energies[q];
+    if ((int) out.extrapolation.size() == m) std::copy(out.extrapolation.begin(), out.extrapolation.end(),
+                                                      extrapolation_.begin() + start);
     if (vflag_global) tally_virial(out.virial, 1.0);
     if (edges) tally_edge_virials(in, atoms, out.edge_forces);
     for (int k : atoms) slot_[k] = -1;
@@ -438,6 +546,9 @@ void PairMLIP::compute_gathered(int nlocal)
   double **f = atom->f;
   for (int i = 0; i < nlocal; i++)
     for (int k = 0; k < 3; k++) f[i][k] += out.forces[3 * (offset + i) + k];
+  if ((int) out.extrapolation.size() == ntotal)
+    std::copy(out.extrapolation.begin() + offset, out.extrapolation.begin() + offset + nlocal,
+              extrapolation_.begin());
 
   // Energy not assigned to atoms by the model is shared evenly (over ranks, over atoms).
   double sum_all = 0.0, sum_mine = 0.0;
@@ -478,6 +589,8 @@ void PairMLIP::evaluate(const ModelInput &in, ModelOutput &out)
     out.forces = to_doubles(result.at("forces").toTensor());
     w = to_doubles(result.at("virial").toTensor());
     if (in.edge_forces) out.edge_forces = to_doubles(result.at("edge_forces").toTensor());
+    if (margin_ >= 0.0 && result.contains("extrapolation"))
+      out.extrapolation = to_doubles(result.at("extrapolation").toTensor());
   } catch (const std::exception &e) {
     error->one(FLERR, "pair_style mlip: evaluating model '{}' failed: {}", model_path_, short_message(e.what()));
   }

@@ -14,7 +14,9 @@
 
 #include <torch/script.h>
 
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace LAMMPS_NS {
@@ -49,6 +51,7 @@ class PairMLIP : public Pair {
     std::vector<double> forces;             // (n, 3) eV/Å
     double virial[3][3];                    // eV, -dE/dstrain
     std::vector<double> edge_forces;        // (E, 3) eV/Å, F_e = -dE/dr_ij, when asked for
+    std::vector<double> extrapolation;      // (n_local,) features outside the training range, if given
   };
 
   void load_model(const std::string &path);
@@ -57,6 +60,7 @@ class PairMLIP : public Pair {
   void compute_gathered(int nlocal);
   void evaluate(const ModelInput &in, ModelOutput &out);
   void tally_virial(const double w[3][3], double scale);
+  void check_extrapolation(int nlocal);
   void tally_edge_virials(const ModelInput &in, const std::vector<int> &atoms,
                           const std::vector<double> &edge_forces);
 
@@ -75,6 +79,17 @@ class PairMLIP : public Pair {
   int chunk_ = DEFAULT_CHUNK;    // local atoms per model call (short-range), 0 = all
 
   std::vector<int64_t> type_to_species_;    // (ntypes + 1), -1 when unmapped
+
+  // Extrapolation warnings (metadata min_pair_distance, feature_range; see README.md)
+  static constexpr int MAX_WARNINGS = 10;    // of each kind, per pair style
+  std::vector<double> rmin_species_;         // (nspecies^2) Å, 0 = not checked
+  std::vector<double> rmin_sq_type_;         // (ntypes + 1)^2 Å^2, 0 = not checked
+  bool check_pairs_ = false;
+  double margin_ = -1.0;                     // feature range margin (widths), < 0: not checked
+  std::vector<double> extrapolation_;        // (nlocal) the model's extrapolation of each local atom
+  std::set<std::pair<tagint, tagint>> warned_pairs_;    // atom ID pairs already reported (this rank)
+  std::set<tagint> warned_atoms_;
+  int pair_warnings_left_ = MAX_WARNINGS, atom_warnings_left_ = MAX_WARNINGS;
   std::vector<double> fbuf_;                // (nall, 3) forces of this step (local + ghost)
   std::vector<int> slot_;                   // (nall) atom's index in the current model call, -1: absent
 };
