@@ -223,7 +223,8 @@ class Trainer:
         if lattice:
             self.model.set_lattice_normalization(torch.cat(lattice))
         energy = np.concatenate(energies)
-        if len(self.model.physics):  # a second pass: charges from the normalised features
+        # a second pass: charges from the normalised features (the core is 0 on the training frames)
+        if any(t.name != "core" for t in self.model.physics):
             self.model.set_energy_reference(torch.zeros(len(self.elements)), 0.0)
             energy = energy - np.concatenate([self._physics_energy(b) for b in self._stream(self.train_idx)])
         shift, scale = fit_energy_reference(species, energy, len(self.elements), forces)
@@ -270,8 +271,9 @@ class Trainer:
                  f"cutoff: {self.model.cutoff:g} Å ({origin})",
                  f"model: {self.model.descriptors.n_features} features per atom, {n_params:,} parameters "
                  f"(hidden {list(mc['hidden'])}, {mc['activation']}, {mc['dtype']})"]
-        if self.model.physics:
-            lines.append(f"physics terms: {', '.join(t.name for t in self.model.physics)}")
+        terms = [t.name for t in self.model.physics if t.name != "core"]  # the core: next line
+        if terms:
+            lines.append(f"physics terms: {', '.join(terms)}")
         lines.append(self._describe_repulsion())
         n_sources = len(np.unique(self.dataset.source_id))
         lines.append(f"frames: {len(self.dataset)} from {n_sources} source{'s' * (n_sources != 1)}: "
@@ -478,7 +480,10 @@ class Trainer:
     def exported_model(self) -> Potential:
         """The EMA weights ``model.pt`` gets: those of the last epoch, or with ``train.export:
         best`` those of the best validation epoch."""
-        model = copy.deepcopy(self.ema.model)
+        # a fresh module, not a deep copy: physics terms may hold per-call tensors with autograd
+        # history (torch-pme's mesh state), which cannot be deep-copied
+        model = build_potential(self.config["model"], self.elements).to(self.dtype)
+        model.load_state_dict(self.ema.model.state_dict())
         best = self.run_dir / "checkpoints" / "best.pt"
         if self.config["train"]["export"] == "best" and best.exists():
             model.load_state_dict(load_checkpoint(best)["ema"])
