@@ -70,7 +70,8 @@ def model_metadata(model: Potential, descriptors: Any = None, data_hash: str | N
     :func:`lammps_overlay_terms`); ``long_range`` then describes the LAMMPS path (what
     ``pair_style mlip`` evaluates), which leaves them out, and ``cutoff`` stays the model's
     neighbour-list cutoff (descriptors and short-range terms; D3 has its own pair search).
-    ``lammps_commands`` is filled in by :func:`export_model`. ``min_pair_distance``: Å, the
+    ``lammps_commands`` is filled in by :func:`export_model`. ``physics`` names the configured
+    terms, not the repulsive core (``repulsion``). ``min_pair_distance``: Å, the
     shortest distance of each element pair (``"Cu-O"``, lighter element first) in the training
     data, or for the pairs in ``min_pair_distance_fallback`` (absent from the data) the fallback
     of :mod:`mlip.physics.core`; empty when unknown. ``repulsion``: ``auto`` when the model has
@@ -94,7 +95,7 @@ def model_metadata(model: Potential, descriptors: Any = None, data_hash: str | N
         "cutoff": float(model.cutoff),
         "dtype": str(dtype).replace("torch.", ""),
         "mlip_version": __version__,
-        "physics": [t.name for t in model.physics],
+        "physics": [t.name for t in model.physics if t.name != "core"],  # the core: "repulsion"
         "long_range": bool(long_range),
         "charges": bool(model.has_charges),
         "descriptors": descriptors,

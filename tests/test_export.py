@@ -45,7 +45,7 @@ def test_metadata_travels_in_the_file(exported):
     assert meta["units"] == "metal"
     assert meta["data_hash"] == "0123abcd"
     assert meta["descriptors"] == default_config(ELEMENTS)
-    assert meta["physics"] == [t.name for t in model.physics]
+    assert meta["physics"] == [t.name for t in model.physics if t.name != "core"]
     assert meta["long_range"] == any(t.long_range for t in model.physics)
     assert meta["lammps_overlay"] == meta["lammps_commands"] == []
     assert not lammps_file(path).exists()

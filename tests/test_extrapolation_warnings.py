@@ -174,13 +174,19 @@ def test_lammps_one_rank_warns_like_ase_and_agrees_on_the_energy(models):
         lmp.command(f"plugin load {plugin}")
         lmp.commands_string(_lammps_input(models[name], work / "squeezed.data", 2))
         energy = lmp.get_thermo("pe")
+        n = len(atoms)  # local atoms first (1 rank), ghosts after
+        ids = np.array(lmp.numpy.extract_atom("id"))[:n]
+        forces = np.array(lmp.numpy.extract_atom("f"))[:n][np.argsort(ids)]
         lmp.close()
         torch.set_num_threads(threads)
         a = atoms.copy()
         a.calc = MLIPCalculator(models[name])
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # the core and the descriptor clamp are in both
             warnings.simplefilter("ignore", ExtrapolationWarning)
-            assert energy == pytest.approx(a.get_potential_energy(), rel=1e-10)  # the core is in both
+            assert energy == pytest.approx(a.get_potential_energy(), rel=1e-10)
+            ref = a.get_forces()
+        np.testing.assert_allclose(forces, ref, rtol=0, atol=1e-9 * np.abs(ref).max())
+        assert np.abs(ref[0]).max() > 1.0  # the pushed atom feels the core
         if name == "data":
             _check_lammps_log(log.read_text(), atoms, j)
         else:

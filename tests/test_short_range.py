@@ -213,3 +213,21 @@ def test_trained_model_rises_below_r_min_and_training_frames_are_unchanged(cu_ru
         a.calc, b.calc = MLIPCalculator(model), MLIPCalculator(bare)
         assert a.get_potential_energy() == b.get_potential_energy()
         assert (a.get_forces() == b.get_forces()).all()
+
+
+def test_checkpoints_from_before_the_core_still_load():
+    """A state dict without the core term and the training-range buffers (a checkpoint written
+    before them) loads into a model built with ``repulsion: auto``, keeping its r_min; other
+    missing keys stay an error."""
+    cfg = {"descriptors": "default", "hidden": [8], "activation": "silu", "physics": ["zbl"],
+           "charges": "none", "dtype": "float64"}
+    old = {k: v for k, v in build_potential({**cfg, "repulsion": "none"}, TWO).state_dict().items()
+           if k.rsplit(".", 1)[-1] not in ("min_pair_distance", "min_pair_seen", "feature_min", "feature_max",
+                                          "inner_pair", "outer_pair")}
+    model = build_potential({**cfg, "repulsion": "auto"}, TWO)
+    r_min = model.min_pair_distance.clone()
+    model.load_state_dict(old)
+    assert torch.equal(model.min_pair_distance, r_min) and r_min.min() > 1.5
+    del old["energy_shift"]
+    with pytest.raises(RuntimeError, match="energy_shift"):
+        model.load_state_dict(old)

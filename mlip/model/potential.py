@@ -10,7 +10,7 @@ r_ij instead (its energy depends on positions only through them): one autograd p
 the edge forces −∂E/∂r_ij, whose sums are the forces and Σ r_ij ⊗ (−∂E/∂r_ij) the virial.
 """
 
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor
@@ -21,6 +21,20 @@ from mlip.physics import core
 from mlip.physics.base import PhysicsTerm
 from mlip.physics.charges import FixedCharges, enforce_total_charge, initial_charges
 from mlip.physics.potnet import PotNetFeatures
+
+# buffers added after the first checkpoints were written (training-data ranges, per-pair ZBL
+# radii): a state dict without them loads, keeping the values the model was built or fitted with
+_LATER_BUFFERS = ("min_pair_distance", "min_pair_seen", "feature_min", "feature_max",
+                  "inner_pair", "outer_pair")
+
+
+def _allow_later_buffers(model: torch.nn.Module, incompatible: Any) -> None:
+    """``load_state_dict`` post-hook of :class:`Potential`: missing later buffers, and the whole
+    ``core`` term (absent from checkpoints written before it), are not an error."""
+    cores = tuple(f"physics.{k}." for k, t in enumerate(model.physics) if t.name == "core")
+    missing = [k for k in incompatible.missing_keys
+               if k.rsplit(".", 1)[-1] not in _LATER_BUFFERS and not k.startswith(cores)]
+    incompatible.missing_keys[:] = missing
 
 
 def stress_from_virial(virial: Tensor, cell: Tensor, pbc: Tensor) -> Tensor:
@@ -116,6 +130,7 @@ class Potential(torch.nn.Module):
         self.register_buffer("feature_min", torch.full(shape, -torch.inf, dtype=torch.float64))
         self.register_buffer("feature_max", torch.full(shape, torch.inf, dtype=torch.float64))
         self.register_buffer("energy_shift", torch.zeros(n_species, dtype=torch.float64))
+        self.register_load_state_dict_post_hook(_allow_later_buffers)
         self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
 
     def set_energy_reference(self, shift: Tensor, scale: float) -> None:
@@ -148,9 +163,11 @@ class Potential(torch.nn.Module):
             return edge_vec
         r = torch.linalg.vector_norm(edge_vec, dim=1)
         floor = self.min_pair_distance.to(edge_vec.dtype)[species[edge_index[0]], species[edge_index[1]]]
-        close = r < floor
-        stretched = edge_vec * (floor / torch.where(close, r, torch.ones_like(r))).unsqueeze(1)
-        return torch.where(close.unsqueeze(1), stretched, edge_vec)
+        close = torch.nonzero(r < floor).squeeze(1)
+        if close.numel() == 0:
+            return edge_vec
+        scale = floor.index_select(0, close) / r.index_select(0, close)
+        return edge_vec.index_put((close,), edge_vec.index_select(0, close) * scale.unsqueeze(1))
 
     def _extrapolation(self, features: Tensor, species: Tensor) -> Tensor:
         """(n_local,) how far each atom's normalised features (n_local, F) lie outside its

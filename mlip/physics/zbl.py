@@ -136,7 +136,8 @@ class ZBL(PhysicsTerm):
                 self.switch[i, j] = torch.tensor(coeffs, dtype=torch.float64)
 
     def forward(self, data: Dict[str, Tensor], n_local: int) -> Tensor:
-        """Per-atom ZBL energies (n_local,) eV."""
+        """Per-atom ZBL energies (n_local,) eV; only the edges within their pair's ``outer``
+        are evaluated."""
         species = data["species"]
         edge_index = data["edge_index"]
         edge_vec = data["edge_vec"]
@@ -144,16 +145,16 @@ class ZBL(PhysicsTerm):
         r = torch.linalg.vector_norm(edge_vec, dim=1)
         si = species[edge_index[0]]
         sj = species[edge_index[1]]
-        outer = self.outer_pair.to(dtype)[si, sj]
-        inside = r < outer
-        r_safe = torch.where(inside, r, outer)
+        inside = torch.nonzero(r < self.outer_pair.to(dtype)[si, sj]).squeeze(1)
+        r = r.index_select(0, inside)
+        si = si.index_select(0, inside)
+        sj = sj.index_select(0, inside)
         a = self.screen_length.to(dtype)[si, sj]
-        x = r_safe.unsqueeze(1) / a.unsqueeze(1)
+        x = r.unsqueeze(1) / a.unsqueeze(1)
         phi = (self.coeffs.to(dtype) * torch.exp(-self.exponents.to(dtype) * x)).sum(dim=1)
-        e_pair = self.charge_product.to(dtype)[si, sj] * phi / r_safe
+        e_pair = self.charge_product.to(dtype)[si, sj] * phi / r
         sw = self.switch.to(dtype)[si, sj]
-        t = torch.clamp(r_safe - self.inner_pair.to(dtype)[si, sj], min=0.0)
+        t = torch.clamp(r - self.inner_pair.to(dtype)[si, sj], min=0.0)
         e_pair = e_pair + sw[:, 0] / 3.0 * t**3 + sw[:, 1] / 4.0 * t**4 + sw[:, 2]
-        e_edge = torch.where(inside, 0.5 * e_pair, torch.zeros_like(e_pair))
         out = torch.zeros(n_local, dtype=dtype, device=edge_vec.device)
-        return out.index_add(0, edge_index[0], e_edge)
+        return out.index_add(0, edge_index[0].index_select(0, inside), 0.5 * e_pair)
