@@ -17,6 +17,7 @@ import yaml
 from ase import Atoms
 from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.data import covalent_radii
 from ase.io import write
 from click.testing import CliRunner
 from physics_reference import lammps_reference
@@ -24,6 +25,7 @@ from physics_reference import lammps_reference
 from mlip import MLIPCalculator
 from mlip.cli import main
 from mlip.demo.cu_eam import CU_LATTICE, write_cu_eam_dumps, write_rann_dump
+from mlip.export import read_metadata
 from mlip.lammps import load_lammps, potentials_dir
 from mlip.physics.core import RepulsiveCore
 from mlip.physics.extrapolation import ExtrapolationWarning
@@ -280,3 +282,20 @@ def test_checkpoints_from_before_the_core_still_load():
     del old["energy_shift"]
     with pytest.raises(RuntimeError, match="energy_shift"):
         model.load_state_dict(old)
+
+
+def test_pairs_absent_from_the_data_get_the_covalent_fallback(tmp_path):
+    """Ni in the model but not in the (Cu) data: its pairs get 0.75 × the sum of covalent radii,
+    the start description and the metadata say so; Cu-Cu is the data's."""
+    (tmp_path / "d").mkdir()
+    run = write_cu_eam_dumps(tmp_path / "md", n_frames=3, every=20, size=2, temperature=300.0, seed=3,
+                             extra_columns=("element",), dump_modify=("element Cu",))
+    write_rann_dump(run, tmp_path / "d" / "cu.dump")
+    out, log = _train(tmp_path / "d", tmp_path / "run", "--epochs", "1", "--set", "model.elements=[Ni,Cu]")
+    meta = read_metadata(out / "model.pt")
+    assert meta["min_pair_distance_fallback"] == ["Ni-Ni", "Ni-Cu"]
+    expected = 0.75 * (covalent_radii[28] + covalent_radii[29])
+    assert meta["min_pair_distance"]["Ni-Cu"] == pytest.approx(expected)
+    assert 2.0 < meta["min_pair_distance"]["Cu-Cu"] < 2.5
+    assert f"Ni-Cu {expected:.3f} Å (not in the data: fallback 0.75 × sum of covalent radii)" in log
+    assert meta["repulsion"] == "auto" and meta["feature_range"] is True
