@@ -61,27 +61,34 @@ def train(sources: tuple[str, ...], config_path: str | None, resume: str | None,
     """
     from mlip.train.trainer import Interrupted
 
-    # outside the training loop (reading data, setting up, exporting) SIGTERM stops the command
-    # as Ctrl-C does: the set-up removes what it started, and the exit code says which signal
-    received = [signal.SIGINT]
+    # outside the training loop (reading data, setting up, exporting) SIGINT and SIGTERM stop the
+    # command: the set-up removes what it started, and the exit code says which signal
+    received: list[int] = []
 
-    def on_sigterm(signum: int, _frame: Any) -> None:
+    def on_signal(signum: int, _frame: Any) -> None:
         received.append(signum)
-        raise KeyboardInterrupt
+        raise _Stopped
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         _train(sources, config_path, resume, ddp, force, sets, read_options, flags)
     except Interrupted as exc:
         _ignore_signals()
         click.echo(f"mlip: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except _Stopped:
         _ignore_signals()
         click.echo("mlip: interrupted", err=True)
         sys.exit(128 + received[-1])
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+class _Stopped(BaseException):
+    """A signal outside the training loop. Not a KeyboardInterrupt: CPython 3.11 marks a
+    KeyboardInterrupt raised inside exec()'d code (a dataclass being created during an import,
+    say) as unhandled, and then ends the process with SIGINT whatever exit code follows."""
 
 
 def _ignore_signals() -> None:
