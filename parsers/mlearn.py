@@ -25,9 +25,9 @@ from parsers.elements import atomic_number
 from parsers.errors import ParseError
 from parsers.frame import Frame
 from parsers.textio import open_binary
+from parsers.units import GPA_PER_EV_A3
 
-EV_PER_A3_IN_GPA = 160.21766208
-KBAR_TO_EV_PER_A3 = -0.1 / EV_PER_A3_IN_GPA  # includes the sign flip VASP → ASE
+KBAR_TO_EV_PER_A3 = -0.1 / GPA_PER_EV_A3  # includes the sign flip VASP → ASE
 
 
 def stress_from_virial_kbar(v: list[float]) -> np.ndarray:

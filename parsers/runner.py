@@ -28,11 +28,10 @@ from parsers.elements import atomic_number
 from parsers.errors import ParseError
 from parsers.frame import Frame
 from parsers.textio import open_binary
+from parsers.units import BOHR_CODATA2018, HARTREE_CODATA2018
 
-BOHR_TO_ANGSTROM = 0.529177210903
-HARTREE_TO_EV = 27.211386245988
 _ATOM_LINE = "atom x y z El q e fx fy fz"
-RUNNER_UNITS = {"atomic": (BOHR_TO_ANGSTROM, HARTREE_TO_EV), "metal": (1.0, 1.0)}
+RUNNER_UNITS = {"atomic": (BOHR_CODATA2018, HARTREE_CODATA2018), "metal": (1.0, 1.0)}
 
 
 class _Structure:
