@@ -9,14 +9,19 @@ model repulsive there instead, and leave it unchanged at and above r_min:
    above r_min). For every pair of atomic numbers 1–92 and r_min 0.6–4 Å it falls strictly
    monotonically with r below r_min (``tests/test_short_range.py``).
 2. The descriptors see a close pair at r_min: :class:`~mlip.model.Potential` scales an edge
-   vector shorter than r_min to length r_min before the descriptors (its ``close_pair_floor``),
-   so the network's energy does not depend on how far below r_min a pair is. A dimer's energy
-   below r_min is then network(r_min) + core(r): strictly rising as r falls; so is a trimer's
-   under uniform compression (its angles stay). The price is a jump of the network's pair force
-   at r_min (its value there, the core's force is 0 at r_min), where the model leaves the data.
+   vector shorter than r_min to length r_min before the descriptors (its ``min_pair_distance``,
+   when it has a ``core`` term: ``clamp_close_pairs``), so the network's energy does not depend
+   on how far below r_min a pair is. A dimer's energy below r_min is then network(r_min) +
+   core(r): strictly rising as r falls, whatever the weights; so is a trimer's under uniform
+   compression below its pairs' r_min (its angles stay). Fading the network out smoothly instead
+   cannot guarantee that: its slope at r_min may have either sign, and a C¹ fade keeps that slope
+   just below r_min. The price is a jump of the network's pair force at r_min (to 0 below; the
+   core's force is 0 at r_min), where the model leaves its data. Configurations that compress a
+   pair below r_min while changing angles (an atom driven into a bond) are not covered by this
+   guarantee; there the network varies with the angles only, the core with the distance.
 
-r_min comes from the training frames (:meth:`mlip.train.trainer.Trainer`); element pairs that
-never come within the model cutoff get :func:`fallback_distance`.
+r_min comes from the training frames (:meth:`mlip.train.trainer.Trainer._fit_constants`);
+element pairs that never come within the model cutoff get :func:`fallback_distance`.
 """
 
 from typing import Final, Sequence
