@@ -59,36 +59,22 @@ def train(sources: tuple[str, ...], config_path: str | None, resume: str | None,
       mlip train --config runs/yttrium/config.yaml --epochs 500   # a new run, runs/yttrium-2
       torchrun --nproc_per_node=2 -m mlip train dumps/ --ddp
     """
+    from mlip.stop import Stopped, stop_on_signals
     from mlip.train.trainer import Interrupted
 
     # outside the training loop (reading data, setting up, exporting) SIGINT and SIGTERM stop the
     # command: the set-up removes what it started, and the exit code says which signal
-    received: list[int] = []
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        received.append(signum)
-        raise _Stopped
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _train(sources, config_path, resume, ddp, force, sets, read_options, flags)
+        with stop_on_signals():
+            _train(sources, config_path, resume, ddp, force, sets, read_options, flags)
     except Interrupted as exc:
         _ignore_signals()
         click.echo(f"mlip: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except _Stopped:
+    except Stopped as exc:
         _ignore_signals()
         click.echo("mlip: interrupted", err=True)
-        sys.exit(128 + received[-1])
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-class _Stopped(BaseException):
-    """A signal outside the training loop. Not a KeyboardInterrupt: CPython 3.11 marks a
-    KeyboardInterrupt raised inside exec()'d code (a dataclass being created during an import,
-    say) as unhandled, and then ends the process with SIGINT whatever exit code follows."""
+        sys.exit(128 + exc.signum)
 
 
 def _ignore_signals() -> None:

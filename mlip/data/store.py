@@ -44,6 +44,7 @@ import numpy as np
 from mlip import __version__
 from mlip.errors import UserError
 from mlip.fileio import OutputFile, atomic_write
+from mlip.stop import raise_if_stopped
 from parsers.frame import Frame
 
 FORMAT_NAME = "mlip-dataset"
@@ -148,8 +149,10 @@ def write_dataset(frames: Iterable[Frame], path: str | os.PathLike) -> int:
 
 
 def _until_failed(frames: Iterable[Frame], out: OutputFile) -> Iterator[Frame]:
-    """``frames``, stopping with the write error of ``out`` once one happened."""
+    """``frames``, stopping with the write error of ``out`` once one happened, or with a stop
+    (SIGINT/SIGTERM) that HDF5's calls into ``out`` swallowed."""
     for frame in frames:
+        raise_if_stopped()
         if out.error is not None:
             raise out.error
         yield frame

@@ -18,6 +18,7 @@ from typing import Any
 
 from mlip.errors import UserError
 from mlip.fileio import output_lock
+from mlip.stop import raise_if_stopped
 
 Echo = Callable[[str], Any]
 
@@ -110,6 +111,7 @@ def staged_run(run_dir: Path, force: bool, echo: Echo) -> Iterator[Path]:
         except OSError as exc:  # a read-only or full disk: name the folder the user chose
             raise UserError(f"cannot write {run_dir}: {exc.strerror}") from None
         yield staging
+        raise_if_stopped()  # a stop that a library swallowed during the set-up
         _publish(staging, run_dir, force, echo)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
