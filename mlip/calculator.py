@@ -25,6 +25,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from fingerprints.neighbors import neighbor_list
+from mlip import keys
 from mlip.batching import species_of
 from mlip.errors import UserError
 from mlip.inference import check_device, load_model, predict_frames
@@ -120,8 +121,8 @@ class MLIPCalculator(Calculator):
             src, dst = g["edge_index"]
             r = torch.linalg.vector_norm(g["positions"][dst] - g["positions"][src] + g["edge_shift"], dim=1)
             self.monitor.check_pairs(g["species"].cpu().numpy(), g["edge_index"].cpu().numpy(), _numpy(r))
-        if "extrapolation" in res:
-            self.monitor.check_features(_numpy(res["extrapolation"]))
+        if keys.EXTRAPOLATION in res:
+            self.monitor.check_features(_numpy(res[keys.EXTRAPOLATION]))
         self.timings = {"neighbors": t1 - t0, "model": time.perf_counter() - t1}
 
     def predict(self, structures: Sequence[Atoms], batch_size: int = 16) -> list[dict[str, Any]]:

@@ -35,6 +35,8 @@ Outputs (:meth:`~mlip.model.Potential.compute`): ``energy`` (B,) eV, ``atomic_en
 (−virial/V; NaN for frames that are not periodic in all three directions), ``charges``
 (N,) e. The deployed ``forward`` of a short-range model also gives, when asked (LAMMPS'
 per-atom virials), ``edge_forces`` (E, 3) eV/Å: F_e = −∂E/∂r_ij, the force on j of edge (i, j).
+``extrapolation`` (n_local,): how far each atom's descriptors lie beyond the training range
+(:mod:`mlip.physics.extrapolation`), for models that recorded it.
 """
 
 from typing import Final
@@ -57,6 +59,7 @@ EDGE_FORCES: Final[str] = "edge_forces"
 VIRIAL: Final[str] = "virial"
 STRESS: Final[str] = "stress"
 CHARGES: Final[str] = "charges"
+EXTRAPOLATION: Final[str] = "extrapolation"
 
 ENERGY_WEIGHT: Final[str] = "energy_weight"
 FORCE_WEIGHT: Final[str] = "force_weight"

@@ -17,7 +17,6 @@ from torch import Tensor
 
 from mlip import keys
 from mlip.model.networks import ElementNetworks
-from mlip.physics import core
 from mlip.physics.base import PhysicsTerm
 from mlip.physics.charges import FixedCharges, enforce_total_charge, initial_charges
 from mlip.physics.potnet import PotNetFeatures
@@ -250,7 +249,7 @@ class Potential(torch.nn.Module):
         energy = torch.zeros(cell.shape[0], dtype=atomic.dtype, device=atomic.device)
         results[keys.ENERGY] = energy.index_add(0, batch[:n_local], atomic)
         results[keys.ATOMIC_ENERGIES] = atomic
-        results[core.EXTRAPOLATION] = extrapolation
+        results[keys.EXTRAPOLATION] = extrapolation
         return results
 
     def compute(

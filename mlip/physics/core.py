@@ -24,7 +24,7 @@ r_min comes from the training frames (:meth:`mlip.train.trainer.Trainer._fit_con
 element pairs that never come within the model cutoff get :func:`fallback_distance`.
 """
 
-from typing import Final, Sequence
+from typing import Sequence
 
 import torch
 from ase.data import covalent_radii
@@ -32,8 +32,6 @@ from torch import Tensor
 
 from mlip.physics.zbl import ZBL, element_numbers
 
-# output of Potential (n_local,): how far each atom's descriptors lie outside the training range
-EXTRAPOLATION: Final[str] = "extrapolation"
 FALLBACK_SCALE = 0.75  # × (sum of covalent radii): r_min of element pairs absent from the data
 
 
