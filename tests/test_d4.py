@@ -236,7 +236,8 @@ def test_d4_model_exports_and_scripts(tmp_path):
     torch.manual_seed(0)
     elements = ["C", "Si"]
     cfg = {"descriptors": "default", "hidden": [8], "activation": "silu", "dtype": "float64",
-           "charges": False, "physics": [{"name": "d4", "cutoff": 10.0, "atm_cutoff": 5.0}]}
+           "charges": False, "physics": [{"name": "d4", "cutoff": 10.0, "atm_cutoff": 5.0}],
+           "repulsion": "none"}
     model = build_potential(cfg, elements)
     assert model.long_range and [t.name for t in model.physics] == ["d4"]
     path = export_model(model, tmp_path / "model.pt", model_metadata(model))
