@@ -262,3 +262,24 @@ def test_export_keeps_the_code_compiled_when_training_started(dumps, tmp_path, m
     for a, b in zip(exported, eager, strict=True):
         assert a["energy"] == pytest.approx(b["energy"], abs=1e-10)
         np.testing.assert_allclose(a["forces"], b["forces"], atol=1e-10)
+
+
+def test_a_run_saved_before_model_repulsion_keeps_no_core(dumps, tmp_path):
+    """A run whose config.yaml predates ``model.repulsion`` was trained without a repulsive core:
+    re-exporting (and resuming) it must not add one at fallback distances."""
+    import yaml
+
+    from mlip.export import read_metadata
+
+    run = tmp_path / "run"  # an old run: no core in its checkpoints, no key in its config.yaml
+    res = _cli("train", dumps, "--epochs", 1, "--out", run, *SMALL, "--set", "model.repulsion=none")
+    assert res.returncode == 0, res.stderr
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    del config["model"]["repulsion"]
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    res = _cli("export", run, "-o", tmp_path / "old.pt")
+    assert res.returncode == 0, res.stderr
+    assert read_metadata(tmp_path / "old.pt")["repulsion"] == "none"
+    res = _cli("train", "--resume", run, "--set", "train.epochs=2")
+    assert res.returncode == 0, res.stderr
+    assert read_metadata(run / "model.pt")["repulsion"] == "none"

@@ -447,6 +447,16 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return check_config(config)
 
 
+
+def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run's saved ``config.yaml`` (then ``overrides``), for resuming or exporting it. Keys the
+    run predates keep the behaviour it was trained with, not today's default: a run saved
+    without ``model.repulsion`` had no repulsive core (``none``)."""
+    saved = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
+    model = saved.get("model") if isinstance(saved, dict) else None
+    implied = {"model.repulsion": "none"} if isinstance(model, dict) and "repulsion" not in model else {}
+    return load_config(path, {**implied, **(overrides or {})})
+
 def save_config(config: dict[str, Any], path: Path) -> None:
     """Write the resolved config as YAML (atomically)."""
     atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))

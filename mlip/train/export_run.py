@@ -8,7 +8,7 @@ from mlip.errors import UserError
 from mlip.export import export_model, lammps_overlay_terms, model_metadata
 from mlip.inference import load_model
 from mlip.train.checkpoint import load_checkpoint
-from mlip.train.config import load_config
+from mlip.train.config import load_run_config
 from mlip.train.model_builder import build_potential
 
 
@@ -23,7 +23,7 @@ def export_run(run_dir: str | Path, output: str | Path | None = None, checkpoint
     ``pair_coeff`` lines that add them (:func:`mlip.export.export_model`); False keeps every term in
     the model for ``pair_style mlip`` alone."""
     run = Path(run_dir)
-    config = load_config(run / "config.yaml")
+    config = load_run_config(run / "config.yaml")
     ckpt = run / "checkpoints" / (checkpoint or f"{config['train']['export']}.pt")
     if not ckpt.is_file():
         raise UserError(f"checkpoint not found: {ckpt}")

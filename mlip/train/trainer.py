@@ -39,7 +39,7 @@ from mlip.plots import ParitySet
 from mlip.train import data as tdata
 from mlip.train.callbacks import Callback, default_callbacks
 from mlip.train.checkpoint import load_checkpoint, save_atomic
-from mlip.train.config import check_config, load_config, save_config
+from mlip.train.config import check_config, load_config, load_run_config, save_config
 from mlip.train.loader import EpochBatches, GraphData, graph_loader
 from mlip.train.loss import LossWeights, batch_loss, predict
 from mlip.train.model_builder import build_potential, descriptor_config, fit_energy_reference, torch_dtype
@@ -598,7 +598,7 @@ def resume(run_dir: str | Path, ddp: bool = False, overrides: dict[str, Any] | N
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
-    config = load_config(run_dir / "config.yaml", overrides)
+    config = load_run_config(run_dir / "config.yaml", overrides)
     check_device(config["train"]["device"])
     dist = Distributed.setup(ddp, config["train"]["device"])
     with run_lock(run_dir) if dist.rank == 0 else contextlib.nullcontext():
