@@ -189,7 +189,7 @@ def test_mlip_export_writes_the_overlay(tmp_path):
     """``mlip export`` (export_run) hands D3 and ZBL to LAMMPS by default, or keeps them in the model."""
     import yaml
 
-    from mlip.train.config import load_config
+    from mlip.train.config import load_run_config
     from mlip.train.export_run import export_run
     from mlip.train.model_builder import build_potential
 
@@ -197,7 +197,7 @@ def test_mlip_export_writes_the_overlay(tmp_path):
     (run / "checkpoints").mkdir(parents=True)
     model_cfg = {"elements": ELEMENTS, "physics": ["zbl", {"name": "d3", "cutoff": 9.0}], "hidden": [8]}
     (run / "config.yaml").write_text(yaml.safe_dump({"model": model_cfg}))
-    config = load_config(run / "config.yaml")
+    config = load_run_config(run / "config.yaml")  # as export_run reads it
     model = build_potential(config["model"], ELEMENTS)
     torch.save({"ema": model.state_dict()}, run / "checkpoints" / f"{config['train']['export']}.pt")
     path = export_run(run)
