@@ -1,10 +1,12 @@
 """Cost of long-range electrostatics at scale: one energy + forces call through ``mlip.MLIPCalculator``.
 
-Two untrained NaCl models with the same default descriptors (``model.descriptors: default``,
-the hidden layers and dtype of ``mlip.train.config.DEFAULTS``; cost does not depend on the
-weights): ``short`` (no physics terms) and ``long`` (``physics: [ewald]`` with network charges,
-the term's defaults unless ``--accuracy``/``--mode`` are given). Rock-salt NaCl (a = 5.64 Å,
-rattled 0.05 Å) at 512, 4,096 and 32,768 atoms (4³, 8³ and 16³ conventional cells).
+Three untrained NaCl models with the same default descriptors (``model.descriptors: default``,
+the hidden layers, dtype and repulsive core of ``mlip.train.config.DEFAULTS``; cost does not
+depend on the weights): ``short`` (no physics terms), ``long`` (``physics: [ewald]`` with network
+charges, the term's defaults unless ``--accuracy``/``--mode`` are given) and ``d3``
+(``physics: [d3]``, PBE/BJ, cutoffs of 20 Å for the energy and 12 Å for the coordination
+numbers). Rock-salt NaCl (a = 5.64 Å, rattled 0.05 Å) at 512, 4,096 and 32,768 atoms (4³, 8³
+and 16³ conventional cells).
 
 Each (size, model) runs in a fresh process (so ``resource.getrusage`` maxrss is that run's peak
 resident memory, model building included): the calculator is scripted (``jit=True``, the
@@ -15,9 +17,10 @@ over the number of atoms. Everything runs on ``--threads`` torch threads (1 by d
 
 Run: ``.venv/bin/python benchmarks/long_range_scale.py`` (``--sizes 512 4096 32768``). The last
 line printed is a JSON object with ``lr_cost_ratio_32k_ase`` (long / short time per call at
-32,768 atoms; null if that size was not run or failed) and the per-size numbers. The LAMMPS
-parts of the issue are future work and printed as null: ``lr_cost_ratio_32k_lammps``,
-``lr_peak_memory_gb_262k_lammps``, ``lr_strong_scaling_1to2_32k`` and ``d3_cost_ratio_32k``.
+32,768 atoms; null if that size was not run or failed), ``d3_cost_ratio_32k`` (d3 / short, in
+ASE) and the per-size numbers. The LAMMPS parts of the issue are future work and printed as
+null: ``lr_cost_ratio_32k_lammps``, ``lr_peak_memory_gb_262k_lammps`` and
+``lr_strong_scaling_1to2_32k``.
 A child that fails (e.g. out of the ``--memory-gb`` address-space limit) is reported with its
 error and null numbers.
 """
@@ -34,6 +37,7 @@ import time
 from typing import Any
 
 LATTICE = 5.64  # Å, rock-salt NaCl
+D3_CUTOFFS = (20.0, 12.0)  # Å, energy and coordination-number cutoffs of the d3 variant
 ELEMENTS = ["Na", "Cl"]
 
 
@@ -50,7 +54,8 @@ def rocksalt(n_atoms: int):
 
 
 def model_config(variant: str, accuracy: float | None, mode: str | None) -> dict[str, Any]:
-    """The model section of the config: defaults, plus ``physics: [ewald]`` for ``long``."""
+    """The model section of the config: defaults, plus ``physics: [ewald]`` for ``long`` and
+    ``physics: [d3]`` (cutoffs ``D3_CUTOFFS``) for ``d3``."""
     from mlip.train.config import DEFAULTS
 
     cfg = dict(DEFAULTS["model"])
@@ -61,7 +66,8 @@ def model_config(variant: str, accuracy: float | None, mode: str | None) -> dict
         ewald["accuracy"] = accuracy
     if mode is not None:
         ewald["mode"] = mode
-    cfg["physics"] = [ewald] if variant == "long" else []
+    d3 = {"name": "d3", "cutoff": D3_CUTOFFS[0], "cn_cutoff": D3_CUTOFFS[1]}
+    cfg["physics"] = {"long": [ewald], "d3": [d3]}.get(variant, [])
     return cfg
 
 
@@ -105,6 +111,11 @@ def run_child(args: argparse.Namespace, n_atoms: int, variant: str) -> dict[str,
     return json.loads(lines[-1])
 
 
+def _ratio(run: dict[str, Any], short: dict[str, Any]) -> float | None:
+    """Seconds per call of ``run`` over the short-range model's (None if either failed)."""
+    return run["call_s"] / short["call_s"] if run["call_s"] and short["call_s"] else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 4096, 32768])
@@ -127,22 +138,23 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     runs = []
     for n_atoms in args.sizes:
-        for variant in ("short", "long"):
+        for variant in ("short", "long", "d3"):
             res = run_child(args, n_atoms, variant)
             print(json.dumps(res), flush=True)
             runs.append(res)
     by_size: dict[str, dict[str, Any]] = {}
     for n_atoms in args.sizes:
-        short, long = ({r["model"]: r for r in runs if r["atoms"] == n_atoms}[v] for v in ("short", "long"))
-        ratio = long["call_s"] / short["call_s"] if long["call_s"] and short["call_s"] else None
-        by_size[str(n_atoms)] = {"lr_cost_ratio": ratio, "short": short, "long": long}
+        short, long, d3 = ({r["model"]: r for r in runs if r["atoms"] == n_atoms}[v]
+                           for v in ("short", "long", "d3"))
+        by_size[str(n_atoms)] = {"lr_cost_ratio": _ratio(long, short), "d3_cost_ratio": _ratio(d3, short),
+                                 "short": short, "long": long, "d3": d3}
     result = {
         "benchmark": "long_range_scale",
         "lr_cost_ratio_32k_ase": by_size.get("32768", {}).get("lr_cost_ratio"),
         "lr_cost_ratio_32k_lammps": None,
         "lr_peak_memory_gb_262k_lammps": None,
         "lr_strong_scaling_1to2_32k": None,
-        "d3_cost_ratio_32k": None,
+        "d3_cost_ratio_32k": by_size.get("32768", {}).get("d3_cost_ratio"),
         "threads": args.threads,
         "sizes": by_size,
     }
