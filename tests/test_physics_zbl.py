@@ -45,6 +45,18 @@ def _zbl_energy_fn(term: torch.nn.Module, cell: np.ndarray, positions: np.ndarra
     return energy
 
 
+def _assert_matches_lammps(term: torch.nn.Module, cell: np.ndarray, positions: np.ndarray,
+                           species: np.ndarray, ref: dict[str, np.ndarray]) -> None:
+    """The term's energy, atomic energies, forces and virial equal LAMMPS' ``ref`` to 1e-8
+    (relative to each quantity's largest value); the structure has pairs inside the ZBL range."""
+    got = energy_forces_virial(_zbl_energy_fn(term, cell, positions, species, torch.float64),
+                               torch.from_numpy(positions), torch.from_numpy(cell))
+    assert abs(ref["energy"]) > 1.0
+    for key in ("energy", "atomic_energies", "forces", "virial"):
+        scale = np.abs(ref[key]).max()
+        np.testing.assert_allclose(got[key].numpy(), ref[key], rtol=1e-8, atol=1e-8 * scale, err_msg=key)
+
+
 @pytest.mark.parametrize(
     ("elements", "z", "tilt", "seed"),
     [(["O", "Si"], [8.0, 14.0], 0.25, 1), (["Ni", "Cu"], [28.0, 29.0], 0.0, 2)],
@@ -59,12 +71,7 @@ def test_zbl_matches_lammps(elements: list[str], z: list[float], tilt: float, se
     # the element list of a model is sorted by Z; LAMMPS types follow the same order here
     term = ZBL(sorted(elements, key=lambda s: z[elements.index(s)]), inner, outer)
     assert term.cutoff == outer
-    got = energy_forces_virial(_zbl_energy_fn(term, cell, positions, species, torch.float64),
-                               torch.from_numpy(positions), torch.from_numpy(cell))
-    assert abs(ref["energy"]) > 1.0  # the structure has pairs inside the ZBL range
-    for key in ("energy", "atomic_energies", "forces", "virial"):
-        scale = np.abs(ref[key]).max()
-        np.testing.assert_allclose(got[key].numpy(), ref[key], rtol=1e-8, atol=1e-8 * scale, err_msg=key)
+    _assert_matches_lammps(term, cell, positions, species, ref)
 
 
 def test_zbl_lammps_overlay_lines() -> None:
@@ -78,12 +85,7 @@ def test_zbl_lammps_overlay_lines() -> None:
                       "pair_coeff 2 2 zbl 14 14", "pair_coeff 2 3 zbl 14 29", "pair_coeff 3 3 zbl 29 29"]
     cell, positions, species = _structure(4, elements, 0.2)
     ref = lammps_reference(cell, positions, species + 1, 3, [f"pair_style hybrid/overlay {style}", *coeffs])
-    got = energy_forces_virial(_zbl_energy_fn(term, cell, positions, species, torch.float64),
-                               torch.from_numpy(positions), torch.from_numpy(cell))
-    assert abs(ref["energy"]) > 1.0
-    for key in ("energy", "atomic_energies", "forces", "virial"):
-        scale = np.abs(ref[key]).max()
-        np.testing.assert_allclose(got[key].numpy(), ref[key], rtol=1e-8, atol=1e-8 * scale, err_msg=key)
+    _assert_matches_lammps(term, cell, positions, species, ref)
 
 
 def test_zbl_switching_is_smooth() -> None:
@@ -141,9 +143,4 @@ def test_per_pair_switching_matches_one_lammps_zbl_per_pair() -> None:
     ref = lammps_reference(cell, positions, species + 1, 2, [
         "pair_style hybrid/overlay zbl 1.2 2.0 zbl 1.5 2.6 zbl 1.8 3.0",
         "pair_coeff 1 1 zbl 1 8 8", "pair_coeff 1 2 zbl 2 8 14", "pair_coeff 2 2 zbl 3 14 14"])
-    got = energy_forces_virial(_zbl_energy_fn(term, cell, positions, species, torch.float64),
-                               torch.from_numpy(positions), torch.from_numpy(cell))
-    assert abs(ref["energy"]) > 1.0
-    for key in ("energy", "atomic_energies", "forces", "virial"):
-        scale = np.abs(ref[key]).max()
-        np.testing.assert_allclose(got[key].numpy(), ref[key], rtol=1e-8, atol=1e-8 * scale, err_msg=key)
+    _assert_matches_lammps(term, cell, positions, species, ref)

@@ -24,7 +24,7 @@ from physics_reference import lammps_reference
 
 from mlip import MLIPCalculator
 from mlip.cli import main
-from mlip.demo.cu_eam import CU_LATTICE, write_cu_eam_dumps, write_rann_dump
+from mlip.demo.cu_eam import CU_LATTICE, write_cu_eam_dumps, write_rann_cu_dumps, write_rann_dump
 from mlip.export import read_metadata
 from mlip.lammps import load_lammps, potentials_dir
 from mlip.physics.core import RepulsiveCore
@@ -123,12 +123,7 @@ def cu_runs(tmp_path_factory) -> dict[str, Any]:
     """Two Cu models trained on the same EAM MD frames (300 K and 900 K, 32 atoms, no close
     contacts): with the default repulsion and with ``model.repulsion none``."""
     root = tmp_path_factory.mktemp("cu_core")
-    dumps = root / "dumps"
-    dumps.mkdir()
-    for k, temp in enumerate((300.0, 900.0)):
-        run = write_cu_eam_dumps(root / f"md{k}", n_frames=8, every=20, size=2, temperature=temp, seed=5 + k,
-                                 extra_columns=("element",), dump_modify=("element Cu",))
-        write_rann_dump(run, dumps / f"cu_{k}.dump")
+    dumps = write_rann_cu_dumps(root, (300.0, 900.0), n_frames=8, seed=5)
     runs: dict[str, Any] = {"dumps": dumps, "n_frames": 16}
     for repulsion in ("auto", "none"):
         runs[repulsion], log = _train(dumps, root / repulsion, "--set", f"model.repulsion={repulsion}")

@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 
 from mlip.cli import main
-from mlip.demo.cu_eam import write_cu_eam_dumps, write_rann_dump
+from mlip.demo.cu_eam import write_cu_eam_dumps, write_rann_cu_dumps
 from mlip.train.checkpoint import load_checkpoint
 
 # Tiny runs at the one energy weight these tests were written for (the default, 10, leaves a
@@ -30,14 +30,7 @@ ENV = {**os.environ, "MLIP_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
 @pytest.fixture(scope="module")
 def dumps(tmp_path_factory) -> Path:
     """Two RANN-format Cu dump files (32 atoms, energies and forces, element column)."""
-    root = tmp_path_factory.mktemp("cu")
-    out = root / "dumps"
-    out.mkdir()
-    for k, temp in enumerate((300.0, 1200.0)):
-        run = write_cu_eam_dumps(root / f"md{k}", n_frames=6, every=20, size=2, temperature=temp, seed=11 + k,
-                                 extra_columns=("element",), dump_modify=("element Cu",))
-        write_rann_dump(run, out / f"cu_{k}.dump")
-    return out
+    return write_rann_cu_dumps(tmp_path_factory.mktemp("cu"), (300.0, 1200.0), n_frames=6, seed=11)
 
 
 def invoke(*args: str):

@@ -19,7 +19,7 @@ import pytest
 from ase.io import write
 
 import parsers
-from mlip.demo.cu_eam import write_cu_eam_dumps, write_rann_dump
+from mlip.demo.cu_eam import write_cu_eam_dumps, write_rann_cu_dumps, write_rann_dump
 
 ROOT = Path(__file__).resolve().parents[1]
 ELEMENT_COLUMN = {"extra_columns": ("element",), "dump_modify": ("element Cu",)}  # no --types needed
@@ -51,12 +51,7 @@ def write_extxyz(frames: list[parsers.Frame], path: Path, config_type: str) -> N
 
 
 def test_readme_walkthrough_runs(tmp_path):
-    dumps = tmp_path / "dumps"
-    dumps.mkdir()
-    for k, temperature in enumerate((600.0, 1200.0)):
-        run = write_cu_eam_dumps(tmp_path / f"md{k}", n_frames=4, every=15, size=2, temperature=temperature,
-                                 seed=3 + k, **ELEMENT_COLUMN)
-        write_rann_dump(run, dumps / f"cu_{k}.dump")
+    write_rann_cu_dumps(tmp_path, (600.0, 1200.0), n_frames=4, seed=3, every=15)  # tmp_path/dumps
     for name, seed, temperature in (("dft", 20, 900.0), ("test", 30, 1500.0)):
         run = write_cu_eam_dumps(tmp_path / f"xyz_{name}", n_frames=4, every=15, size=2,
                                  temperature=temperature, seed=seed, **ELEMENT_COLUMN)

@@ -167,3 +167,19 @@ def write_rann_dump(
     path = Path(path)
     path.write_text("\n".join(out) + "\n")
     return path
+
+
+def write_rann_cu_dumps(out_dir: str | Path, temperatures: Sequence[float], n_frames: int, seed: int,
+                        every: int = 20, size: int = 2) -> Path:
+    """One Cu EAM MD run per temperature (K) (seeds ``seed``, ``seed + 1``, ...), each written to
+    ``out_dir/dumps/cu_<k>.dump`` in the RANN format with an ``element`` column, so that
+    ``mlip train out_dir/dumps`` reads it with no other option. Returns the dumps folder."""
+    out_dir = Path(out_dir)
+    dumps = out_dir / "dumps"
+    dumps.mkdir(parents=True, exist_ok=True)
+    for k, temperature in enumerate(temperatures):
+        run = write_cu_eam_dumps(out_dir / f"md{k}", n_frames=n_frames, every=every, size=size,
+                                 temperature=temperature, seed=seed + k, extra_columns=("element",),
+                                 dump_modify=("element Cu",))
+        write_rann_dump(run, dumps / f"cu_{k}.dump")
+    return dumps
