@@ -37,6 +37,11 @@ Outputs (:meth:`~mlip.model.Potential.compute`): ``energy`` (B,) eV, ``atomic_en
 per-atom virials), ``edge_forces`` (E, 3) eV/Å: F_e = −∂E/∂r_ij, the force on j of edge (i, j).
 ``extrapolation`` (n_local,): how far each atom's descriptors lie beyond the training range
 (:mod:`mlip.physics.extrapolation`), for models that recorded it.
+
+Committee models (:mod:`mlip.model.committee`, K members) also give ``member_energy`` (B, K) eV
+and ``energy_deviation`` (B,) eV/atom, and when per-member derivatives are asked for,
+``member_forces`` (K, N, 3) eV/Å, ``member_virial`` (K, B, 3, 3) eV, ``force_deviation``
+(n_local,) eV/Å and ``max_force_deviation`` (B,) eV/Å. A single model gives none of them.
 """
 
 from typing import Final
@@ -60,6 +65,12 @@ VIRIAL: Final[str] = "virial"
 STRESS: Final[str] = "stress"
 CHARGES: Final[str] = "charges"
 EXTRAPOLATION: Final[str] = "extrapolation"
+MEMBER_ENERGY: Final[str] = "member_energy"
+MEMBER_FORCES: Final[str] = "member_forces"
+MEMBER_VIRIAL: Final[str] = "member_virial"
+ENERGY_DEVIATION: Final[str] = "energy_deviation"
+FORCE_DEVIATION: Final[str] = "force_deviation"
+MAX_FORCE_DEVIATION: Final[str] = "max_force_deviation"
 
 ENERGY_WEIGHT: Final[str] = "energy_weight"
 FORCE_WEIGHT: Final[str] = "force_weight"

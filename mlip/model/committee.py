@@ -1,0 +1,109 @@
+"""Committee models: K members on shared descriptors, their mean and their deviation.
+
+A committee :class:`~mlip.model.Potential` (``committee=K``, K >= 2) computes the descriptors
+once and runs K members on them, each with its own per-element networks
+(:class:`CommitteeNetworks`). Member k's atomic energy is
+E_i^k = shift[s_i] + scale · NN^k_{s_i}(D_i) + Σ_terms E_i^term: descriptors and their
+normalisation, reference energies, energy scale and physics terms are shared. The model's
+``energy``, ``atomic_energies``, ``forces`` and ``virial`` are the members' mean; the
+deviation outputs (docs/architecture.md) are
+
+- ``energy_deviation`` (B,) eV/atom: the standard deviation over members of the frame
+  energy (population, 1/K), divided by the frame's number of atoms;
+- ``force_deviation`` (n_local,) eV/Å: d_i = sqrt(mean_k |F_i^k − F̄_i|²), F̄_i the mean force;
+- ``max_force_deviation`` (B,) eV/Å: max_i d_i of each frame (DeePMD's ``max_devi_f``).
+
+Per-member forces need one backward pass per member (through the descriptors: the expensive
+part), so they are computed only on request (``deviation``); the mean forces alone take one.
+Everything here is TorchScript: the exported ``model.pt`` runs it in ASE and LAMMPS.
+"""
+
+from typing import List, Optional
+
+import torch
+from torch import Tensor
+
+from mlip.model.networks import ElementNetworks
+
+
+class CommitteeNetworks(torch.nn.Module):
+    """The per-element networks of K members (each an :class:`ElementNetworks` with one output).
+
+    forward(features (n, F), species (n,) int64) -> (n, 1 + K): column 0 is the members' mean
+    output, column 1 + k member k's, so that column 0 takes the place of a single model's energy
+    output.
+    """
+
+    n_members: int
+
+    def __init__(self, members: List[ElementNetworks]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"a committee needs at least 2 members, got {len(members)}")
+        if any(int(m.n_out) != 1 for m in members):
+            raise ValueError("committee members have one output (energy); charges are not supported")
+        self.n_members = len(members)
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, features: Tensor, species: Tensor) -> Tensor:
+        columns: List[Tensor] = []
+        for member in self.members:
+            columns.append(member(features, species)[:, 0])
+        stacked = torch.stack(columns, dim=1)
+        return torch.cat([stacked.mean(dim=1, keepdim=True), stacked], dim=1)
+
+
+def member_energies(energy: Tensor, out: Tensor, scale: Tensor, local_batch: Tensor) -> Tensor:
+    """Each member's frame energy (B, K) eV from the committee's mean ``energy`` (B,) eV, the
+    networks' output ``out`` (n_local, 1 + K) (:class:`CommitteeNetworks`), the energy ``scale``
+    (eV) and the frame of each local atom ``local_batch`` (n_local,):
+    E^k = E + scale · Σ_i (NN^k_i − mean_k NN^k_i)."""
+    delta = scale.to(out.dtype) * (out[:, 1:] - out[:, :1])
+    zeros = torch.zeros(energy.shape[0], delta.shape[1], dtype=delta.dtype, device=delta.device)
+    return energy.unsqueeze(1) + zeros.index_add(0, local_batch, delta)
+
+
+def member_gradients(member_energy: Tensor, inputs: List[Tensor], create_graph: bool) -> List[Tensor]:
+    """∂E^k/∂x for each input x, stacked over members: (K, *x.shape) per input (zeros where
+    the energy does not depend on x). ``member_energy`` (B, K); one backward pass per member."""
+    n_members = member_energy.shape[1]
+    per_input: List[List[Tensor]] = [[] for _ in inputs]
+    for k in range(n_members):
+        grads = torch.autograd.grad([member_energy[:, k].sum()], inputs,
+                                    retain_graph=create_graph or k < n_members - 1,
+                                    create_graph=create_graph, allow_unused=True)
+        for i in range(len(inputs)):
+            g: Optional[Tensor] = grads[i]
+            per_input[i].append(g if g is not None else torch.zeros_like(inputs[i]))
+    return [torch.stack(p) for p in per_input]
+
+
+def edge_member_forces(member_edge_forces: Tensor, edge_index: Tensor, n_atoms: int) -> Tensor:
+    """Each member's atomic forces (K, N, 3) eV/Å from its edge forces (K, E, 3) eV/Å
+    (F_e = −∂E/∂r_ij on j, −F_e on i) on edges ``edge_index`` (2, E)."""
+    shape = (member_edge_forces.shape[0], n_atoms, 3)
+    forces = torch.zeros(shape, dtype=member_edge_forces.dtype, device=member_edge_forces.device)
+    forces = forces.index_add(1, edge_index[1], member_edge_forces)
+    return forces.index_add(1, edge_index[0], -member_edge_forces)
+
+
+def energy_deviation(member_energy: Tensor, local_batch: Tensor) -> Tensor:
+    """(B,) eV/atom: the population standard deviation over members of each frame's energy
+    (``member_energy`` (B, K) eV), divided by the frame's number of local atoms
+    (``local_batch`` (n_local,), the frame of each)."""
+    n_atoms = torch.bincount(local_batch, minlength=member_energy.shape[0]).to(member_energy.dtype)
+    return member_energy.detach().std(dim=1, unbiased=False) / n_atoms.clamp(min=1.0)
+
+
+def force_deviation(member_forces: Tensor, n_local: int) -> Tensor:
+    """d_i = sqrt(mean_k |F_i^k − F̄_i|²) (n_local,) eV/Å from the members' forces (K, N, 3) eV/Å
+    (the first ``n_local`` atoms; the forces must already hold every contribution to them)."""
+    forces = member_forces.detach()[:, :n_local]
+    return torch.sqrt(((forces - forces.mean(dim=0, keepdim=True)) ** 2).sum(dim=2).mean(dim=0))
+
+
+def frame_max(values: Tensor, local_batch: Tensor, n_frames: int) -> Tensor:
+    """Largest of ``values`` (n_local,) in each frame (``local_batch`` (n_local,)): (B,); 0 for a
+    frame without atoms."""
+    out = torch.zeros(n_frames, dtype=values.dtype, device=values.device)
+    return out.scatter_reduce(0, local_batch, values, "amax", include_self=True)
