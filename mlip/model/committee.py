@@ -18,11 +18,12 @@ part), so they are computed only on request (``deviation``); the mean forces alo
 Everything here is TorchScript: the exported ``model.pt`` runs it in ASE and LAMMPS.
 """
 
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor
 
+from mlip import keys
 from mlip.model.networks import ElementNetworks
 
 
@@ -76,6 +77,46 @@ def member_gradients(member_energy: Tensor, inputs: List[Tensor], create_graph: 
             g: Optional[Tensor] = grads[i]
             per_input[i].append(g if g is not None else torch.zeros_like(inputs[i]))
     return [torch.stack(p) for p in per_input]
+
+
+def mean_gradients(member_grads: List[Tensor]) -> List[Optional[Tensor]]:
+    """The committee's gradients (the members' mean) from :func:`member_gradients`' output."""
+    out: List[Optional[Tensor]] = []
+    for g in member_grads:
+        out.append(g.mean(dim=0))
+    return out
+
+
+def add_member_derivatives(results: Dict[str, Tensor], member_grads: List[Tensor], forces: bool,
+                           virial: bool, local_batch: Tensor, n_local: int) -> None:
+    """Write ``member_forces`` (K, N, 3) eV/Å, ``force_deviation`` (n_local,) eV/Å and
+    ``max_force_deviation`` (B,) eV/Å (with ``forces``) and ``member_virial`` (K, B, 3, 3) eV
+    (with ``virial``) into ``results``, from the members' energy gradients with respect to the
+    positions and then the strain (:func:`member_gradients`, in that order, as requested)."""
+    k = 0
+    if forces:
+        member_forces = -member_grads[k]
+        deviation = force_deviation(member_forces, n_local)
+        results[keys.MEMBER_FORCES] = member_forces
+        results[keys.FORCE_DEVIATION] = deviation
+        results[keys.MAX_FORCE_DEVIATION] = frame_max(deviation, local_batch,
+                                                      results[keys.MEMBER_ENERGY].shape[0])
+        k += 1
+    if virial:
+        results[keys.MEMBER_VIRIAL] = -member_grads[k]
+
+
+def deployed_outputs(results: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """A committee's outputs of the deployed ``forward`` (one frame, ghosts after the local
+    atoms): ``member_energy`` (K,) eV, each member's energy of the local atoms, and (when asked)
+    ``member_forces`` (K, N, 3) eV/Å on local and ghost atoms. The deviations are left to the
+    caller, which must first add up the forces on each atom's images (LAMMPS: reverse
+    communication) and the energies over ranks."""
+    results[keys.MEMBER_ENERGY] = results[keys.MEMBER_ENERGY][0]
+    for key in (keys.ENERGY_DEVIATION, keys.FORCE_DEVIATION, keys.MAX_FORCE_DEVIATION, keys.MEMBER_VIRIAL):
+        if key in results:
+            del results[key]
+    return results
 
 
 def edge_member_forces(member_edge_forces: Tensor, edge_index: Tensor, n_atoms: int) -> Tensor:
