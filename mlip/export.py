@@ -77,7 +77,8 @@ def model_metadata(model: Potential, descriptors: Any = None, data_hash: str | N
     of :mod:`mlip.physics.core`; empty when unknown. ``repulsion``: ``auto`` when the model has
     the repulsive core below those distances. ``feature_range``: the model knows its training
     descriptors' range and returns ``extrapolation``; ``extrapolation_margin`` (in widths of that
-    range) is where the ASE calculator and ``pair_style mlip`` start to warn.
+    range) is where the ASE calculator and ``pair_style mlip`` start to warn. ``committee``: the
+    number of members K (1: a single model, without deviation outputs; :mod:`mlip.model.committee`).
     """
     overlay = list(lammps_overlay)
     bad = sorted(set(overlay) - set(lammps_overlay_terms(model)))
@@ -110,6 +111,7 @@ def model_metadata(model: Potential, descriptors: Any = None, data_hash: str | N
         "repulsion": "auto" if model.clamp_close_pairs else "none",
         "feature_range": bool(torch.isfinite(model.feature_min).any()),
         "extrapolation_margin": EXTRAPOLATION_MARGIN,
+        "committee": int(model.committee),
     }
 
 

@@ -23,7 +23,7 @@ METADATA_KEYS = {"elements", "cutoff", "dtype", "mlip_version", "physics", "long
                  "descriptors", "data_hash", "units",
                  "lammps_overlay", "lammps_commands",
                  "min_pair_distance", "min_pair_distance_fallback", "repulsion", "feature_range",
-                 "extrapolation_margin"}
+                 "extrapolation_margin", "committee"}
 
 
 @pytest.fixture(scope="module", params=["plain", "physics"])

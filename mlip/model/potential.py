@@ -16,6 +16,16 @@ import torch
 from torch import Tensor
 
 from mlip import keys
+from mlip.model.committee import (
+    CommitteeNetworks,
+    add_member_derivatives,
+    deployed_outputs,
+    edge_member_forces,
+    energy_deviation,
+    mean_gradients,
+    member_energies,
+    member_gradients,
+)
 from mlip.model.networks import ElementNetworks
 from mlip.physics.base import PhysicsTerm
 from mlip.physics.charges import FixedCharges, enforce_total_charge, initial_charges
@@ -62,6 +72,10 @@ class Potential(torch.nn.Module):
         lattice_features: optional PotNet lattice sums (:class:`~mlip.physics.potnet.PotNetFeatures`)
             appended to the descriptors (normalised); they need whole periodic frames, so the
             model becomes long-range.
+        committee: number of members K; K >= 2 gives each its own per-element networks on the
+            shared descriptors (:mod:`mlip.model.committee`): the outputs are the members' mean,
+            plus ``member_energy`` and ``energy_deviation`` and, with ``deviation``, the
+            per-member forces and force deviations. A committee has no charges.
 
     Training-data ranges (buffers, set by the trainer; see :mod:`mlip.physics.core`):
     ``min_pair_distance`` (n_species, n_species) Å, the shortest distance of each element pair
@@ -81,6 +95,7 @@ class Potential(torch.nn.Module):
     network_charges: bool
     long_range: bool
     clamp_close_pairs: bool
+    committee: int
 
     def __init__(
         self,
@@ -91,9 +106,14 @@ class Potential(torch.nn.Module):
         physics: Optional[List[PhysicsTerm]] = None,
         charges: str = "none",
         lattice_features: Optional[PotNetFeatures] = None,
+        committee: int = 1,
     ) -> None:
         super().__init__()
         physics = list(physics or [])
+        if committee < 1 or (committee > 1 and charges != "none"):
+            raise ValueError(f"committee must be >= 1 and without charges, got {committee} "
+                             f"(charges {charges!r})")
+        self.committee = int(committee)
         if charges not in ("none", "network", "fixed"):
             raise ValueError(f"charges must be 'none', 'network' or 'fixed', got {charges!r}")
         if charges == "none" and any(t.needs_charges for t in physics):
@@ -108,8 +128,13 @@ class Potential(torch.nn.Module):
         n_lattice = int(lattice_features.n_features) if lattice_features is not None else 0
         self.register_buffer("lattice_mean", torch.zeros(n_lattice, dtype=torch.float64))
         self.register_buffer("lattice_std", torch.ones(n_lattice, dtype=torch.float64))
-        self.networks = ElementNetworks(n_species, int(descriptors.n_features) + n_lattice, list(hidden),
-                                        activation, n_out=2 if self.network_charges else 1)
+        n_in = int(descriptors.n_features) + n_lattice
+        if committee > 1:
+            self.networks = CommitteeNetworks([ElementNetworks(n_species, n_in, list(hidden), activation)
+                                               for _ in range(committee)])
+        else:
+            self.networks = ElementNetworks(n_species, n_in, list(hidden), activation,
+                                            n_out=2 if self.network_charges else 1)
         if self.network_charges:  # the charge output starts at initial_charges, nearly flat
             with torch.no_grad():
                 for net, q0 in zip(self.networks.nets, initial_charges(self.elements), strict=True):
@@ -249,6 +274,10 @@ class Potential(torch.nn.Module):
         energy = torch.zeros(cell.shape[0], dtype=atomic.dtype, device=atomic.device)
         results[keys.ENERGY] = energy.index_add(0, batch[:n_local], atomic)
         results[keys.ATOMIC_ENERGIES] = atomic
+        if self.committee > 1:  # out: the members' mean, then each member's (CommitteeNetworks)
+            members = member_energies(results[keys.ENERGY], out, self.energy_scale, batch[:n_local])
+            results[keys.MEMBER_ENERGY] = members
+            results[keys.ENERGY_DEVIATION] = energy_deviation(members, batch[:n_local])
         results[keys.EXTRAPOLATION] = extrapolation
         return results
 
@@ -260,6 +289,7 @@ class Potential(torch.nn.Module):
         create_graph: bool = False,
         n_local: int = -1,
         lammps: bool = False,
+        deviation: bool = False,
     ) -> Dict[str, Tensor]:
         """Energies and derivatives for a batch of frames.
 
@@ -273,6 +303,9 @@ class Potential(torch.nn.Module):
         ``forces`` (N, 3) eV/Å, ``virial`` (B, 3, 3) eV and ``stress`` (B, 3, 3) eV/Å³
         (−virial/V, NaN for frames not periodic in all three directions); ``charges``
         (n_local,) e for charge models; ``extrapolation`` (n_local,) (see the class).
+        Committees also return ``member_energy`` and ``energy_deviation`` and, with
+        ``deviation``, the members' derivatives (one backward pass each): ``member_forces``,
+        ``force_deviation``, ``max_force_deviation``, ``member_virial`` (:mod:`mlip.keys`).
         """
         positions = data[keys.POSITIONS]
         species = data[keys.SPECIES]
@@ -307,8 +340,14 @@ class Potential(torch.nn.Module):
                 inputs.append(positions)
             if compute_virial:
                 inputs.append(strain)
-            grads = torch.autograd.grad([results[keys.ENERGY].sum()], inputs, create_graph=create_graph,
-                                        allow_unused=True)
+            if deviation and self.committee > 1:
+                member_grads = member_gradients(results[keys.MEMBER_ENERGY], inputs, create_graph)
+                grads = mean_gradients(member_grads)
+                add_member_derivatives(results, member_grads, compute_forces, compute_virial,
+                                       batch[:n_local], n_local)
+            else:
+                grads = torch.autograd.grad([results[keys.ENERGY].sum()], inputs, create_graph=create_graph,
+                                            allow_unused=True)
             k = 0
             if compute_forces:
                 g = grads[k]
@@ -321,14 +360,16 @@ class Potential(torch.nn.Module):
                 results[keys.STRESS] = stress_from_virial(virial, cell, data[keys.PBC])
         return results
 
-    def _compute_from_edges(self, data: Dict[str, Tensor], n_local: int) -> Dict[str, Tensor]:
+    def _compute_from_edges(self, data: Dict[str, Tensor], n_local: int,
+                            deviation: bool = False) -> Dict[str, Tensor]:
         """One frame of a short-range model, differentiated through the edge vectors only:
         its energy depends on positions only through r_ij = x_j − x_i + shift, so one autograd
         pass to ``edge_vec`` gives every derivative. Returns ``energy`` (1,) eV,
         ``atomic_energies`` (n_local,) eV, ``edge_forces`` F_e = −∂E/∂r_ij (E, 3) eV/Å (the
         force on j; −F_e acts on i), ``forces`` (N, 3) eV/Å (their sum on each atom),
         ``virial`` (1, 3, 3) eV = Σ_e r_ij ⊗ F_e (equal to −∂E/∂ε, the strain path of
-        :meth:`compute`) and, for charge models, ``charges``."""
+        :meth:`compute`) and, for charge models, ``charges``. With ``deviation``, a committee
+        also returns ``member_forces`` (K, N, 3) eV/Å, one backward pass per member."""
         positions = data[keys.POSITIONS].detach()
         edge_index = data[keys.EDGE_INDEX]
         cell = data[keys.CELL]
@@ -338,8 +379,13 @@ class Potential(torch.nn.Module):
         edge_vec = edge_vec.detach().requires_grad_(True)
         total_charge = torch.zeros(1, dtype=positions.dtype, device=positions.device)
         results = self._energies(data, positions, edge_vec, cell, total_charge, n_local, True)
-        g = torch.autograd.grad([results[keys.ENERGY].sum()], [edge_vec], allow_unused=True)[0]
-        edge_forces = -g if g is not None else torch.zeros_like(edge_vec)
+        if deviation and self.committee > 1:
+            member_edge = -member_gradients(results[keys.MEMBER_ENERGY], [edge_vec], False)[0]
+            edge_forces = member_edge.mean(dim=0)
+            results[keys.MEMBER_FORCES] = edge_member_forces(member_edge, edge_index, positions.shape[0])
+        else:
+            g = torch.autograd.grad([results[keys.ENERGY].sum()], [edge_vec], allow_unused=True)[0]
+            edge_forces = -g if g is not None else torch.zeros_like(edge_vec)
         forces = torch.zeros_like(positions).index_add(0, dst, edge_forces).index_add(0, src, -edge_forces)
         results[keys.EDGE_FORCES] = edge_forces
         results[keys.FORCES] = forces
@@ -356,6 +402,7 @@ class Potential(torch.nn.Module):
         pbc: Tensor,
         n_local: int,
         edge_forces: bool = False,
+        deviation: bool = False,
     ) -> Dict[str, Tensor]:
         """The deployed interface (one frame; see docs/architecture.md).
 
@@ -366,7 +413,9 @@ class Potential(torch.nn.Module):
         F_e = −∂E/∂r_ij for each edge e = (i, j): the force the edge puts on j (−F_e on i),
         from which LAMMPS tallies per-atom virials. Short-range models always take their
         derivatives through the edge vectors (:meth:`_compute_from_edges`), long-range ones
-        through positions and a strain (:meth:`compute`).
+        through positions and a strain (:meth:`compute`). A committee also returns
+        ``member_energy`` (K,) eV and, with ``deviation``, ``member_forces`` (K, N, 3) eV/Å
+        (:func:`~mlip.model.committee.deployed_outputs`).
         """
         data: Dict[str, Tensor] = {
             keys.POSITIONS: positions,
@@ -380,12 +429,14 @@ class Potential(torch.nn.Module):
         if self.long_range:
             if edge_forces:
                 raise RuntimeError("edge_forces: a long-range model's energy is not a function of its edges")
-            res = self.compute(data, True, True, False, n_local, True)
+            res = self.compute(data, True, True, False, n_local, True, deviation)
             del res[keys.STRESS]
         else:
-            res = self._compute_from_edges(data, n_local)
+            res = self._compute_from_edges(data, n_local, deviation=deviation)
             if not edge_forces:
                 del res[keys.EDGE_FORCES]
+        if self.committee > 1:
+            res = deployed_outputs(res)
         res[keys.ENERGY] = res[keys.ENERGY][0]
         res[keys.VIRIAL] = res[keys.VIRIAL][0]
         return res
