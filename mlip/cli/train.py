@@ -30,6 +30,9 @@ from mlip.cli.options import data_options
 @click.option("--physics", help="Comma-separated physics terms, e.g. zbl,ewald,d3 (model.physics).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), help="Model precision (model.dtype).")
 @click.option("--batch-size", type=int, help="Frames per batch (train.batch_size).")
+@click.option("--committee", type=int, metavar="K",
+              help="Train a committee of K members on bootstrap resamples, one model.pt with their mean "
+                   "and deviation (model.committee; default 1).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. --set train.lr=1e-3 (YAML value).")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False),
@@ -93,7 +96,8 @@ def _train(sources: tuple[str, ...], config_path: str | None, resume: str | None
 
     overrides: dict[str, Any] = {}
     keys = {"epochs": "train.epochs", "device": "train.device", "val_fraction": "data.val_fraction",
-            "out": "out", "seed": "train.seed", "dtype": "model.dtype", "batch_size": "train.batch_size"}
+            "out": "out", "seed": "train.seed", "dtype": "model.dtype", "batch_size": "train.batch_size",
+            "committee": "model.committee"}
     for flag, key in keys.items():
         if flags.get(flag) is not None:
             overrides[key] = flags[flag]

@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
         "repulsion": "auto",  # auto: ZBL core below the data's shortest pair distances; none
         "charges": "auto",  # none | network | fixed; auto = network if a term needs charges
         "dtype": "float64",
+        "committee": 1,  # members K: K >= 2 trains K networks per element on bootstrap resamples
     },
     "train": {
         "epochs": 250,
@@ -78,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
         "device": "cpu",
         "threads": 0,  # torch threads, 0 = torch's default
         "workers": 0,  # processes that read and batch the training data; 0 = the training process
+        "init": None,  # run directory whose weights and normalisation this run starts from (--init)
     },
     "out": None,  # run directory; default runs/<name of first source>
 }
@@ -293,6 +295,9 @@ SCHEMA: dict[str, Key] = {
                          "atomic charges: none, network, fixed; auto = network if a physics term "
                          "needs charges"),
     "model.dtype": Key(choice("float64", "float32"), "precision of the model and of training"),
+    "model.committee": Key(integer(1), "committee members K: K >= 2 trains K per-element networks on the "
+                                       "shared descriptors, each on its own bootstrap resample of the "
+                                       "training frames; model.pt predicts their mean and deviation"),
     "train.epochs": Key(integer(1), "number of epochs"),
     "train.batch_size": Key(integer(1), "frames per batch"),
     "train.lr": Key(number(0.0, lo_open=True), "initial learning rate (AdamW)"),
@@ -324,6 +329,8 @@ SCHEMA: dict[str, Key] = {
     "train.threads": Key(integer(0), "torch threads; 0 = torch's default"),
     "train.workers": Key(integer(0), "DataLoader worker processes that read frames from data.h5 and build "
                                      "the batches; 0 = the training process does it"),
+    "train.init": Key(_OPTIONAL_TEXT, "run directory whose weights, normalisation and reference energies "
+                                      "this run starts from (mlip train --init RUN); null = fresh"),
     "out": Key(_OPTIONAL_TEXT, "run directory; null = runs/<name of the first source> (-2, -3 ... if taken)"),
 }
 """Every config key, dotted (``train.epochs``), with its rule and meaning. A config lacking one

@@ -10,6 +10,11 @@ indices in the permutation drawn from ``numpy.random.default_rng([seed, e])``, c
 batches of ``batch_size``; under DDP the permutation is padded by wrapping to a multiple of
 the world size and rank ``r`` takes every ``world``-th index from ``r``. A run resumed at batch
 ``s`` of epoch ``e`` skips the first ``s`` batches of that epoch.
+
+A committee of K members (``model.committee``) takes the same batches for every member; member k
+sees its own bootstrap resample of the training frames as per-frame weights, the number of times
+each frame is drawn (:func:`bootstrap_counts`, drawn once from the seed), which the loss applies
+(:func:`mlip.train.loss.batch_loss`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from mlip.batching import collate, frame_to_graph
 from mlip.data import Dataset
+
+BOOTSTRAP_STREAM = 0xB007  # the random stream of the committee resamples, apart from the batch orders
 
 
 class GraphData(torch.utils.data.Dataset):
@@ -73,6 +80,20 @@ class EpochBatches(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return max(0, len(self.batches()) - self.start)
+
+
+def bootstrap_counts(train_idx: np.ndarray, n_frames: int, members: int, seed: int) -> np.ndarray:
+    """(members, n_frames) float64: how often each frame is drawn in member k's bootstrap resample
+    of the training frames ``train_idx`` (as many draws as training frames, with replacement, from
+    ``numpy.random.default_rng([seed, BOOTSTRAP_STREAM, k])``); 0 for frames outside
+    ``train_idx``. Each row sums to ``len(train_idx)``; about 37 % of a member's training
+    frames are left out of its resample."""
+    train_idx = np.asarray(train_idx, dtype=np.int64)
+    counts = np.zeros((members, n_frames))
+    for k in range(members):
+        draws = np.random.default_rng([seed, BOOTSTRAP_STREAM, k]).integers(0, len(train_idx), len(train_idx))
+        np.add.at(counts[k], train_idx[draws], 1.0)
+    return counts
 
 
 def graph_loader(graphs: GraphData, sampler: EpochBatches, dtype: torch.dtype,

@@ -53,7 +53,9 @@ def build_potential(model_cfg: dict[str, Any], elements: Sequence[str]) -> Poten
     """A fresh, untrained potential in the config's dtype. A descriptor entry
     ``{"type": "potnet", "alpha": 3.0}`` adds PotNet lattice-sum channels. ``model.repulsion:
     auto`` adds the repulsive core (:mod:`mlip.physics.core`; its r_min, ``min_pair_distance``,
-    starts at the fallback distances, the trainer sets the data's), ``none`` leaves it out."""
+    starts at the fallback distances, the trainer sets the data's), ``none`` leaves it out.
+    ``model.committee`` K >= 2 builds K members' networks on the shared descriptors, each
+    initialised in turn from torch's random state (:mod:`mlip.model.committee`)."""
     config = descriptor_config(model_cfg, elements)
     lattice = [dict(c) for c in config if c.get("type") == "potnet"]
     if len(lattice) > 1:
@@ -71,10 +73,15 @@ def build_potential(model_cfg: dict[str, Any], elements: Sequence[str]) -> Poten
     core = model_cfg.get("repulsion", "auto") == "auto"
     if core:
         physics.append(RepulsiveCore(list(elements)))
+    charges = charge_source(model_cfg.get("charges", "auto"), physics)
+    committee = int(model_cfg.get("committee", 1))
+    if committee > 1 and charges != "none":
+        raise UserError(f"model.committee = {committee}: committee members cannot have charges "
+                        f"(model.charges is {charges} here); train a committee without charge-dependent "
+                        "physics terms")
     model = Potential(descriptors, list(elements), hidden=list(model_cfg["hidden"]),
-                      activation=model_cfg["activation"], physics=physics,
-                      charges=charge_source(model_cfg.get("charges", "auto"), physics),
-                      lattice_features=lattice_features)
+                      activation=model_cfg["activation"], physics=physics, charges=charges,
+                      lattice_features=lattice_features, committee=committee)
     if core:
         n = len(elements)
         model.set_min_pair_distance(fallback_distance(list(elements)), torch.zeros(n, n, dtype=torch.bool))

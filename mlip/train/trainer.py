@@ -34,13 +34,14 @@ from mlip.export import export_model, model_metadata
 from mlip.inference import check_device
 from mlip.metrics import ErrorSums
 from mlip.model import Potential
+from mlip.model.members import parameter_groups
 from mlip.physics.core import FALLBACK_SCALE, fallback_distance
 from mlip.plots import ParitySet
 from mlip.train import data as tdata
 from mlip.train.callbacks import Callback, default_callbacks
 from mlip.train.checkpoint import load_checkpoint, save_atomic
 from mlip.train.config import check_config, load_config, load_run_config, save_config
-from mlip.train.loader import EpochBatches, GraphData, graph_loader
+from mlip.train.loader import EpochBatches, GraphData, bootstrap_counts, graph_loader
 from mlip.train.loss import LossWeights, batch_loss, predict
 from mlip.train.model_builder import build_potential, descriptor_config, fit_energy_reference, torch_dtype
 from mlip.train.rundir import run_dir_for, run_lock, staged_run
@@ -157,6 +158,11 @@ class Trainer:
             config["data"]["val_fraction"], tc["seed"], config["data"]["split_by"],
             config["data"]["holdout"])
 
+        members = int(config["model"]["committee"])
+        # committee: member k's bootstrap resample as per-frame counts (members, n_frames)
+        self.member_counts = (bootstrap_counts(self.train_idx, len(dataset), members, tc["seed"])
+                              if members > 1 else None)
+
         torch.manual_seed(tc["seed"])
         self.model: Potential = build_potential(config["model"], self.elements)
         self.graphs = GraphData(dataset, self.elements, self.model.cutoff)
@@ -271,6 +277,12 @@ class Trainer:
                  f"cutoff: {self.model.cutoff:g} Å ({origin})",
                  f"model: {self.model.descriptors.n_features} features per atom, {n_params:,} parameters "
                  f"(hidden {list(mc['hidden'])}, {mc['activation']}, {mc['dtype']})"]
+        if self.member_counts is not None:
+            left_out = (self.member_counts[:, self.train_idx] == 0).mean(axis=1)
+            shares = ", ".join(f"{x:.0%}" for x in left_out)
+            lines.append(f"committee: {self.model.committee} members on the shared descriptors, each with "
+                         f"its own networks and bootstrap resample of the {len(self.train_idx)} train frames "
+                         f"(frames left out: {shares}); model.pt predicts their mean and deviation")
         terms = [t.name for t in self.model.physics if t.name != "core"]  # the core: next line
         if terms:
             lines.append(f"physics terms: {', '.join(terms)}")
@@ -435,7 +447,8 @@ class Trainer:
         for b in self.train_loader:
             if self._stop_signal is not None:
                 raise Interrupted(self._stop_signal, epoch + 1, self.run_dir)
-            loss, err = batch_loss(self.model, _to(b, self.device), weights, create_graph=True)
+            loss, err = batch_loss(self.model, _to(b, self.device), weights, create_graph=True,
+                                   member_weights=self._member_weights(frames[self.state.step]))
             if not torch.isfinite(loss):
                 idx = frames[self.state.step]
                 names = ", ".join(f"{self.dataset.sources[self.dataset.source_id[i]]}#{i}" for i in idx[:4])
@@ -446,8 +459,9 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.dist.average_gradients(self.model)
-            if tc["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(tc["grad_clip"]))
+            if tc["grad_clip"]:  # each committee member on its own, as if it trained alone
+                for group in parameter_groups(self.model):
+                    torch.nn.utils.clip_grad_norm_(group, float(tc["grad_clip"]))
             self.opt.step()
             self.ema.update(self.model)
             self.state.sums.add(float(loss.detach()), 1.0, err)
@@ -476,6 +490,13 @@ class Trainer:
             callback.on_epoch_end(self, row, improved)
         stale = self.state.epoch - 1 - self.state.best_epoch
         return tc["early_stopping"] > 0 and stale >= int(tc["early_stopping"])
+
+    def _member_weights(self, frames: np.ndarray) -> torch.Tensor | None:
+        """(K, B) bootstrap counts of the frames ``frames`` (dataset indices) for each committee
+        member, in the model's dtype on its device; None for a single model."""
+        if self.member_counts is None:
+            return None
+        return torch.as_tensor(self.member_counts[:, frames], dtype=self.dtype, device=self.device)
 
     def exported_model(self) -> Potential:
         """The EMA weights ``model.pt`` gets: those of the last epoch, or with ``train.export:
