@@ -8,12 +8,16 @@ it matters only for models with charges.
 Neighbour lists come from :func:`fingerprints.neighbors.neighbor_list` and are rebuilt only
 when ASE reports that positions, cell, pbc or atomic numbers changed; asking for another
 property of the same structure (stress after forces) reuses them.
+
+A committee model (metadata ``committee`` K >= 2, :mod:`mlip.model.committee`) predicts the
+members' mean and adds ``energy_deviation`` and ``force_deviation`` to the properties.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,11 +32,17 @@ from fingerprints.neighbors import neighbor_list
 from mlip import keys
 from mlip.batching import species_of
 from mlip.errors import UserError
-from mlip.inference import check_device, load_model, predict_frames
+from mlip.inference import check_device, committee_size, compute_args, load_model, predict_frames
 from mlip.physics.extrapolation import ExtrapolationMonitor
 from parsers import Frame
 
 _GEOMETRY_CHANGES = {"positions", "numbers", "cell", "pbc"}
+DEVIATION_PROPERTIES = [keys.ENERGY_DEVIATION, keys.FORCE_DEVIATION]
+
+
+class DeviationWarning(UserWarning):
+    """A committee's members disagree on the forces beyond ``deviation_warning``: the structure
+    is probably outside the training data."""
 
 
 class MLIPCalculator(Calculator):
@@ -47,12 +57,19 @@ class MLIPCalculator(Calculator):
         jit: script an in-memory Potential with ``torch.jit.script`` (same numbers). Off by
             default: on CPU eager autograd is as fast, and TorchScript's profiling executor spends
             about ten slow calls specialising before it reaches full speed.
+        deviation_warning: committees only: a threshold (eV/Å) on the largest per-atom force
+            deviation; every step (new positions, cell or atoms) at which it is exceeded gives
+            one :class:`DeviationWarning` naming the step, the atom and the value. The force
+            deviation is then computed at every force evaluation.
 
     Results (ASE units): ``energy``/``free_energy`` eV, ``energies`` (n,) eV per atom,
     ``forces`` (n, 3) eV/Å, ``stress`` (6,) eV/Å³ in Voigt order xx yy zz yz xz xy with ASE's
     sign (positive = tensile), only for fully periodic cells; ``charges`` (n,) e for charge
     models. Only what was computed is stored: energy alone needs no backward pass, and forces
-    and stress come from one backward pass.
+    and stress come from one backward pass. Committees (``implemented_properties`` then lists
+    them) also give ``energy_deviation`` (eV/atom, the members' energy standard deviation per
+    atom) and ``force_deviation`` (n,) eV/Å, d_i = sqrt(mean_k |F_i^k − F̄_i|²); the latter takes
+    one backward pass per member and is computed when asked for (or with ``deviation_warning``).
 
     Structures outside the training data (a pair closer than the data's shortest distance of
     its elements, descriptors out of the training range) give an
@@ -67,7 +84,8 @@ class MLIPCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, model: str | Path | torch.nn.Module, device: str = "cpu",
-                 dtype: str | torch.dtype | None = None, jit: bool = False, **kwargs: Any) -> None:
+                 dtype: str | torch.dtype | None = None, jit: bool = False,
+                 deviation_warning: float | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.device = check_device(device)
         self.module, self.metadata = _load(model, self.device, dtype, jit)
@@ -75,8 +93,17 @@ class MLIPCalculator(Calculator):
         self.elements: list[str] = list(self.metadata["elements"])
         self.cutoff = float(self.metadata["cutoff"])
         self.long_range = bool(self.metadata.get("long_range", False))
-        if self.metadata.get("charges", False):
-            self.implemented_properties = [*type(self).implemented_properties, "charges"]
+        self.committee = committee_size(self.metadata)
+        extra = ["charges"] if self.metadata.get("charges", False) else []
+        extra += DEVIATION_PROPERTIES if self.committee > 1 else []
+        if extra:
+            self.implemented_properties = [*type(self).implemented_properties, *extra]
+        if deviation_warning is not None and self.committee < 2:
+            raise UserError(f"deviation_warning={deviation_warning}: this model is not a committee and has "
+                            "no force deviation; train one with mlip train --committee 4")
+        self.deviation_warning = None if deviation_warning is None else float(deviation_warning)
+        self.n_steps = 0  # calculations of a new structure: the steps deviation warnings name
+        self._warned_step = False
         self._graph: dict[str, torch.Tensor] | None = None
         self.timings: dict[str, float] = {}
         self.n_neighbor_builds = 0
@@ -104,13 +131,20 @@ class MLIPCalculator(Calculator):
         t1 = time.perf_counter()
         g = self._graph
         periodic = bool(atoms.pbc.all())
-        want_forces = "forces" in properties or "stress" in properties
+        want_forces = bool({"forces", "stress", keys.FORCE_DEVIATION}.intersection(properties))
         want_virial = "stress" in properties and periodic
+        watch = self.deviation_warning is not None
+        want_deviation = keys.FORCE_DEVIATION in properties or (watch and want_forces)
         total_charge = torch.tensor([_total_charge(atoms)], dtype=self.dtype, device=self.device)
-        res = self.module.compute({**g, "total_charge": total_charge}, want_forces, want_virial, False)
+        res = self.module.compute({**g, "total_charge": total_charge}, want_forces, want_virial, False,
+                                  *compute_args(self.metadata, want_deviation))
         energy = float(res["energy"][0].detach())
         self.results = {"energy": energy, "free_energy": energy,
                         "energies": _numpy(res["atomic_energies"])}
+        if keys.ENERGY_DEVIATION in res:
+            self.results[keys.ENERGY_DEVIATION] = float(res[keys.ENERGY_DEVIATION][0].detach())
+        if keys.FORCE_DEVIATION in res:
+            self.results[keys.FORCE_DEVIATION] = _numpy(res[keys.FORCE_DEVIATION])
         if want_forces:
             self.results["forces"] = _numpy(res["forces"])
         if want_virial:
@@ -123,6 +157,11 @@ class MLIPCalculator(Calculator):
             self.monitor.check_pairs(g["species"].cpu().numpy(), g["edge_index"].cpu().numpy(), _numpy(r))
         if keys.EXTRAPOLATION in res:
             self.monitor.check_features(_numpy(res[keys.EXTRAPOLATION]))
+        if _GEOMETRY_CHANGES.intersection(system_changes):
+            self.n_steps += 1
+            self._warned_step = False
+        if self.deviation_warning is not None and keys.FORCE_DEVIATION in self.results:
+            self._check_deviation(self.results[keys.FORCE_DEVIATION])
         self.timings = {"neighbors": t1 - t0, "model": time.perf_counter() - t1}
 
     def predict(self, structures: Sequence[Atoms], batch_size: int = 16) -> list[dict[str, Any]]:
@@ -130,7 +169,8 @@ class MLIPCalculator(Calculator):
 
         Returns one dict per structure with ``energy``/``free_energy`` eV, ``energies`` (n,) eV,
         ``forces`` (n, 3) eV/Å, ``stress`` (6,) eV/Å³ (Voigt, ASE sign; fully periodic cells
-        only) and ``charges`` (n,) e for charge models. Does not touch ``self.results``.
+        only), ``charges`` (n,) e for charge models and ``energy_deviation`` eV/atom for
+        committees. Does not touch ``self.results``.
         """
         frames = []
         for k, atoms in enumerate(structures):
@@ -145,6 +185,17 @@ class MLIPCalculator(Calculator):
             if "stress" in item:
                 item["stress"] = full_3x3_to_voigt_6_stress(item["stress"])
         return out
+
+    def _check_deviation(self, deviation: np.ndarray) -> None:
+        """One :class:`DeviationWarning` per step at which the largest force deviation exceeds
+        ``deviation_warning``."""
+        worst = int(np.argmax(deviation))
+        if self._warned_step or deviation[worst] <= self.deviation_warning:
+            return
+        self._warned_step = True
+        warnings.warn(f"step {self.n_steps}: max force deviation {deviation[worst]:.4f} eV/Å (atom {worst}) "
+                      f"exceeds deviation_warning {self.deviation_warning:g} eV/Å: the committee disagrees, "
+                      "the structure is probably outside the training data", DeviationWarning, stacklevel=4)
 
     def _check_pbc(self, pbc: np.ndarray, where: str = "") -> None:
         if self.long_range and pbc.any() and not pbc.all():

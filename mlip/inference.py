@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mlip import keys
 from mlip.batching import collate, frame_to_graph
 from mlip.errors import UserError
 from mlip.export import METADATA_FILE
@@ -76,10 +77,35 @@ def load_model(model: str | Path, device: str = "cpu") -> tuple[torch.jit.Script
     return module, json.loads(extra[METADATA_FILE])
 
 
+def committee_size(meta: dict[str, Any]) -> int:
+    """Number of committee members of a model from its metadata (1: a single model; files from
+    before committees have no such key)."""
+    return int(meta.get("committee", 1))
+
+
+def compute_args(meta: dict[str, Any], deviation: bool) -> tuple[Any, ...]:
+    """The arguments of ``compute`` after ``create_graph`` that ask a committee for its members'
+    derivatives (``deviation``); none otherwise, so that model files from before committees,
+    whose ``compute`` lacks the argument, still run."""
+    if not deviation:
+        return ()
+    if committee_size(meta) < 2:
+        raise UserError("this model is a single model, not a committee: it has no force deviation; train "
+                        "one with mlip train --committee 4, or combine runs with mlip committee RUN... "
+                        "-o model.pt")
+    return (-1, False, True)
+
+
 def predict_frames(module: torch.nn.Module, meta: dict[str, Any], frames: Sequence[Frame],
-                   batch_size: int = 8, device: str = "cpu", stress: bool = True) -> list[dict[str, Any]]:
+                   batch_size: int = 8, device: str = "cpu", stress: bool = True,
+                   deviation: bool = False) -> list[dict[str, Any]]:
     """Energy (eV), atomic energies (eV), forces (n,3) eV/Å and, for fully periodic frames,
-    stress (3,3) eV/Å³ (ASE sign) of each frame, evaluated ``batch_size`` frames at a time."""
+    stress (3,3) eV/Å³ (ASE sign) of each frame, evaluated ``batch_size`` frames at a time.
+
+    Committees also give ``energy_deviation`` (eV/atom) and, with ``deviation`` (one more
+    backward pass per member), ``force_deviation`` (n,) eV/Å and ``max_force_deviation`` eV/Å;
+    ``deviation`` on a single model raises :class:`UserError`."""
+    extra = compute_args(meta, deviation)
     dtype = getattr(torch, meta["dtype"])
     elements, cutoff = meta["elements"], float(meta["cutoff"])
     out: list[dict[str, Any]] = []
@@ -88,7 +114,7 @@ def predict_frames(module: torch.nn.Module, meta: dict[str, Any], frames: Sequen
         b = collate([frame_to_graph(f, elements, cutoff) for f in chunk], dtype, device)
         periodic = b["pbc"].all(dim=1).tolist()
         want_stress = stress and any(periodic)
-        res = module.compute(b, True, want_stress, False)
+        res = module.compute(b, True, want_stress, False, *extra)
         starts = np.concatenate([[0], np.cumsum(b["n_atoms"].cpu().numpy())])
         for f_i in range(len(chunk)):
             a, z = starts[f_i], starts[f_i + 1]
@@ -101,5 +127,11 @@ def predict_frames(module: torch.nn.Module, meta: dict[str, Any], frames: Sequen
                 item["stress"] = res["stress"][f_i].detach().cpu().numpy().astype(np.float64)
             if "charges" in res:
                 item["charges"] = res["charges"][a:z].detach().cpu().numpy().astype(np.float64)
+            if keys.ENERGY_DEVIATION in res:
+                item[keys.ENERGY_DEVIATION] = float(res[keys.ENERGY_DEVIATION][f_i].detach())
+            if keys.FORCE_DEVIATION in res:
+                deviation_i = res[keys.FORCE_DEVIATION][a:z].detach()
+                item[keys.FORCE_DEVIATION] = deviation_i.cpu().numpy().astype(np.float64)
+                item[keys.MAX_FORCE_DEVIATION] = float(res[keys.MAX_FORCE_DEVIATION][f_i].detach())
             out.append(item)
     return out

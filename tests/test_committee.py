@@ -1,0 +1,185 @@
+"""Committee models (issue 21): the mean and the deviations against the members evaluated
+alone, finite differences of the mean, the deployed forward with ghost atoms, the exported file
+through the ASE calculator, deviation warnings, and bad input."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from ase.md.verlet import VelocityVerlet
+from calculator_models import ELEMENTS, triclinic_cell
+from model_checks import (
+    as_tensor_batch,
+    explicit_ghosts,
+    finite_difference_forces,
+    ghost_forces_folded,
+    single,
+)
+
+from fingerprints import DescriptorSet, default_config
+from mlip import MLIPCalculator, keys
+from mlip.calculator import DeviationWarning
+from mlip.errors import UserError
+from mlip.export import export_model, model_metadata
+from mlip.model import Potential
+from mlip.model.members import member_model, member_networks, refit_member, set_members
+
+K = 3
+
+
+def committee(seed: int = 0, members: int = K) -> Potential:
+    """An untrained committee with non-trivial normalisation, reference energies and scale."""
+    torch.manual_seed(seed)
+    descriptors = DescriptorSet.from_config(default_config(ELEMENTS), ELEMENTS)
+    model = Potential(descriptors, ELEMENTS, hidden=[12, 12], committee=members).double()
+    g = torch.Generator().manual_seed(seed)
+    descriptors.mean.copy_(0.1 * torch.randn(descriptors.mean.shape, generator=g, dtype=torch.float64))
+    descriptors.std.copy_(0.5 + torch.rand(descriptors.std.shape, generator=g, dtype=torch.float64))
+    model.set_energy_reference(torch.tensor([-4.1, -3.5]) - seed, 2.0 + seed)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model() -> Potential:
+    return committee()
+
+
+def frame(seed: int = 0):
+    """(positions, species, cell) of a 16-atom Ni/Cu triclinic cell."""
+    atoms = triclinic_cell(seed)
+    species = np.array([ELEMENTS.index(s) for s in atoms.get_chemical_symbols()])
+    return atoms.positions, species, atoms.cell.array
+
+
+def _n(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def test_the_prediction_is_the_mean_of_the_members_evaluated_alone(model):
+    pos, sp, cell = frame()
+    batch = as_tensor_batch(model, [(pos, sp, cell), frame(1)])
+    res = model.compute(batch, True, True, False, deviation=True)
+    alone = [member_model(model, k).compute(batch, True, True, False) for k in range(K)]
+    for key in (keys.ENERGY, keys.ATOMIC_ENERGIES, keys.FORCES, keys.VIRIAL, keys.STRESS):
+        mean = torch.stack([r[key] for r in alone]).mean(dim=0)
+        np.testing.assert_allclose(_n(res[key]), _n(mean), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(_n(res[keys.MEMBER_ENERGY]).T,
+                               np.stack([_n(r[keys.ENERGY]) for r in alone]), rtol=1e-12)
+    np.testing.assert_allclose(_n(res[keys.MEMBER_FORCES]),
+                               np.stack([_n(r[keys.FORCES]) for r in alone]), atol=1e-12)
+
+
+def test_deviations_match_a_computation_by_hand_from_the_members(model):
+    batch = as_tensor_batch(model, [frame(0), frame(2)])
+    res = model.compute(batch, True, False, False, deviation=True)
+    alone = [member_model(model, k).compute(batch, True, False, False) for k in range(K)]
+    forces = np.stack([_n(r[keys.FORCES]) for r in alone])  # (K, N, 3)
+    energies = np.stack([_n(r[keys.ENERGY]) for r in alone])  # (K, B)
+    n_atoms = batch[keys.N_ATOMS].numpy()
+    d = np.sqrt(np.mean(np.sum((forces - forces.mean(axis=0)) ** 2, axis=2), axis=0))
+    np.testing.assert_allclose(res[keys.FORCE_DEVIATION].numpy(), d, rtol=1e-10)
+    frame_of = batch[keys.BATCH].numpy()
+    np.testing.assert_allclose(_n(res[keys.MAX_FORCE_DEVIATION]), [d[frame_of == b].max() for b in (0, 1)])
+    np.testing.assert_allclose(_n(res[keys.ENERGY_DEVIATION]), energies.std(axis=0) / n_atoms,
+                               rtol=1e-10)
+    assert d.max() > 0.01  # members that disagree, or the test would prove little
+
+
+def test_a_single_model_reports_no_deviation():
+    model = committee(members=1)
+    res = model.compute(as_tensor_batch(model, [frame()]), True, True, False, deviation=True)
+    assert not {k for k in res if "deviation" in k or k.startswith("member")}
+    assert model_metadata(model)["committee"] == 1
+
+
+def test_forces_of_the_mean_are_its_finite_differences(model):
+    pos, sp, cell = frame(3)
+    res = single(model, pos, sp, cell)
+    for (a, d), value in finite_difference_forces(model, pos, sp, cell, (True,) * 3, atoms=(0, 5)).items():
+        assert res["forces"][a, d] == pytest.approx(value, rel=1e-6, abs=1e-8)
+
+
+def test_deployed_forward_with_ghost_atoms_gives_member_forces_to_fold(model):
+    """LAMMPS' view: local atoms then ghosts; each member's forces summed onto the owners (reverse
+    communication) are that member's forces, and d_i follows from them."""
+    pos, sp, cell = frame(4)
+    all_pos, all_sp, edge_index, n_local = explicit_ghosts(pos, sp, cell, model.cutoff)
+    dt = torch.float64
+    out = model(torch.tensor(all_pos, dtype=dt), torch.as_tensor(all_sp), torch.as_tensor(edge_index),
+                torch.zeros(edge_index.shape[1], 3, dtype=dt), torch.tensor(cell, dtype=dt),
+                torch.tensor([True] * 3), n_local, False, True)
+    assert set(out) == {keys.ENERGY, keys.ATOMIC_ENERGIES, keys.FORCES, keys.VIRIAL, keys.EXTRAPOLATION,
+                        keys.MEMBER_ENERGY, keys.MEMBER_FORCES}
+    assert out[keys.MEMBER_ENERGY].shape == (K,) and out[keys.MEMBER_FORCES].shape == (K, len(all_pos), 3)
+    ref = model.compute(as_tensor_batch(model, [(pos, sp, cell)]), True, False, False, deviation=True)
+    folded = np.stack([ghost_forces_folded(f, n_local, all_pos, pos, cell)
+                       for f in _n(out[keys.MEMBER_FORCES])])
+    np.testing.assert_allclose(folded, _n(ref[keys.MEMBER_FORCES]), atol=1e-10)
+    np.testing.assert_allclose(_n(out[keys.MEMBER_ENERGY]), _n(ref[keys.MEMBER_ENERGY][0]),
+                               rtol=1e-12)
+    plain = model(torch.tensor(all_pos, dtype=dt), torch.as_tensor(all_sp), torch.as_tensor(edge_index),
+                  torch.zeros(edge_index.shape[1], 3, dtype=dt), torch.tensor(cell, dtype=dt),
+                  torch.tensor([True] * 3), n_local)
+    assert keys.MEMBER_FORCES not in plain  # members' forces only on request: one backward pass
+    np.testing.assert_allclose(_n(plain[keys.FORCES]), _n(out[keys.FORCES]), atol=1e-12)
+
+
+def test_exported_committee_through_the_ase_calculator(model, tmp_path):
+    path = export_model(copy.deepcopy(model), tmp_path / "model.pt", model_metadata(model))
+    atoms = triclinic_cell(5)
+    atoms.calc = MLIPCalculator(path)
+    assert {"energy_deviation", "force_deviation"} <= set(atoms.calc.implemented_properties)
+    batch = as_tensor_batch(model, [frame(5)])
+    ref = model.compute(batch, True, True, False, deviation=True)
+    assert atoms.get_potential_energy() == pytest.approx(float(_n(ref[keys.ENERGY])[0]), rel=1e-12)
+    np.testing.assert_allclose(atoms.get_forces(), _n(ref[keys.FORCES]), atol=1e-10)
+    np.testing.assert_allclose(atoms.calc.get_property("force_deviation"), ref[keys.FORCE_DEVIATION].numpy(),
+                               atol=1e-10)
+    energy_deviation = float(_n(ref[keys.ENERGY_DEVIATION])[0])
+    assert atoms.calc.get_property("energy_deviation") == pytest.approx(energy_deviation, rel=1e-10)
+    single_model = MLIPCalculator(member_model(model, 0))
+    assert "force_deviation" not in single_model.implemented_properties
+
+
+def test_deviation_warning_once_per_step_above_the_threshold(model):
+    atoms = triclinic_cell(6)
+    atoms.set_masses([63.5] * len(atoms))
+    calc = MLIPCalculator(model, deviation_warning=1e-6)
+    atoms.calc = calc
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        VelocityVerlet(atoms, timestep=0.5 * 1e-3 * 98.2269).run(3)  # 0.5 fs in ASE time units
+        atoms.get_stress()  # another property of the last step: no second warning
+    found = [str(w.message) for w in caught if w.category is DeviationWarning]
+    assert [m.split(":")[0] for m in found] == ["step 1", "step 2", "step 3", "step 4"]
+    quiet = MLIPCalculator(model, deviation_warning=1e6)
+    atoms.calc = quiet
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        atoms.get_forces()
+    assert not [w for w in caught if w.category is DeviationWarning]
+
+
+def test_refit_member_gives_the_same_energies_in_another_normalisation():
+    a, b = committee(1, members=1), committee(2, members=1)
+    batch = as_tensor_batch(a, [frame(7)])
+    both = set_members(copy.deepcopy(a), [copy.deepcopy(a.networks), refit_member(b.networks, b, a)])
+    res = both.compute(batch, True, False, False, deviation=True)
+    ref = b.compute(batch, True, False, False)
+    assert float(res[keys.MEMBER_ENERGY][0, 1]) == pytest.approx(float(_n(ref[keys.ENERGY])[0]), rel=1e-12)
+    np.testing.assert_allclose(_n(res[keys.MEMBER_FORCES][1]), _n(ref[keys.FORCES]),
+                               atol=1e-10)
+    assert len(member_networks(both)) == 2
+
+
+def test_bad_input(model):
+    with pytest.raises(ValueError, match="committee"):
+        Potential(copy.deepcopy(model.descriptors), ELEMENTS, hidden=[4], committee=0)
+    with pytest.raises(ValueError, match="charges"):
+        Potential(copy.deepcopy(model.descriptors), ELEMENTS, hidden=[4], charges="fixed", committee=2)
+    with pytest.raises(UserError, match="not a committee"):
+        MLIPCalculator(member_model(model, 0), deviation_warning=0.1)
