@@ -83,7 +83,7 @@ def _cached_lattice(cell: bytes, pbc: bytes) -> Lattice:
     return lattice(np.frombuffer(cell).reshape(3, 3), np.frombuffer(pbc, dtype=bool))
 
 
-_GRID_OFFSETS = np.arange(8, dtype=np.uint64).reshape(2, 2, 2, 1)
+_GRID_NUMBERS = np.arange(4, dtype=np.uint64).reshape(4, 1)  # four shifted grids: one more than the axes
 
 
 def close_pair(
@@ -97,38 +97,41 @@ def close_pair(
     ``lat.spacing >= 2 * cutoff`` along the periodic axes (so the nearest
     image is unique and no atom comes within ``cutoff`` of its own image);
     ``pbc`` (3,) bool. In fractional coordinates each axis is cut into bins at
-    least ``2 * cutoff`` wide (a whole number of them along a periodic axis,
-    where they wrap around). Of the eight grids shifted by 0 or half a bin
-    along each axis, two atoms closer than ``cutoff`` share a bin on at least
-    one. Each (grid, bin) becomes one integer key; one sort of the 8n keys
-    shows whether any bin holds two atoms (almost never in real data), and
-    only then are the atoms sharing a key compared. O(n) apart from the sort.
+    least ``4 * cutoff`` wide (a whole number of them along a periodic axis,
+    where they wrap around; one bin when the axis is thinner). Four grids are
+    laid over the atoms, shifted by 0, 1/4, 1/2 and 3/4 of a bin along every
+    axis: along one axis the boundaries of all four lie a quarter bin (at
+    least ``cutoff``) apart, so two atoms closer than ``cutoff`` are split by
+    the boundaries of at most one grid per axis, at most three in all, and
+    share a bin on at least one grid. Each (grid, bin) becomes one integer
+    key; one sort of the 4n keys shows whether any bin holds two atoms (almost
+    never in real data), and only then are the atoms sharing a key compared.
+    O(n) apart from the sort.
     """
     n = len(positions)
-    frac = np.ascontiguousarray((positions @ lat.reciprocal).T)  # (3, n)
-    per_unit = lat.spacing / (2.0 * cutoff)  # bins per unit of fractional coordinate
-    per_unit = np.where(pbc, np.floor(per_unit), per_unit)
-    scaled = frac * per_unit[:, None]
-    shifted = np.stack([scaled, scaled + 0.5])  # (2, 3, n): the grids at 0 and half a bin
-    # made non-negative (so that truncation is floor): wrapped into [0, per_unit) along the
-    # periodic axes, counted from the lowest value along the others
-    wrap = per_unit[:, None] * np.floor(shifted / per_unit[:, None])
-    if pbc.all():
-        shifted -= wrap
-        spans = per_unit
-    else:
-        shifted -= np.where(pbc[:, None], wrap, shifted.min(axis=(0, 2))[:, None])
-        spans = np.where(pbc, per_unit, shifted.max(axis=(0, 2)) + 1.0)
+    frac = lat.reciprocal.T @ positions.T  # (3, n)
+    per_unit = lat.spacing / (4.0 * cutoff)  # bins per unit of fractional coordinate
+    per_unit = np.where(pbc, np.maximum(np.floor(per_unit), 1.0), per_unit)
+    # each atom's quarter bin along each axis: in [0, 4 per_unit] along the periodic axes (the
+    # atoms wrapped into the cell), counted from the lowest along the others
+    frac -= np.floor(frac) * pbc[:, None]
+    quarter = np.floor(frac * (4.0 * per_unit)[:, None])
+    spans = per_unit  # bins along each axis
+    if not pbc.all():
+        quarter -= quarter.min(axis=1, keepdims=True) * ~pbc[:, None]
+        spans = np.where(pbc, per_unit, (quarter.max(axis=1) + 3.0) // 4.0 + 1.0)
+    # the bin of grid k is (quarter + k) // 4; along a periodic axis the one past the last is the first
+    bins = (quarter.astype(np.uint64) + _GRID_NUMBERS[:, :, None]) >> 2  # (4, 3, n)
+    bins[bins == spans.astype(np.uint64)[:, None]] = 0
     # uint64 arithmetic wraps around for absurd extents: equal bins still give equal keys, and
     # keys that collide only add candidates that the distance test turns down
     sx, sy, sz = (int(x) for x in spans)
     strides = np.array([(sy * sz) % 2**64, sz % 2**64, 1], dtype=np.uint64)
-    parts = shifted.astype(np.uint64) * strides[:, None]  # (2, 3, n)
-    keys = (
-        parts[:, None, None, 0] + parts[None, :, None, 1] + parts[None, None, :, 2]
-        + _GRID_OFFSETS * np.uint64((sx * sy * sz) % 2**64)
-    ).reshape(-1)
-    if not (np.diff(np.sort(keys)) == 0).any():
+    parts = bins * strides[:, None]
+    per_grid = np.uint64((sx * sy * sz) % 2**64)
+    keys = (parts[:, 0] + parts[:, 1] + parts[:, 2] + _GRID_NUMBERS * per_grid).reshape(-1)
+    ordered = np.sort(keys)
+    if not (ordered[1:] == ordered[:-1]).any():
         return None
     order = np.argsort(keys, kind="stable")
     ordered = keys[order]
