@@ -83,7 +83,7 @@ def _cached_lattice(cell: bytes, pbc: bytes) -> Lattice:
     return lattice(np.frombuffer(cell).reshape(3, 3), np.frombuffer(pbc, dtype=bool))
 
 
-_GRID_NUMBERS = np.arange(4, dtype=np.uint64).reshape(4, 1)  # four shifted grids: one more than the axes
+_GRID_NUMBERS = np.arange(4.0).reshape(4, 1)  # four shifted grids: one more than the axes
 
 
 def close_pair(
@@ -121,15 +121,15 @@ def close_pair(
         quarter -= quarter.min(axis=1, keepdims=True) * ~pbc[:, None]
         spans = np.where(pbc, per_unit, (quarter.max(axis=1) + 3.0) // 4.0 + 1.0)
     # the bin of grid k is (quarter + k) // 4; along a periodic axis the one past the last is the first
-    bins = (quarter.astype(np.uint64) + _GRID_NUMBERS[:, :, None]) >> 2  # (4, 3, n)
-    bins[bins == spans.astype(np.uint64)[:, None]] = 0
-    # uint64 arithmetic wraps around for absurd extents: equal bins still give equal keys, and
-    # keys that collide only add candidates that the distance test turns down
-    sx, sy, sz = (int(x) for x in spans)
-    strides = np.array([(sy * sz) % 2**64, sz % 2**64, 1], dtype=np.uint64)
-    parts = bins * strides[:, None]
-    per_grid = np.uint64((sx * sy * sz) % 2**64)
-    keys = (parts[:, 0] + parts[:, 1] + parts[:, 2] + _GRID_NUMBERS * per_grid).reshape(-1)
+    bins = quarter + _GRID_NUMBERS[:, :, None]  # (4, 3, n)
+    bins *= 0.25
+    np.floor(bins, out=bins)
+    bins[bins == spans[:, None]] = 0.0
+    # keys in float64 arithmetic: equal bins give equal keys; for absurd extents (over 2**53 bins)
+    # different bins may too, which only adds candidates that the distance test turns down
+    sx, sy, sz = spans.tolist()
+    keys = np.array([sy * sz, sz, 1.0]) @ bins + _GRID_NUMBERS * (sx * sy * sz)  # (4, n)
+    keys = keys.reshape(-1)
     ordered = np.sort(keys)
     if not (ordered[1:] == ordered[:-1]).any():
         return None
