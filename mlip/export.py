@@ -45,21 +45,46 @@ def lammps_overlay_terms(model: Potential | torch.jit.ScriptModule) -> list[str]
     return [n for n in names if names.count(n) == 1]  # hybrid/overlay: each sub-style once
 
 
+def lammps_coulomb(model: Potential | torch.jit.ScriptModule,
+                   overlay: Sequence[str] = ()) -> dict[str, Any] | None:
+    """The LAMMPS Coulomb path of a model (metadata ``lammps_coulomb``), or None.
+
+    A charge model whose only long-range term (besides ``overlay``) is ``ewald`` runs
+    domain-decomposed in LAMMPS: ``pair_style mlip`` predicts each atom's charge from its local
+    environment, LAMMPS' ``coul/long`` + ``kspace_style pppm`` compute the electrostatics of those
+    charges, and the potential φ_i = ∂E/∂q_i comes back to the model for the forces through the
+    charges (docs/architecture.md, "The LAMMPS Coulomb path"). Returns the real-space
+    ``cutoff`` (Å) and ``accuracy`` (LAMMPS' relative kspace accuracy, the ewald term's)."""
+    if model.lattice_mean.shape[0] > 0 or not model.has_charges:
+        return None
+    terms = [t for t in model.physics if t.long_range and t.name not in overlay]
+    if len(terms) != 1 or terms[0].name != "ewald":
+        return None
+    return {"cutoff": float(terms[0].cutoff), "accuracy": float(terms[0].engine.accuracy)}
+
+
 def lammps_commands(model: Potential | torch.jit.ScriptModule, overlay: Sequence[str],
-                    model_file: str) -> list[str]:
-    """The LAMMPS ``pair_style hybrid/overlay`` and ``pair_coeff`` lines that evaluate ``model``
+                    model_file: str, coulomb: dict[str, Any] | None = None) -> list[str]:
+    """The LAMMPS ``pair_style hybrid/overlay``, ``pair_coeff`` (and, with ``coulomb``, see
+    :func:`lammps_coulomb`, ``pair_modify`` and ``kspace_style``) lines that evaluate ``model``
     (file name ``model_file``) with the terms ``overlay`` computed by LAMMPS; atom types 1..n are
     the model's elements in order."""
     elements = list(model.elements)
     styles = [f"mlip {model_file}"]
     coeffs = [f"pair_coeff * * mlip {' '.join(elements)}"]
+    if coulomb is not None:
+        styles.append(f"coul/long {coulomb['cutoff']:g}")
+        coeffs.append("pair_coeff * * coul/long")
     for term in model.physics:
         if term.name in overlay:
             style = LAMMPS_STYLES[term.name](term, elements)
             assert style is not None
             styles.append(style[0])
             coeffs.extend(style[1])
-    return [f"pair_style hybrid/overlay {' '.join(styles)}", *coeffs]
+    lines = [f"pair_style hybrid/overlay {' '.join(styles)}", *coeffs]
+    if coulomb is not None:  # coul/long's erfc without tables; the model's accuracy for the k-space part
+        lines += ["pair_modify pair coul/long table 0", f"kspace_style pppm {coulomb['accuracy']:g}"]
+    return lines
 
 
 def model_metadata(model: Potential, descriptors: Any = None, data_hash: str | None = None,
@@ -103,6 +128,7 @@ def model_metadata(model: Potential, descriptors: Any = None, data_hash: str | N
         "data_hash": data_hash,
         "units": "metal",
         "lammps_overlay": overlay,
+        "lammps_coulomb": lammps_coulomb(model, overlay),
         "lammps_commands": [],
         "min_pair_distance": {f"{elements[i]}-{elements[j]}": float(model.min_pair_distance[i, j])
                               for i, j in pairs},
@@ -137,7 +163,8 @@ def export_model(model: Potential | torch.jit.ScriptModule, path: str | Path,
     """
     path = Path(path)
     overlay = list(metadata.get("lammps_overlay") or [])
-    commands = lammps_commands(model, overlay, path.name) if overlay else []
+    coulomb = metadata.get("lammps_coulomb")
+    commands = lammps_commands(model, overlay, path.name, coulomb) if overlay or coulomb else []
     metadata = {**metadata, "lammps_overlay": overlay, "lammps_commands": commands}
     model = model.eval()
     flagged = [t for t in model.physics if t.name in overlay]
@@ -149,7 +176,8 @@ def export_model(model: Potential | torch.jit.ScriptModule, path: str | Path,
     try:
         scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.script(model)
         try:
-            scripted = torch.jit.freeze(scripted, preserved_attrs=["compute"])
+            scripted = torch.jit.freeze(scripted, preserved_attrs=["compute", "lammps_charges",
+                                                                   "lammps_coulomb_forces"])
         except RuntimeError:  # freezing is an optimisation; an unfrozen module is still valid
             pass
         with atomic_write(path) as out:
@@ -160,10 +188,14 @@ def export_model(model: Potential | torch.jit.ScriptModule, path: str | Path,
         model.long_range = long_range
     side = lammps_file(path)
     if commands:
+        by_lammps = ([f"the fixed terms {', '.join(overlay)}"] if overlay else []) \
+            + (["the electrostatics of its charges (coul/long, kspace)"] if coulomb else [])
         header = [f"# LAMMPS lines for {path.name} (written by mlip export): the network through",
-                  f"# pair_style mlip, the fixed terms {', '.join(overlay)} by LAMMPS itself. Atom types",
+                  f"# pair_style mlip, {' and '.join(by_lammps)} by LAMMPS itself. Atom types",
                   f"# 1..n are {' '.join(metadata['elements'])}; the model file name is relative to LAMMPS'",
                   "# working directory."]
+        if coulomb:
+            header.append("# Needs atom_style charge (or full): pair_style mlip sets the charges each step.")
         atomic_write_text(side, "\n".join(header + commands) + "\n")
     else:
         side.unlink(missing_ok=True)

@@ -21,7 +21,7 @@ from mlip.physics import D3Dispersion
 
 METADATA_KEYS = {"elements", "cutoff", "dtype", "mlip_version", "physics", "long_range", "charges",
                  "descriptors", "data_hash", "units",
-                 "lammps_overlay", "lammps_commands",
+                 "lammps_overlay", "lammps_commands", "lammps_coulomb",
                  "min_pair_distance", "min_pair_distance_fallback", "repulsion", "feature_range",
                  "extrapolation_margin", "committee"}
 
@@ -140,13 +140,15 @@ def test_lammps_overlay_export(tmp_path):
     path = export_model(model, tmp_path / "model.pt", model_metadata(model, lammps_overlay=["zbl", "d3"]))
     meta = read_metadata(path)
     assert meta["lammps_overlay"] == ["zbl", "d3"]
-    assert meta["long_range"] is True  # Ewald stays in the model
+    assert meta["long_range"] is True  # Ewald stays in the model, and runs on LAMMPS' kspace:
+    assert meta["lammps_coulomb"] == {"cutoff": 5.0, "accuracy": 1e-8}
     assert meta["cutoff"] == model.cutoff < model.physics[1].energy_cutoff
     assert meta["lammps_commands"] == [
-        "pair_style hybrid/overlay mlip model.pt zbl 1.0 2.2 dispersion/d3 bj pbe 9.0 8.0",
-        "pair_coeff * * mlip Ni Cu",
+        "pair_style hybrid/overlay mlip model.pt coul/long 5 zbl 1.0 2.2 dispersion/d3 bj pbe 9.0 8.0",
+        "pair_coeff * * mlip Ni Cu", "pair_coeff * * coul/long",
         "pair_coeff 1 1 zbl 28 28", "pair_coeff 1 2 zbl 28 29", "pair_coeff 2 2 zbl 29 29",
         "pair_coeff * * dispersion/d3 Ni Cu", "neigh_modify one 2000 page 100000",
+        "pair_modify pair coul/long table 0", "kspace_style pppm 1e-08",
     ]
     lines = lammps_file(path).read_text().splitlines()
     assert lammps_file(path).name == "model.pt.lammps"
@@ -161,8 +163,9 @@ def test_lammps_overlay_export(tmp_path):
     np.testing.assert_allclose(atoms.get_forces(), eager.get_forces(), atol=1e-10)
     np.testing.assert_allclose(atoms.get_stress(), eager.get_stress(), atol=1e-12)
 
-    export_model(model, path, model_metadata(model))
+    export_model(model, path, model_metadata(model))  # D3 in the model: no overlay, no Coulomb path
     assert read_metadata(path)["lammps_overlay"] == []
+    assert read_metadata(path)["lammps_coulomb"] is None
     assert not lammps_file(path).exists()
 
 

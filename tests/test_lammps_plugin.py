@@ -59,7 +59,7 @@ def triclinic_cuni() -> Atoms:
 @dataclass(frozen=True)
 class Case:
     structure: str  # "ortho_cu" or "tri_cuni"
-    model: str  # "toy_short", "toy_long", "real_short" (mlip Potential + ZBL), "real_ewald" (charges + Ewald)
+    model: str  # "toy_short", "toy_long", "real_short" (mlip Potential + ZBL)
     newton: bool
     chunk: int = 0  # pair_style mlip ... chunk N (local atoms per model call); 0: the default
 
@@ -83,25 +83,22 @@ TOY_MODELS = ("toy_short", "toy_long")
 # short-range models with newton off also run in chunks of 20 local atoms (several per rank)
 CASES = [Case(s, m, nw, 20 if (m, nw) == ("toy_short", False) else 0)
          for s in ("ortho_cu", "tri_cuni") for m in TOY_MODELS for nw in (True, False)]
-CASES += [Case("tri_cuni", "real_short", True, 16), Case("tri_cuni", "real_ewald", False)]
+CASES += [Case("tri_cuni", "real_short", True, 16)]  # charge models: tests/test_lammps_coulomb.py
 NVE_CASES = [Case("tri_cuni", "toy_long", True), Case("ortho_cu", "toy_short", False, 20)]
 STRUCTURES = {"ortho_cu": ortho_cu, "tri_cuni": triclinic_cuni}
 
 
-def export_real_model(path: Path, elements: list[str], ewald: bool) -> None:
-    """An untrained mlip Potential (default descriptors; ZBL, or charges + Ewald) exported by mlip.export."""
+def export_real_model(path: Path, elements: list[str]) -> None:
+    """An untrained mlip Potential (default descriptors, ZBL) exported by mlip.export."""
     from fingerprints import DescriptorSet
     from fingerprints.descriptor_set import default_config
     from mlip.export import export_model, model_metadata
     from mlip.model import Potential
-    from mlip.physics.ewald import Ewald
     from mlip.physics.zbl import ZBL
 
     torch.manual_seed(0)
-    physics = [Ewald(1e-5)] if ewald else [ZBL(elements, 1.0, 2.0)]
     descriptors = DescriptorSet.from_config(default_config(elements), elements)
-    model = Potential(descriptors, elements, hidden=[16, 16], physics=physics,
-                      charges="network" if ewald else "none").double()
+    model = Potential(descriptors, elements, hidden=[16, 16], physics=[ZBL(elements, 1.0, 2.0)]).double()
     model.set_energy_reference(torch.linspace(-4.0, -3.5, len(elements), dtype=torch.float64), 0.7)
     export_model(model, path, model_metadata(model))
 
@@ -258,7 +255,7 @@ def workdir(tmp_path_factory, plugin) -> Path:
     for case in CASES:
         if case.model.startswith("real"):
             atoms = STRUCTURES[case.structure]()
-            export_real_model(case.model_file(path), model_elements(atoms), ewald=case.model == "real_ewald")
+            export_real_model(case.model_file(path), model_elements(atoms))
     return path
 
 

@@ -226,12 +226,15 @@ class Potential(torch.nn.Module):
         self.lattice_std.copy_(torch.where(std > 1e-12, std, torch.ones_like(std)))
 
     def _energies(self, data: Dict[str, Tensor], pos: Tensor, edge_vec: Tensor, cell: Tensor,
-                  total_charge: Tensor, n_local: int, lammps: bool = False) -> Dict[str, Tensor]:
+                  total_charge: Tensor, n_local: int, lammps: bool = False,
+                  short_range: bool = False) -> Dict[str, Tensor]:
         """``energy`` (B,) eV, ``atomic_energies`` (n_local,) eV and, for charge models,
         ``charges`` (n_local,) e, from the positions ``pos`` (N, 3) Å, edge vectors ``edge_vec``
         (E, 3) Å and ``cell`` (B, 3, 3) Å that the derivatives are taken through (strained, or
         leaves of the autograd graph); the other inputs come from ``data``. ``lammps``: leave out
-        the terms LAMMPS computes itself (``lammps_overlay``, set by ``mlip export``)."""
+        the terms LAMMPS computes itself (``lammps_overlay``, set by ``mlip export``).
+        ``short_range``: leave out the long-range terms too, and return the charges before the
+        total-charge shift (the LAMMPS Coulomb path, :meth:`lammps_charges`)."""
         species = data[keys.SPECIES]
         edge_index = data[keys.EDGE_INDEX]
         batch = data[keys.BATCH]
@@ -260,15 +263,16 @@ class Potential(torch.nn.Module):
         }
         results: Dict[str, Tensor] = {}
         for fixed in self.fixed_charges:
-            q = fixed(terms, n_local)
+            q = fixed.charge.to(out.dtype).index_select(0, local_species) if short_range \
+                else fixed(terms, n_local)
             terms[keys.CHARGES] = q
             results[keys.CHARGES] = q
         if self.network_charges:
-            q = enforce_total_charge(out[:, 1], batch[:n_local], total_charge)
+            q = out[:, 1] if short_range else enforce_total_charge(out[:, 1], batch[:n_local], total_charge)
             terms[keys.CHARGES] = q
             results[keys.CHARGES] = q
         for term in self.physics:
-            if not (lammps and term.lammps_overlay):
+            if not (lammps and term.lammps_overlay) and not (short_range and term.long_range):
                 atomic = atomic + term(terms, n_local)
 
         energy = torch.zeros(cell.shape[0], dtype=atomic.dtype, device=atomic.device)
@@ -360,16 +364,34 @@ class Potential(torch.nn.Module):
                 results[keys.STRESS] = stress_from_virial(virial, cell, data[keys.PBC])
         return results
 
+    def _edge_frame(self, positions: Tensor, species: Tensor, edge_index: Tensor, edge_shift: Tensor,
+                    cell: Tensor, pbc: Tensor) -> Dict[str, Tensor]:
+        """The batch dict of one frame of the deployed interface (``cell`` (3, 3), ``pbc`` (3,))."""
+        return {
+            keys.POSITIONS: positions,
+            keys.SPECIES: species,
+            keys.EDGE_INDEX: edge_index,
+            keys.EDGE_SHIFT: edge_shift,
+            keys.CELL: cell.unsqueeze(0),
+            keys.PBC: pbc.unsqueeze(0),
+            keys.BATCH: torch.zeros(positions.shape[0], dtype=torch.long, device=positions.device),
+        }
+
     def _compute_from_edges(self, data: Dict[str, Tensor], n_local: int,
-                            deviation: bool = False) -> Dict[str, Tensor]:
+                            potential: Optional[Tensor] = None, deviation: bool = False) -> Dict[str, Tensor]:
         """One frame of a short-range model, differentiated through the edge vectors only:
         its energy depends on positions only through r_ij = x_j − x_i + shift, so one autograd
         pass to ``edge_vec`` gives every derivative. Returns ``energy`` (1,) eV,
         ``atomic_energies`` (n_local,) eV, ``edge_forces`` F_e = −∂E/∂r_ij (E, 3) eV/Å (the
         force on j; −F_e acts on i), ``forces`` (N, 3) eV/Å (their sum on each atom),
         ``virial`` (1, 3, 3) eV = Σ_e r_ij ⊗ F_e (equal to −∂E/∂ε, the strain path of
-        :meth:`compute`) and, for charge models, ``charges``. With ``deviation``, a committee
-        also returns ``member_forces`` (K, N, 3) eV/Å, one backward pass per member."""
+        :meth:`compute`) and, for charge models, ``charges``.
+
+        With ``potential`` (n_local,) eV/e (the LAMMPS Coulomb path, :meth:`lammps_coulomb_forces`)
+        the model is taken without its long-range terms, and the derivatives are those of
+        E + Σ_i potential_i q_i with q_i the charges before the total-charge shift (the energy
+        and ``atomic_energies`` stay E's). With ``deviation``, a committee also returns
+        ``member_forces`` (K, N, 3) eV/Å, one backward pass per member."""
         positions = data[keys.POSITIONS].detach()
         edge_index = data[keys.EDGE_INDEX]
         cell = data[keys.CELL]
@@ -378,19 +400,56 @@ class Potential(torch.nn.Module):
         edge_vec = positions.index_select(0, dst) - positions.index_select(0, src) + data[keys.EDGE_SHIFT]
         edge_vec = edge_vec.detach().requires_grad_(True)
         total_charge = torch.zeros(1, dtype=positions.dtype, device=positions.device)
-        results = self._energies(data, positions, edge_vec, cell, total_charge, n_local, True)
+        results = self._energies(data, positions, edge_vec, cell, total_charge, n_local, True,
+                                 potential is not None)
+        target = results[keys.ENERGY].sum()
+        if potential is not None and keys.CHARGES in results:
+            target = target + (potential.to(positions.dtype) * results[keys.CHARGES]).sum()
         if deviation and self.committee > 1:
             member_edge = -member_gradients(results[keys.MEMBER_ENERGY], [edge_vec], False)[0]
             edge_forces = member_edge.mean(dim=0)
             results[keys.MEMBER_FORCES] = edge_member_forces(member_edge, edge_index, positions.shape[0])
         else:
-            g = torch.autograd.grad([results[keys.ENERGY].sum()], [edge_vec], allow_unused=True)[0]
+            g = torch.autograd.grad([target], [edge_vec], allow_unused=True)[0]
             edge_forces = -g if g is not None else torch.zeros_like(edge_vec)
         forces = torch.zeros_like(positions).index_add(0, dst, edge_forces).index_add(0, src, -edge_forces)
         results[keys.EDGE_FORCES] = edge_forces
         results[keys.FORCES] = forces
         results[keys.VIRIAL] = (edge_vec.detach().t() @ edge_forces).unsqueeze(0)
         return results
+
+    @torch.jit.export
+    def lammps_charges(self, positions: Tensor, species: Tensor, edge_index: Tensor, edge_shift: Tensor,
+                       cell: Tensor, pbc: Tensor, n_local: int) -> Dict[str, Tensor]:
+        """The LAMMPS Coulomb path, step 1 (docs/architecture.md): inputs as :meth:`forward`.
+        Without derivatives, returns ``atomic_energies`` (n_local,) eV of the model without its
+        long-range (and LAMMPS overlay) terms, ``charges`` (n_local,) e before the total-charge
+        shift, and ``extrapolation`` (n_local,)."""
+        data = self._edge_frame(positions, species, edge_index, edge_shift, cell, pbc)
+        with torch.no_grad():
+            edge_vec = positions.index_select(0, edge_index[1]) - positions.index_select(0, edge_index[0]) \
+                + edge_shift
+            total_charge = torch.zeros(1, dtype=positions.dtype, device=positions.device)
+            res = self._energies(data, positions, edge_vec, data[keys.CELL], total_charge, n_local,
+                                 True, True)
+        return {keys.ATOMIC_ENERGIES: res[keys.ATOMIC_ENERGIES], keys.CHARGES: res[keys.CHARGES],
+                keys.EXTRAPOLATION: res[keys.EXTRAPOLATION]}
+
+    @torch.jit.export
+    def lammps_coulomb_forces(self, positions: Tensor, species: Tensor, edge_index: Tensor,
+                              edge_shift: Tensor, cell: Tensor, pbc: Tensor, n_local: int, potential: Tensor,
+                              edge_forces: bool = False) -> Dict[str, Tensor]:
+        """The LAMMPS Coulomb path, step 2 (docs/architecture.md): ``potential`` (n_local,) eV/e
+        is ∂E_coul/∂q_i of each centre's charge before the total-charge shift (LAMMPS' φ_i minus
+        the mean φ over all atoms). Returns ``forces`` (N, 3) eV/Å, ``virial`` (3, 3) eV and, with
+        ``edge_forces``, ``edge_forces`` (E, 3) eV/Å of E_short + Σ_i potential_i q_i: the
+        model's forces without the fixed-charge Coulomb forces, which LAMMPS adds."""
+        data = self._edge_frame(positions, species, edge_index, edge_shift, cell, pbc)
+        res = self._compute_from_edges(data, n_local, potential)
+        out = {keys.FORCES: res[keys.FORCES], keys.VIRIAL: res[keys.VIRIAL][0]}
+        if edge_forces:
+            out[keys.EDGE_FORCES] = res[keys.EDGE_FORCES]
+        return out
 
     def forward(
         self,
@@ -417,15 +476,7 @@ class Potential(torch.nn.Module):
         ``member_energy`` (K,) eV and, with ``deviation``, ``member_forces`` (K, N, 3) eV/Å
         (:func:`~mlip.model.committee.deployed_outputs`).
         """
-        data: Dict[str, Tensor] = {
-            keys.POSITIONS: positions,
-            keys.SPECIES: species,
-            keys.EDGE_INDEX: edge_index,
-            keys.EDGE_SHIFT: edge_shift,
-            keys.CELL: cell.unsqueeze(0),
-            keys.PBC: pbc.unsqueeze(0),
-            keys.BATCH: torch.zeros(positions.shape[0], dtype=torch.long, device=positions.device),
-        }
+        data = self._edge_frame(positions, species, edge_index, edge_shift, cell, pbc)
         if self.long_range:
             if edge_forces:
                 raise RuntimeError("edge_forces: a long-range model's energy is not a function of its edges")

@@ -32,6 +32,11 @@ void *create_pair_mlip(void *lmp)
   return new LAMMPS_NS::PairMLIP(static_cast<LAMMPS_NS::LAMMPS *>(lmp));
 }
 
+void *create_fix_mlip_coulomb(void *lmp, int narg, char **arg)
+{
+  return new LAMMPS_NS::FixMLIPCoulomb(static_cast<LAMMPS_NS::LAMMPS *>(lmp), narg, arg);
+}
+
 }    // namespace
 
 extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
@@ -44,5 +49,11 @@ extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
   plugin.author = "mlip developers";
   plugin.creator.v1 = &create_pair_mlip;
   plugin.handle = handle;
+  reinterpret_cast<RegisterFunc>(regfunc)(&plugin, lmp);
+
+  plugin.style = "fix";
+  plugin.name = "mlip/coulomb";
+  plugin.info = "mlip Coulomb path: forces through the charges after kspace (created by pair_style mlip)";
+  plugin.creator.v2 = &create_fix_mlip_coulomb;
   reinterpret_cast<RegisterFunc>(regfunc)(&plugin, lmp);
 }

@@ -8,7 +8,10 @@
 #include "error.h"
 #include "force.h"
 #include "json.h"
+#include "kspace.h"
 #include "memory.h"
+#include "modify.h"
+#include "compute.h"
 #include "neigh_list.h"
 #include "neighbor.h"
 #include "platform.h"
@@ -68,6 +71,16 @@ void for_each_edge(Atom *atom, Error *error, NeighList *list, double cutoff, int
   }
 }
 
+// erfc(x) exp(x^2)-free form used by pair_style coul/long without tables (Abramowitz & Stegun
+// 7.1.26, |error| < 1.5e-7): the real-space potential must be that of the energy LAMMPS computes.
+double erfc_coul_long(double x)
+{
+  constexpr double P = 0.3275911, A1 = 0.254829592, A2 = -0.284496736, A3 = 1.421413741, A4 = -1.453152027,
+                   A5 = 1.061405429;
+  double t = 1.0 / (1.0 + P * x);
+  return t * (A1 + t * (A2 + t * (A3 + t * (A4 + t * A5)))) * std::exp(-x * x);
+}
+
 }    // namespace
 
 PairMLIP::PairMLIP(LAMMPS *lmp) : Pair(lmp)
@@ -81,10 +94,14 @@ PairMLIP::PairMLIP(LAMMPS *lmp) : Pair(lmp)
   // newton_pair off: ghost forces (3), per-atom virials (6) and centroid virials (9) go to
   // their owners through the reverse communication of this pair style
   comm_reverse_off = 3 + 6 + 9;
+  comm_reverse = 3 + 6 + 9;    // the Coulomb path's step 2 sends its ghost rows itself, newton on or off
+  comm_forward = 1;            // the Coulomb path: charges of ghost atoms
 }
 
 PairMLIP::~PairMLIP()
 {
+  if (copymode) return;
+  coulomb_teardown();
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
@@ -101,14 +118,19 @@ void PairMLIP::allocate()
     for (int j = 0; j < n; j++) setflag[i][j] = 0;
 }
 
-/* pair_style mlip <model.pt> [chunk N] [heap_pad MiB] */
+/* pair_style mlip <model.pt> [chunk N] [heap_pad MiB] [total_charge Q] */
 
 void PairMLIP::settings(int narg, char **arg)
 {
-  const char *usage = "expected 'pair_style mlip <model.pt> [chunk N] [heap_pad MiB]'";
+  const char *usage = "expected 'pair_style mlip <model.pt> [chunk N] [heap_pad MiB] [total_charge Q]'";
   if (narg < 1 || narg % 2 != 1) error->all(FLERR, "Illegal pair_style mlip command: {}", usage);
   chunk_ = DEFAULT_CHUNK;
+  total_charge_ = 0.0;
   for (int a = 1; a < narg; a += 2) {
+    if (strcmp(arg[a], "total_charge") == 0) {
+      total_charge_ = utils::numeric(FLERR, arg[a + 1], false, lmp);
+      continue;
+    }
     if (strcmp(arg[a], "chunk") == 0) {
       chunk_ = utils::inumeric(FLERR, arg[a + 1], false, lmp);
       if (chunk_ < 0) error->all(FLERR, "pair_style mlip: chunk must be >= 0 (0 = all local atoms at once)");
@@ -131,6 +153,10 @@ void PairMLIP::settings(int narg, char **arg)
                "this input uses 'units {}'",
                update->unit_style);
   load_model(arg[0]);
+  if (coulomb_)
+    coulomb_setup();
+  else
+    coulomb_teardown();
   // a new model may have other elements: pair_coeff must map the types again
   if (allocated)
     for (int i = 0; i <= atom->ntypes; i++)
@@ -165,6 +191,7 @@ void PairMLIP::load_model(const std::string &path)
     cutoff_ = meta.at("cutoff").get<double>();
     long_range_ = meta.at("long_range").get<bool>();
     overlay_ = meta.value("lammps_overlay", std::vector<std::string>{});
+    coulomb_ = meta.contains("lammps_coulomb") && !meta.at("lammps_coulomb").is_null();
     std::string dtype = meta.at("dtype").get<std::string>();
     if (dtype == "float64")
       dtype_ = torch::kFloat64;
@@ -243,8 +270,33 @@ void PairMLIP::coeff(int narg, char **arg)
 void PairMLIP::init_style()
 {
   if (!model_loaded_) error->all(FLERR, "pair_style mlip: no model loaded");
-  if (long_range_ && !atom->tag_enable)
+  if (long_range_ && !coulomb_ && !atom->tag_enable)
     error->all(FLERR, "pair_style mlip with a long-range model requires atom IDs");
+  // the Coulomb path: without LAMMPS' electrostatics the results would silently be short-range
+  if (coulomb_) {
+    if (!atom->q_flag)
+      error->all(FLERR,
+                 "pair_style mlip: model '{}' predicts charges for LAMMPS' electrostatics, which needs "
+                 "'atom_style charge' (or full); see '{}.lammps'",
+                 model_path_, model_path_);
+    if (force->pair_match("coul/long", 1) == nullptr)
+      error->all(FLERR,
+                 "pair_style mlip: model '{}' needs pair_style coul/long next to mlip for the real-space "
+                 "electrostatics of its charges: use the lines of '{}.lammps' (pair_style hybrid/overlay "
+                 "mlip ... coul/long ...)",
+                 model_path_, model_path_);
+    if (force->kspace == nullptr)
+      error->all(FLERR,
+                 "pair_style mlip: model '{}' needs a kspace_style for the long-range electrostatics of its "
+                 "charges: use the lines of '{}.lammps' (kspace_style pppm ...)",
+                 model_path_, model_path_);
+    int dim = 0;
+    auto *cut = static_cast<double *>(force->pair_match("coul/long", 1)->extract("cut_coul", dim));
+    if (cut == nullptr || *cut > cutoff_)
+      error->all(FLERR, "pair_style mlip: the coul/long cutoff must not exceed the model's cutoff {} Å", cutoff_);
+    if (modify->get_fix_by_id(FixMLIPCoulomb::ID) == nullptr)
+      error->all(FLERR, "pair_style mlip: fix {} (created by pair_style mlip) was deleted", FixMLIPCoulomb::ID);
+  }
   // an exported model may leave parameter-free terms (D3, ZBL) to LAMMPS' own pair styles:
   // without them in a hybrid/overlay the results would silently lack those terms
   for (const std::string &term : overlay_) {
@@ -267,7 +319,7 @@ double PairMLIP::init_one(int, int)
 void PairMLIP::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
-  if ((vflag_atom || cvflag_atom) && (long_range_ || !has_edge_forces_) && !warned_vatom_) {
+  if ((vflag_atom || cvflag_atom) && ((long_range_ && !coulomb_) || !has_edge_forces_) && !warned_vatom_) {
     if (comm->me == 0)
       error->warning(FLERR, "pair_style mlip: per-atom virials are zero: {}",
                      long_range_ ? "not computed for long-range models"
@@ -275,7 +327,9 @@ void PairMLIP::compute(int eflag, int vflag)
     warned_vatom_ = true;
   }
   if (margin_ >= 0.0) extrapolation_.assign(atom->nlocal, 0.0);
-  if (long_range_)
+  if (coulomb_)
+    compute_charges(atom->nlocal);
+  else if (long_range_)
     compute_gathered(atom->nlocal);
   else
     compute_short_range(atom->nlocal, atom->nlocal + atom->nghost);
@@ -364,7 +418,6 @@ void PairMLIP::check_extrapolation(int nlocal)
 
 void PairMLIP::compute_short_range(int nlocal, int nall)
 {
-  double **x = atom->x;
   int chunk = chunk_ > 0 ? chunk_ : std::max(nlocal, 1);
   bool edges = (vflag_atom || cvflag_atom) && has_edge_forces_;
   fbuf_.assign(3 * (size_t) nall, 0.0);
@@ -380,30 +433,9 @@ void PairMLIP::compute_short_range(int nlocal, int nall)
   for (int start = 0; start < nlocal; start += chunk) {
     int end = std::min(nlocal, start + chunk), m = end - start;
     std::vector<int> atoms;    // LAMMPS index of each atom of the call
-    atoms.reserve(4 * (size_t) m);
-    for (int i = start; i < end; i++) {
-      slot_[i] = atoms.size();
-      atoms.push_back(i);
-    }
     ModelInput in;
-    for_each_edge(atom, error, list, cutoff_, start, end, [&](int i, int j) {
-      if (slot_[j] < 0) {
-        slot_[j] = atoms.size();
-        atoms.push_back(j);
-      }
-      in.edges_i.push_back(slot_[i]);
-      in.edges_j.push_back(slot_[j]);
-    });
-    in.shifts.assign(3 * in.edges_i.size(), 0.0);
-    in.n_atoms = atoms.size();
-    in.n_local = m;
+    build_chunk(start, end, in, atoms);
     in.edge_forces = edges;
-    in.positions.resize(3 * atoms.size());
-    in.species.resize(atoms.size());
-    for (size_t q = 0; q < atoms.size(); q++) {
-      for (int d = 0; d < 3; d++) in.positions[3 * q + d] = x[atoms[q]][d];
-      in.species[q] = type_to_species_[atom->type[atoms[q]]];
-    }
 
     ModelOutput out;
     evaluate(in, out);
@@ -415,7 +447,8 @@ void PairMLIP::compute_short_range(int nlocal, int nall)
     if ((int) out.extrapolation.size() == m) std::copy(out.extrapolation.begin(), out.extrapolation.end(),
                                                       extrapolation_.begin() + start);
     if (vflag_global) tally_virial(out.virial, 1.0);
-    if (edges) tally_edge_virials(in, atoms, out.edge_forces);
+    if (edges) tally_edge_virials(in, atoms, out.edge_forces, vflag_atom ? vatom : nullptr,
+                                  cvflag_atom ? cvatom : nullptr);
     for (int k : atoms) slot_[k] = -1;
   }
 
@@ -429,6 +462,38 @@ void PairMLIP::compute_short_range(int nlocal, int nall)
     comm->reverse_comm(this);
     for (int i = 0; i < nlocal; i++)
       for (int d = 0; d < 3; d++) f[i][d] += fbuf_[3 * i + d];
+  }
+}
+
+/* One model call's inputs: the local atoms [start, end) as centres, then the other atoms (local
+   or ghost) that their edges reach, in the order the neighbour list meets them (slot_ maps a
+   LAMMPS index to its place in the call; the caller resets it), edge shifts zero. */
+
+void PairMLIP::build_chunk(int start, int end, ModelInput &in, std::vector<int> &atoms)
+{
+  double **x = atom->x;
+  int m = end - start;
+  atoms.reserve(4 * (size_t) m);
+  for (int i = start; i < end; i++) {
+    slot_[i] = atoms.size();
+    atoms.push_back(i);
+  }
+  for_each_edge(atom, error, list, cutoff_, start, end, [&](int i, int j) {
+    if (slot_[j] < 0) {
+      slot_[j] = atoms.size();
+      atoms.push_back(j);
+    }
+    in.edges_i.push_back(slot_[i]);
+    in.edges_j.push_back(slot_[j]);
+  });
+  in.shifts.assign(3 * in.edges_i.size(), 0.0);
+  in.n_atoms = atoms.size();
+  in.n_local = m;
+  in.positions.resize(3 * atoms.size());
+  in.species.resize(atoms.size());
+  for (size_t q = 0; q < atoms.size(); q++) {
+    for (int d = 0; d < 3; d++) in.positions[3 * q + d] = x[atoms[q]][d];
+    in.species[q] = type_to_species_[atom->type[atoms[q]]];
   }
 }
 
@@ -447,24 +512,24 @@ void PairMLIP::compute_short_range(int nlocal, int nall)
      heat/flux with pe/atom gives the heat current of the per-atom energies E_i exactly. */
 
 void PairMLIP::tally_edge_virials(const ModelInput &in, const std::vector<int> &atoms,
-                                  const std::vector<double> &edge_forces)
+                                  const std::vector<double> &edge_forces, double **vat, double **cvat)
 {
   double **x = atom->x;
   for (size_t e = 0; e < in.edges_i.size(); e++) {
     int i = atoms[in.edges_i[e]], j = atoms[in.edges_j[e]];
     const double *fe = &edge_forces[3 * e];
     double r[3] = {x[j][0] - x[i][0], x[j][1] - x[i][1], x[j][2] - x[i][2]};
-    if (vflag_atom) {
+    if (vat) {
       double v[6] = {r[0] * fe[0], r[1] * fe[1], r[2] * fe[2], r[0] * fe[1], r[0] * fe[2], r[1] * fe[2]};
       for (int c = 0; c < 6; c++) {
-        vatom[i][c] += 0.5 * v[c];
-        vatom[j][c] += 0.5 * v[c];
+        vat[i][c] += 0.5 * v[c];
+        vat[j][c] += 0.5 * v[c];
       }
     }
-    if (cvflag_atom) {
+    if (cvat) {
       double v[9] = {r[0] * fe[0], r[1] * fe[1], r[2] * fe[2], r[0] * fe[1], r[0] * fe[2],
                      r[1] * fe[2], r[1] * fe[0], r[2] * fe[0], r[2] * fe[1]};
-      for (int c = 0; c < 9; c++) cvatom[j][c] += v[c];
+      for (int c = 0; c < 9; c++) cvat[j][c] += v[c];
     }
   }
 }
@@ -561,7 +626,7 @@ void PairMLIP::compute_gathered(int nlocal)
   if (vflag_global) tally_virial(out.virial, 1.0 / nprocs);
 }
 
-void PairMLIP::evaluate(const ModelInput &in, ModelOutput &out)
+void PairMLIP::evaluate(const ModelInput &in, ModelOutput &out, Call call)
 {
   int64_t n = in.n_atoms, nedge = in.edges_i.size();
   auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
@@ -580,28 +645,46 @@ void PairMLIP::evaluate(const ModelInput &in, ModelOutput &out)
                                      (bool) domain->zperiodic});
 
   std::vector<double> w;
+  bool want_energy = call != Call::COULOMB_FORCES, want_forces = call != Call::CHARGES;
   try {
     std::vector<torch::jit::IValue> args{pos, species, edge_index, shifts, cell, pbc, in.n_local};
-    if (in.edge_forces) args.emplace_back(true);
-    auto result = model_.forward(args).toGenericDict();
-    out.energy = result.at("energy").toTensor().to(torch::kFloat64).item<double>();
-    out.atomic_energies = to_doubles(result.at("atomic_energies").toTensor());
-    out.forces = to_doubles(result.at("forces").toTensor());
-    w = to_doubles(result.at("virial").toTensor());
+    if (call == Call::FORWARD && in.edge_forces) args.emplace_back(true);
+    if (call == Call::COULOMB_FORCES) {
+      args.emplace_back(torch::from_blob((void *) in.potential.data(), {in.n_local}, f64).to(dtype_, false, true));
+      args.emplace_back(in.edge_forces);
+    }
+    auto result = (call == Call::FORWARD ? model_.forward(args)
+                   : call == Call::CHARGES ? model_.get_method("lammps_charges")(args)
+                                           : model_.get_method("lammps_coulomb_forces")(args))
+                      .toGenericDict();
+    if (call == Call::FORWARD) out.energy = result.at("energy").toTensor().to(torch::kFloat64).item<double>();
+    if (want_energy) out.atomic_energies = to_doubles(result.at("atomic_energies").toTensor());
+    if (call == Call::CHARGES) out.charges = to_doubles(result.at("charges").toTensor());
+    if (want_forces) {
+      out.forces = to_doubles(result.at("forces").toTensor());
+      w = to_doubles(result.at("virial").toTensor());
+    }
     if (in.edge_forces) out.edge_forces = to_doubles(result.at("edge_forces").toTensor());
-    if (margin_ >= 0.0 && result.contains("extrapolation"))
+    if (want_energy && margin_ >= 0.0 && result.contains("extrapolation"))
       out.extrapolation = to_doubles(result.at("extrapolation").toTensor());
   } catch (const std::exception &e) {
     error->one(FLERR, "pair_style mlip: evaluating model '{}' failed: {}", model_path_, short_message(e.what()));
   }
-  if ((int64_t) out.atomic_energies.size() != in.n_local || (int64_t) out.forces.size() != 3 * n ||
-      w.size() != 9 || (in.edge_forces && (int64_t) out.edge_forces.size() != 3 * nedge))
+  if ((want_energy && (int64_t) out.atomic_energies.size() != in.n_local) ||
+      (call == Call::CHARGES && (int64_t) out.charges.size() != in.n_local) ||
+      (want_forces && ((int64_t) out.forces.size() != 3 * n || w.size() != 9)) ||
+      (in.edge_forces && (int64_t) out.edge_forces.size() != 3 * nedge))
     error->one(FLERR,
-               "pair_style mlip: model '{}' returned atomic_energies, forces, virial or edge_forces of a "
-               "wrong shape",
+               "pair_style mlip: model '{}' returned atomic_energies, charges, forces, virial or edge_forces "
+               "of a wrong shape",
                model_path_);
-  for (int a = 0; a < 3; a++)
-    for (int b = 0; b < 3; b++) out.virial[a][b] = w[3 * a + b];
+  if (call == Call::CHARGES) {    // energy of the centres: the sum of their atomic energies
+    out.energy = 0.0;
+    for (double e : out.atomic_energies) out.energy += e;
+  }
+  if (want_forces)
+    for (int a = 0; a < 3; a++)
+      for (int b = 0; b < 3; b++) out.virial[a][b] = w[3 * a + b];
 }
 
 /* LAMMPS' virial (xx, yy, zz, xy, xz, yz) is sum_i x_i f_i, which equals the model's
@@ -617,7 +700,8 @@ void PairMLIP::tally_virial(const double w[3][3], double scale)
   virial[5] += scale * w[1][2];
 }
 
-/* newton_pair off: ghost rows of the force buffer and, when tallied, of vatom and cvatom */
+/* Ghost rows to their owners: the force buffer and, when tallied, the per-atom virials (vatom
+   and cvatom with newton_pair off; the Coulomb path's step-2 buffers always) */
 
 int PairMLIP::pack_reverse_comm(int n, int first, double *buf)
 {
@@ -628,6 +712,10 @@ int PairMLIP::pack_reverse_comm(int n, int first, double *buf)
       for (int k = 0; k < 6; k++) buf[m++] = vatom[i][k];
     if (comm_cvatom_)
       for (int k = 0; k < 9; k++) buf[m++] = cvatom[i][k];
+    if (comm_vbuf_)
+      for (int k = 0; k < 6; k++) buf[m++] = vbuf_[6 * i + k];
+    if (comm_cvbuf_)
+      for (int k = 0; k < 9; k++) buf[m++] = cvbuf_[9 * i + k];
   }
   return m;
 }
@@ -642,10 +730,238 @@ void PairMLIP::unpack_reverse_comm(int n, int *list, double *buf)
       for (int k = 0; k < 6; k++) vatom[j][k] += buf[m++];
     if (comm_cvatom_)
       for (int k = 0; k < 9; k++) cvatom[j][k] += buf[m++];
+    if (comm_vbuf_)
+      for (int k = 0; k < 6; k++) vbuf_[6 * j + k] += buf[m++];
+    if (comm_cvbuf_)
+      for (int k = 0; k < 9; k++) cvbuf_[9 * j + k] += buf[m++];
   }
+}
+
+/* The Coulomb path: charges of the ghost atoms */
+
+int PairMLIP::pack_forward_comm(int n, int *list, double *buf, int, int *)
+{
+  for (int i = 0; i < n; i++) buf[i] = atom->q[list[i]];
+  return n;
+}
+
+void PairMLIP::unpack_forward_comm(int n, int first, double *buf)
+{
+  for (int i = 0; i < n; i++) atom->q[first + i] = buf[i];
+}
+
+/* ----------------------------------------------------------------------
+   The Coulomb path (metadata lammps_coulomb; README.md, "The Coulomb path").
+   Total energy E = E_short(x) + E_coul(q(x), x), with q_i = r_i - (sum_j r_j - Q) / N the raw
+   charges r_i of the model shifted to the total charge Q (pair_style keyword total_charge).
+   Step 1 (pair compute): the model's E_short and r_i, chunk by chunk, without derivatives; the
+     charges go into atom->q (ghosts by forward communication) for coul/long and kspace, which
+     then compute E_coul and its fixed-charge forces and virial.
+   Step 2 (fix mlip/coulomb, pre_reverse, after kspace): phi_i = dE_coul/dq_i, the real-space
+     part from the neighbour list, the k-space part from kspace's per-atom energies
+     (eatom_i = q_i phi_i^k / 2, self and background terms included); dE/dr_i = phi_i - mean(phi).
+     The model's derivatives of E_short + sum_i (phi_i - mean phi) r_i (phi fixed) through its
+     edges give the remaining forces, the virial and the per-atom virials.
+   ---------------------------------------------------------------------- */
+
+void PairMLIP::compute_charges(int nlocal)
+{
+  int nall = nlocal + atom->nghost;
+  int chunk = chunk_ > 0 ? chunk_ : std::max(nlocal, 1);
+  slot_.assign(nall, -1);
+  qraw_.assign(nlocal, 0.0);
+  for (int start = 0; start < nlocal; start += chunk) {
+    int end = std::min(nlocal, start + chunk), m = end - start;
+    std::vector<int> atoms;
+    ModelInput in;
+    build_chunk(start, end, in, atoms);
+    ModelOutput out;
+    evaluate(in, out, Call::CHARGES);
+    if (eflag_global) eng_vdwl += out.energy;
+    if (eflag_atom)
+      for (int q = 0; q < m; q++) eatom[start + q] += out.atomic_energies[q];
+    if ((int) out.extrapolation.size() == m)
+      std::copy(out.extrapolation.begin(), out.extrapolation.end(), extrapolation_.begin() + start);
+    std::copy(out.charges.begin(), out.charges.end(), qraw_.begin() + start);
+    for (int k : atoms) slot_[k] = -1;
+  }
+  double mine[2] = {0.0, (double) nlocal}, all[2];
+  for (int i = 0; i < nlocal; i++) mine[0] += qraw_[i];
+  MPI_Allreduce(mine, all, 2, MPI_DOUBLE, MPI_SUM, world);
+  double shift = (all[0] - total_charge_) / all[1];
+  for (int i = 0; i < nlocal; i++) atom->q[i] = qraw_[i] - shift;
+  comm->forward_comm(this);
+  force->kspace->qsum_qsq(0);    // kspace's self and background energies follow the new charges
+}
+
+/* phi_i = dE_coul/dq_i (eV/e) of the local atoms: coul/long's real-space sum over the neighbour
+   list (its erfc, its cutoff) plus kspace's 2 eatom_i / q_i. */
+
+void PairMLIP::coulomb_potential(int nlocal, std::vector<double> &phi)
+{
+  if (update->eflag_atom != update->ntimestep || force->kspace->eatom == nullptr)
+    error->all(FLERR, "pair_style mlip: kspace did not compute per-atom energies on step {} (needed by the "
+                      "Coulomb path; fix {} requests them)", update->ntimestep, FixMLIPCoulomb::ID);
+  int dim = 0;
+  double cut = *static_cast<double *>(force->pair_match("coul/long", 1)->extract("cut_coul", dim));
+  double g = force->kspace->g_ewald, qqrd2e = force->qqrd2e, *q = atom->q, **x = atom->x;
+  const double *ek = force->kspace->eatom;
+  phi.assign(nlocal, 0.0);
+  for (int i = 0; i < nlocal; i++) phi[i] = q[i] != 0.0 ? 2.0 * ek[i] / q[i] : 0.0;
+  for_each_edge(atom, error, list, cut, 0, nlocal, [&](int i, int j) {
+    double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+    double r = std::sqrt(dx * dx + dy * dy + dz * dz);
+    phi[i] += qqrd2e * q[j] * erfc_coul_long(g * r) / r;
+  });
+}
+
+void PairMLIP::coulomb_forces(FixMLIPCoulomb *fix)
+{
+  int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  std::vector<double> phi;
+  coulomb_potential(nlocal, phi);
+  double mine[2] = {0.0, (double) nlocal}, all[2];
+  for (int i = 0; i < nlocal; i++) mine[0] += phi[i];
+  MPI_Allreduce(mine, all, 2, MPI_DOUBLE, MPI_SUM, world);
+  double mean = all[0] / all[1];
+
+  bool vat = fix->tally_atom(), cvat = fix->tally_centroid(), edges = vat || cvat;
+  fbuf_.assign(3 * (size_t) nall, 0.0);
+  vbuf_.assign(vat ? 6 * (size_t) nall : 0, 0.0);
+  cvbuf_.assign(cvat ? 9 * (size_t) nall : 0, 0.0);
+  std::vector<double *> vrows(vat ? nall : 0), cvrows(cvat ? nall : 0);
+  for (int k = 0; vat && k < nall; k++) vrows[k] = &vbuf_[6 * (size_t) k];
+  for (int k = 0; cvat && k < nall; k++) cvrows[k] = &cvbuf_[9 * (size_t) k];
+  slot_.assign(nall, -1);
+  int chunk = chunk_ > 0 ? chunk_ : std::max(nlocal, 1);
+  for (int start = 0; start < nlocal; start += chunk) {
+    int end = std::min(nlocal, start + chunk);
+    std::vector<int> atoms;
+    ModelInput in;
+    build_chunk(start, end, in, atoms);
+    in.edge_forces = edges;
+    in.potential.assign(phi.begin() + start, phi.begin() + end);
+    for (double &p : in.potential) p -= mean;
+    ModelOutput out;
+    evaluate(in, out, Call::COULOMB_FORCES);
+    for (size_t a = 0; a < atoms.size(); a++)
+      for (int d = 0; d < 3; d++) fbuf_[3 * atoms[a] + d] += out.forces[3 * a + d];
+    if (fix->tally_global()) {
+      const double w[6] = {out.virial[0][0], out.virial[1][1], out.virial[2][2],
+                           out.virial[0][1], out.virial[0][2], out.virial[1][2]};
+      for (int c = 0; c < 6; c++) fix->virial[c] += w[c];
+    }
+    if (edges)
+      tally_edge_virials(in, atoms, out.edge_forces, vat ? vrows.data() : nullptr, cvat ? cvrows.data() : nullptr);
+    for (int k : atoms) slot_[k] = -1;
+  }
+  comm_vatom_ = comm_cvatom_ = false;
+  comm_vbuf_ = vat;
+  comm_cvbuf_ = cvat;
+  comm->reverse_comm(this);
+  comm_vbuf_ = comm_cvbuf_ = false;
+  double **f = atom->f;
+  for (int i = 0; i < nlocal; i++) {
+    for (int d = 0; d < 3; d++) f[i][d] += fbuf_[3 * i + d];
+    if (vat)
+      for (int c = 0; c < 6; c++) fix->vatom[i][c] += vbuf_[6 * (size_t) i + c];
+    if (cvat)
+      for (int c = 0; c < 9; c++) fix->cvatom[i][c] += cvbuf_[9 * (size_t) i + c];
+  }
+}
+
+void PairMLIP::coulomb_setup()
+{
+  if (modify->get_compute_by_id(FixMLIPCoulomb::PE_ID) == nullptr)
+    modify->add_compute(fmt::format("{} all pe/atom", FixMLIPCoulomb::PE_ID));
+  if (modify->get_fix_by_id(FixMLIPCoulomb::ID) == nullptr)
+    modify->add_fix(fmt::format("{} all mlip/coulomb", FixMLIPCoulomb::ID));
+}
+
+void PairMLIP::coulomb_teardown()
+{
+  if (modify == nullptr) return;
+  if (modify->get_fix_by_id(FixMLIPCoulomb::ID)) modify->delete_fix(FixMLIPCoulomb::ID);
+  if (modify->get_compute_by_id(FixMLIPCoulomb::PE_ID)) modify->delete_compute(FixMLIPCoulomb::PE_ID);
 }
 
 double PairMLIP::memory_usage()
 {
-  return Pair::memory_usage() + fbuf_.capacity() * sizeof(double) + slot_.capacity() * sizeof(int);
+  return Pair::memory_usage() +
+      (fbuf_.capacity() + qraw_.capacity() + vbuf_.capacity() + cvbuf_.capacity()) * sizeof(double) +
+      slot_.capacity() * sizeof(int);
+}
+
+/* ---------------------------------------------------------------------- */
+
+const char *const FixMLIPCoulomb::ID = "MLIP_COULOMB";
+const char *const FixMLIPCoulomb::PE_ID = "MLIP_COULOMB_PE";
+
+FixMLIPCoulomb::FixMLIPCoulomb(LAMMPS *lmp, int narg, char **arg) : Fix(lmp, narg, arg)
+{
+  if (narg != 3) error->all(FLERR, "fix mlip/coulomb takes no arguments (pair_style mlip creates it)");
+  nevery = 1;
+  virial_global_flag = virial_peratom_flag = 1;
+  thermo_virial = 1;
+  centroidstressflag = CENTROID_AVAIL;
+}
+
+int FixMLIPCoulomb::setmask()
+{
+  return FixConst::PRE_REVERSE | FixConst::MIN_PRE_REVERSE | FixConst::END_OF_STEP;
+}
+
+void FixMLIPCoulomb::init()
+{
+  pair_ = dynamic_cast<PairMLIP *>(force->pair_match("mlip", 1));
+  if (pair_ == nullptr) error->all(FLERR, "fix mlip/coulomb needs pair_style mlip (which creates it)");
+  request_peratom_energy(update->ntimestep);
+}
+
+/* kspace's per-atom energies give phi_i: LAMMPS tallies per-atom energies on the steps that a
+   compute with per-atom energy asks for, so this fix's compute pe/atom asks for every step. */
+
+void FixMLIPCoulomb::request_peratom_energy(bigint step)
+{
+  Compute *pe = modify->get_compute_by_id(PE_ID);
+  if (pe == nullptr) error->all(FLERR, "fix mlip/coulomb: compute {} (created by pair_style mlip) was deleted", PE_ID);
+  pe->addstep(step);
+}
+
+void FixMLIPCoulomb::setup(int)
+{
+  request_peratom_energy(update->ntimestep + 1);
+}
+
+void FixMLIPCoulomb::min_setup(int)
+{
+  request_peratom_energy(update->ntimestep + 1);
+}
+
+void FixMLIPCoulomb::end_of_step()
+{
+  request_peratom_energy(update->ntimestep + 1);
+}
+
+void FixMLIPCoulomb::feed_back(int vflag)
+{
+  v_init(vflag);
+  pair_->coulomb_forces(this);
+}
+
+void FixMLIPCoulomb::setup_pre_reverse(int, int vflag)
+{
+  feed_back(vflag);
+}
+
+void FixMLIPCoulomb::pre_reverse(int, int vflag)
+{
+  feed_back(vflag);
+}
+
+void FixMLIPCoulomb::min_pre_reverse(int, int vflag)
+{
+  request_peratom_energy(update->ntimestep);
+  request_peratom_energy(update->ntimestep + 1);
+  feed_back(vflag);
 }

@@ -3,13 +3,18 @@
 // The model contract (inputs, outputs, metadata) is documented in docs/architecture.md.
 // Short-range models run with ordinary domain decomposition: each rank passes its local
 // atoms in chunks, each chunk with the neighbours (local or ghost) that its edges reach;
-// per-atom virials come from the model's edge forces. Long-range models
-// (metadata "long_range": true) see the whole periodic system: every rank gathers all
-// atoms and all edges and evaluates the model on the full system (see README.md, "Cost").
+// per-atom virials come from the model's edge forces. Charge models whose long range is
+// Ewald (metadata "lammps_coulomb") stay domain-decomposed: pair_style mlip sets each atom's
+// charge, LAMMPS' coul/long + kspace compute the electrostatics, and fix mlip/coulomb (created
+// by the pair style) feeds the potential phi_i = dE/dq_i back to the model after kspace (see
+// README.md, "The Coulomb path"). Other long-range models (metadata "long_range": true) see
+// the whole periodic system: every rank gathers all atoms and all edges and evaluates the model
+// on the full system (see README.md, "Cost").
 
 #ifndef MLIP_PAIR_MLIP_H
 #define MLIP_PAIR_MLIP_H
 
+#include "fix.h"
 #include "pair.h"
 
 #include <torch/script.h>
@@ -31,9 +36,14 @@ class PairMLIP : public Pair {
   void coeff(int, char **) override;
   void init_style() override;
   double init_one(int, int) override;
+  int pack_forward_comm(int, int *, double *, int, int *) override;
+  void unpack_forward_comm(int, int, double *) override;
   int pack_reverse_comm(int, int, double *) override;
   void unpack_reverse_comm(int, int *, double *) override;
   double memory_usage() override;
+
+  // the Coulomb path, step 2 (called by fix mlip/coulomb after kspace): forces through the charges
+  void coulomb_forces(class FixMLIPCoulomb *fix);
 
  private:
   struct ModelInput {
@@ -44,6 +54,7 @@ class PairMLIP : public Pair {
     int64_t n_atoms = 0;
     int64_t n_local = 0;
     bool edge_forces = false;         // ask the model for its edge forces
+    std::vector<double> potential;    // (n_local,) eV/e, the Coulomb path's step 2
   };
   struct ModelOutput {
     double energy = 0.0;
@@ -52,17 +63,24 @@ class PairMLIP : public Pair {
     double virial[3][3];                    // eV, -dE/dstrain
     std::vector<double> edge_forces;        // (E, 3) eV/Å, F_e = -dE/dr_ij, when asked for
     std::vector<double> extrapolation;      // (n_local,) features outside the training range, if given
+    std::vector<double> charges;            // (n_local,) e before the total-charge shift (Coulomb path)
   };
+  enum class Call { FORWARD, CHARGES, COULOMB_FORCES };    // model method of a call
 
   void load_model(const std::string &path);
   void allocate();
   void compute_short_range(int nlocal, int nall);
   void compute_gathered(int nlocal);
-  void evaluate(const ModelInput &in, ModelOutput &out);
+  void compute_charges(int nlocal);
+  void build_chunk(int start, int end, ModelInput &in, std::vector<int> &atoms);
+  void evaluate(const ModelInput &in, ModelOutput &out, Call call = Call::FORWARD);
   void tally_virial(const double w[3][3], double scale);
   void check_extrapolation(int nlocal);
   void tally_edge_virials(const ModelInput &in, const std::vector<int> &atoms,
-                          const std::vector<double> &edge_forces);
+                          const std::vector<double> &edge_forces, double **vat, double **cvat);
+  void coulomb_setup();
+  void coulomb_teardown();
+  void coulomb_potential(int nlocal, std::vector<double> &phi);
 
   torch::jit::Module model_;
   torch::Dtype dtype_ = torch::kFloat64;
@@ -92,6 +110,42 @@ class PairMLIP : public Pair {
   int pair_warnings_left_ = MAX_WARNINGS, atom_warnings_left_ = MAX_WARNINGS;
   std::vector<double> fbuf_;                // (nall, 3) forces of this step (local + ghost)
   std::vector<int> slot_;                   // (nall) atom's index in the current model call, -1: absent
+
+  // The Coulomb path (metadata lammps_coulomb; README.md, "The Coulomb path")
+  bool coulomb_ = false;
+  double total_charge_ = 0.0;               // e, pair_style keyword total_charge
+  std::vector<double> qraw_;                // (nlocal) charges before the total-charge shift
+  std::vector<double> vbuf_, cvbuf_;        // (nall, 6), (nall, 9) per-atom virials of step 2
+  bool comm_fbuf_only_ = false;             // reverse comm of step 2: which buffers travel
+  bool comm_vbuf_ = false, comm_cvbuf_ = false;
+};
+
+// Created by pair_style mlip for a Coulomb-path model: after kspace (pre_reverse) it calls
+// PairMLIP::coulomb_forces, and it makes LAMMPS tally per-atom energies on every step (kspace's
+// per-atom energies give phi_i). Its virial is the model's virial through the charges.
+class FixMLIPCoulomb : public Fix {
+ public:
+  FixMLIPCoulomb(class LAMMPS *, int, char **);
+  int setmask() override;
+  void init() override;
+  void setup(int) override;
+  void setup_pre_reverse(int, int) override;
+  void pre_reverse(int, int) override;
+  void min_pre_reverse(int, int) override;
+  void end_of_step() override;
+  void min_setup(int) override;
+
+  bool tally_global() const { return vflag_global; }     // this step's virial requests
+  bool tally_atom() const { return vflag_atom; }
+  bool tally_centroid() const { return cvflag_atom; }
+
+  static const char *const ID;        // its fix ID
+  static const char *const PE_ID;     // its compute pe/atom's ID
+
+ private:
+  PairMLIP *pair_ = nullptr;
+  void request_peratom_energy(bigint step);
+  void feed_back(int vflag);
 };
 
 }    // namespace LAMMPS_NS
