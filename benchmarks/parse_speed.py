@@ -6,10 +6,16 @@ then reads it completely with ``list(parsers.read(path, types={1: "Cu"}))``,
 with the dump reader alone (``parsers.lammps_dump.read_lammps_dump``, without
 the checks parsers.read adds to each Frame) and with ``ase.io.read(path,
 format="lammps-dump-text", index=":")``: each read in a child process of its
-own, the three readers taking turns, ``--repeats`` rounds. Each child reports
-wall clock and CPU time, and its peak memory: the growth of its peak resident
-set size (``VmHWM``) during the read, after imports (all readers keep every
-frame, as a training set build does).
+own, the readers taking turns, ``--repeats`` rounds. Each child reports wall
+clock and CPU time, and its peak memory: the growth of its peak resident set
+size (``VmHWM``) during the read, after imports (all readers keep every frame,
+as a training set build does).
+
+The fourth reader, ``pandas``, is the floor of a reader built on pandas: one
+call of pandas' C reader over the whole file (the dump reader's options), the
+header lines skipped by their line numbers (known in advance for the dumps
+this script writes), tables of ``BATCH_LINES`` rows dropped once parsed; no
+headers are read and no frames built.
 
 The last line printed is one JSON object: per reader the median wall and CPU
 seconds (and every run's wall seconds), the throughput in MB/s (MB = 10⁶
@@ -33,11 +39,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 BYTES_PER_ATOM_LINE = 145  # measured for these columns at %.17g
 SIZE = 10  # fcc cells per edge, by default: 4000 atoms
-READERS = ("parsers", "reader", "ase")
+READERS = ("parsers", "reader", "ase", "pandas")
 
 
 def _peak_rss() -> int:
@@ -48,11 +55,42 @@ def _peak_rss() -> int:
     return int(kib) * 1024
 
 
+def _pandas_reader(path: str) -> Callable[[], list]:
+    """The floor: a function that reads all atom lines of ``path`` (a dump whose headers are 9
+    lines and whose frames have one atom count, as this script writes them) with one call of
+    pandas' C reader over the file, the header lines skipped by line number, a table of the
+    whole frames in about BATCH_LINES rows at a time, each dropped once parsed (the dump
+    reader's options); it returns one table per frame, all empty but the last, (n, 9). The line
+    numbers are counted here, before the clock starts."""
+    import numpy as np
+    import pandas as pd
+
+    from parsers.lammps_dump import _READ_CSV, BATCH_LINES
+
+    n_frames, n_atoms = _count_frames(Path(path))
+    headers = {k * (9 + n_atoms) + j for k in range(n_frames) for j in range(9)}
+    rows_per_table = max(1, BATCH_LINES // n_atoms) * n_atoms
+
+    def read() -> list:
+        rows = 0
+        for table in pd.read_csv(path, sep=" ", dtype=np.float64, skiprows=headers, chunksize=rows_per_table,
+                                 **_READ_CSV):
+            values = table.to_numpy(np.float64)
+            rows += len(values)
+        tables = [np.empty((0, values.shape[1])) for _ in range(rows // n_atoms)]
+        tables[-1] = values[-n_atoms:]
+        return tables
+
+    return read
+
+
 def _child(reader: str, path: str) -> None:
     """Read the whole file with ``reader`` (one of READERS) and print its measurements as JSON."""
     import numpy as np
 
-    if reader == "parsers":
+    if reader == "pandas":
+        read = _pandas_reader(path)
+    elif reader == "parsers":
         import parsers
 
         def read() -> list:
@@ -73,8 +111,11 @@ def _child(reader: str, path: str) -> None:
     frames = read()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     last = frames[-1]
-    positions = last.get_positions() if reader == "ase" else last.positions
-    forces = last.get_forces() if reader == "ase" else last.forces
+    if reader == "pandas":
+        positions, forces = last[:, 2:5], last[:, 5:8]
+    else:
+        positions = last.get_positions() if reader == "ase" else last.positions
+        forces = last.get_forces() if reader == "ase" else last.forces
     print(json.dumps({
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,
@@ -157,7 +198,7 @@ def main() -> None:
             "peak_memory_mb": round(peak / 1e6, 1),
             "peak_memory_over_file": round(peak / size, 2),
         }
-    for reader in ("parsers", "reader"):
+    for reader in ("parsers", "reader", "pandas"):
         result[f"{reader}_speedup_vs_ase"] = round(result["ase"]["s"] / result[reader]["s"], 2)
         result[f"{reader}_speedup_vs_ase_cpu"] = round(result["ase"]["cpu_s"] / result[reader]["cpu_s"], 2)
         result[f"{reader}_speedup_vs_ase_per_round"] = [
