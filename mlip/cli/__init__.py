@@ -54,6 +54,6 @@ def main() -> None:
 
 
 # Subcommand modules register themselves on import; add one name per module.
-COMMAND_MODULES = ["data", "models", "train", "config", "lammps", "demo", "interop"]
+COMMAND_MODULES = ["data", "models", "train", "config", "lammps", "demo", "interop", "uncertainty"]
 for _name in COMMAND_MODULES:
     importlib.import_module(f"mlip.cli.{_name}")

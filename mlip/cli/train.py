@@ -37,10 +37,13 @@ from mlip.cli.options import data_options
               help="Override any config key, e.g. --set train.lr=1e-3 (YAML value).")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False),
               help="Continue the run in this directory from its last checkpoint.")
+@click.option("--init", "init", type=click.Path(exists=True, file_okay=False),
+              help="Start from this run's model: its weights, normalisation and reference energies (and its "
+                   "model settings); new elements in SOURCES get fresh networks (train.init).")
 @click.option("--ddp", is_flag=True, help="Distributed data parallel (launch with torchrun).")
 @data_options
 def train(sources: tuple[str, ...], config_path: str | None, resume: str | None, ddp: bool, force: bool,
-          sets: tuple[str, ...], read_options: dict[str, Any], **flags: Any) -> None:
+          sets: tuple[str, ...], read_options: dict[str, Any], init: str | None, **flags: Any) -> None:
     """Train a potential on SOURCES (dump files, folders, extxyz, ... or a data.h5).
 
     The config and the data are checked before anything is written. A run's saved
@@ -60,6 +63,7 @@ def train(sources: tuple[str, ...], config_path: str | None, resume: str | None,
       mlip train dumps/ --types 1=Y --epochs 300 --out runs/yttrium
       mlip train --resume runs/yttrium
       mlip train --config runs/yttrium/config.yaml --epochs 500   # a new run, runs/yttrium-2
+      mlip train dumps/ labelled.extxyz --init runs/yttrium --epochs 50   # next active-learning round
       torchrun --nproc_per_node=2 -m mlip train dumps/ --ddp
     """
     from mlip.stop import Stopped, stop_on_signals
@@ -69,7 +73,7 @@ def train(sources: tuple[str, ...], config_path: str | None, resume: str | None,
     # command: the set-up removes what it started, and the exit code says which signal
     try:
         with stop_on_signals():
-            _train(sources, config_path, resume, ddp, force, sets, read_options, flags)
+            _train(sources, config_path, resume, ddp, force, sets, read_options, {**flags, "init": init})
     except Interrupted as exc:
         _ignore_signals()
         click.echo(f"mlip: {exc}", err=True)
@@ -90,6 +94,7 @@ def _ignore_signals() -> None:
 def _train(sources: tuple[str, ...], config_path: str | None, resume: str | None, ddp: bool, force: bool,
            sets: tuple[str, ...], read_options: dict[str, Any], flags: dict[str, Any]) -> None:
     from mlip.train.config import load_config, parse_overrides
+    from mlip.train.init import init_config
     from mlip.train.rundir import unique_run_dir
     from mlip.train.trainer import resume as resume_run
     from mlip.train.trainer import train as train_run
@@ -103,12 +108,16 @@ def _train(sources: tuple[str, ...], config_path: str | None, resume: str | None
             overrides[key] = flags[flag]
     if flags.get("split_by_source"):
         overrides["data.split_by"] = "source"
+    if flags.get("init") is not None:
+        overrides["train.init"] = flags["init"]
     if flags.get("physics") is not None:
         overrides["model.physics"] = [p.strip() for p in flags["physics"].split(",") if p.strip()]
     overrides.update(parse_overrides(list(sets)))
     if resume:
         if force:
             raise click.UsageError("--force replaces a run; --resume continues one: give one of them")
+        if flags.get("init"):
+            raise click.UsageError("--init starts a new run, --resume continues one: give one of them")
         resume_run(resume, ddp=ddp, overrides=overrides, echo=click.echo)
         click.echo(f"run finished: {resume}")
         return
@@ -117,6 +126,8 @@ def _train(sources: tuple[str, ...], config_path: str | None, resume: str | None
     for key, value in read_options.items():
         overrides[f"data.{key}"] = value
     config = load_config(config_path, overrides)
+    if config["train"]["init"]:
+        config = init_config(config, overrides)
     template_out = config["out"] if config_path and "out" not in overrides else None
     if template_out and not force and Path(template_out).exists():
         # a saved config names its own run directory: used as a template, it starts a new run

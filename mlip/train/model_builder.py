@@ -89,18 +89,26 @@ def build_potential(model_cfg: dict[str, Any], elements: Sequence[str]) -> Poten
 
 
 def fit_energy_reference(species: Sequence[np.ndarray], energies: np.ndarray, n_species: int,
-                         forces: Sequence[np.ndarray]) -> tuple[np.ndarray, float]:
+                         forces: Sequence[np.ndarray],
+                         fixed: dict[int, float] | None = None) -> tuple[np.ndarray, float]:
     """Per-element reference energies by least squares, E ≈ Σ_s n_s·e_s, and an energy scale.
 
     species: per-frame (n,) element indices; energies: (F,) eV (NaN = absent);
-    forces: per-frame (n,3) eV/Å (NaN = absent). The scale (eV) is the RMS force when forces
-    are present, else the RMS per-atom residual energy, so network outputs are O(1).
+    forces: per-frame (n,3) eV/Å (NaN = absent); ``fixed``: reference energies (eV) of some
+    elements, by index, kept as given (the others are fitted to what they leave). The scale (eV)
+    is the RMS force when forces are present, else the RMS per-atom residual energy, so network
+    outputs are O(1).
     """
     counts = np.stack([np.bincount(s, minlength=n_species) for s in species]).astype(float)
     ok = np.isfinite(energies)
     if not ok.any():
         raise UserError(f"no training frame has an energy: training needs energies; {MISSING_ENERGY_HINT}")
-    shift, *_ = np.linalg.lstsq(counts[ok], energies[ok], rcond=None)
+    fixed = fixed or {}
+    shift = np.zeros(n_species)
+    shift[list(fixed)] = list(fixed.values())
+    free = [s for s in range(n_species) if s not in fixed]
+    if free:
+        shift[free], *_ = np.linalg.lstsq(counts[ok][:, free], energies[ok] - counts[ok] @ shift, rcond=None)
     resid = (energies[ok] - counts[ok] @ shift) / counts[ok].sum(axis=1)
     f = np.concatenate([np.asarray(x).reshape(-1) for x in forces]) if len(forces) else np.array([])
     f = f[np.isfinite(f)]

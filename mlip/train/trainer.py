@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -31,6 +32,7 @@ import torch
 from mlip.data import Dataset
 from mlip.errors import UserError
 from mlip.export import export_model, model_metadata
+from mlip.fileio import atomic_write_text
 from mlip.inference import check_device
 from mlip.metrics import ErrorSums
 from mlip.model import Potential
@@ -41,12 +43,14 @@ from mlip.train import data as tdata
 from mlip.train.callbacks import Callback, default_callbacks
 from mlip.train.checkpoint import load_checkpoint, save_atomic
 from mlip.train.config import check_config, load_config, load_run_config, save_config
+from mlip.train.init import InitSource, fixed_references, start_from, union_feature_range
 from mlip.train.loader import EpochBatches, GraphData, bootstrap_counts, graph_loader
 from mlip.train.loss import LossWeights, batch_loss, predict
 from mlip.train.model_builder import build_potential, descriptor_config, fit_energy_reference, torch_dtype
 from mlip.train.rundir import run_dir_for, run_lock, staged_run
 
 Echo = Callable[[str], Any]
+INIT_RECORD = "init.json"  # in a run started with --init: what it started from (mlip.train.init)
 
 
 class Interrupted(Exception):
@@ -132,10 +136,12 @@ class Trainer:
     ``config`` must have passed :func:`mlip.train.config.check_config`; the set-up reads
     ``dataset`` and writes nothing into ``run_dir``. Batches are streamed from ``dataset``
     (:mod:`mlip.train.loader`): memory grows with the batch size, not with the data set.
+    ``fresh``: a new run, which starts from ``train.init``'s model when set (:mod:`mlip.train.init`);
+    a resumed one (False) takes everything from its checkpoint.
     """
 
     def __init__(self, config: dict[str, Any], dataset: Dataset, run_dir: Path, dist: Distributed,
-                 echo: Echo = print) -> None:
+                 echo: Echo = print, fresh: bool = True) -> None:
         self.config = config
         self.dataset = dataset
         self.run_dir = run_dir
@@ -150,7 +156,12 @@ class Trainer:
                                    tc["charge_weight"])
         self.stage_two_start = int(tc["epochs"]) - round(float(tc["stage_two_fraction"]) * int(tc["epochs"]))
 
-        self.elements = tdata.check_elements(config["model"]["elements"] or dataset.elements)
+        self.init = InitSource.load(tc["init"]) if tc["init"] and fresh else None
+        self.init_notes: list[str] = []
+        elements = config["model"]["elements"] or dataset.elements
+        if self.init is not None:  # the old run's elements and any the new data brings
+            elements = list(elements) + [e for e in dataset.elements if e not in elements]
+        self.elements = tdata.check_elements(elements)
         config["model"]["elements"] = self.elements
         config["model"]["descriptors"] = descriptor_config(config["model"], self.elements)
         self.data_hash = tdata.data_hash(dataset)
@@ -225,15 +236,27 @@ class Trainer:
         closest = closest.view(n, n)
         seen = torch.isfinite(closest)
         self.model.set_min_pair_distance(torch.where(seen, closest, fallback_distance(self.elements)), seen)
-        self.model.set_feature_range(*self._feature_range())
         if lattice:
             self.model.set_lattice_normalization(torch.cat(lattice))
+        fixed = None
+        if self.init is not None:  # the old run's networks, normalisation and references
+            started = start_from(self.model, self.init)
+            self.init_notes = started.notes
+            fixed = fixed_references(self.init, self.elements)
+            low, high = union_feature_range(self.model, self.init, started.columns, *self._feature_range())
+            self.model.set_feature_range(low, high)
+        else:
+            self.model.set_feature_range(*self._feature_range())
         energy = np.concatenate(energies)
         # a second pass: charges from the normalised features (the core is 0 on the training frames)
         if any(t.name != "core" for t in self.model.physics):
+            kept = float(self.model.energy_scale)
             self.model.set_energy_reference(torch.zeros(len(self.elements)), 0.0)
             energy = energy - np.concatenate([self._physics_energy(b) for b in self._stream(self.train_idx)])
-        shift, scale = fit_energy_reference(species, energy, len(self.elements), forces)
+            self.model.energy_scale.fill_(kept)
+        shift, scale = fit_energy_reference(species, energy, len(self.elements), forces, fixed)
+        if self.init is not None:
+            scale = float(self.model.energy_scale)  # the old run's: its networks' outputs are in it
         self.model.set_energy_reference(torch.as_tensor(shift), scale)
 
     def _feature_range(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -287,6 +310,7 @@ class Trainer:
         if terms:
             lines.append(f"physics terms: {', '.join(terms)}")
         lines.append(self._describe_repulsion())
+        lines += self.init_notes
         n_sources = len(np.unique(self.dataset.source_id))
         lines.append(f"frames: {len(self.dataset)} from {n_sources} source{'s' * (n_sources != 1)}: "
                      f"{len(self.train_idx)} train, {len(self.val_idx)} validation "
@@ -518,6 +542,8 @@ class Trainer:
             return
         model = self.exported_model().to("cpu")
         meta = model_metadata(model, self.config["model"]["descriptors"], self.data_hash)
+        if (self.run_dir / INIT_RECORD).is_file():
+            meta["init"] = json.loads((self.run_dir / INIT_RECORD).read_text())
         # every tensor, non-persistent buffers included: a scripted module expects those too
         self.scripted.load_state_dict({**dict(model.named_buffers(remove_duplicate=False)),
                                        **dict(model.named_parameters())})
@@ -589,6 +615,8 @@ def train(config: dict[str, Any] | None = None, ddp: bool = False, force: bool =
             trainer = _trainer(config, tdata.open_dataset(config["data"], staging), run_dir, dist, echo)
             (staging / "checkpoints").mkdir()
             save_config(config, staging / "config.yaml")
+            if trainer.init is not None:
+                atomic_write_text(staging / INIT_RECORD, json.dumps(trainer.init.record(), indent=1))
         trainer.dataset = tdata.open_dataset(config["data"], run_dir)  # the file moved with its folder
         trainer.graphs.dataset = trainer.dataset
     if dist.active:
@@ -602,10 +630,10 @@ def train(config: dict[str, Any] | None = None, ddp: bool = False, force: bool =
 
 
 def _trainer(config: dict[str, Any], dataset: Dataset, run_dir: Path, dist: Distributed,
-             echo: Echo = print) -> Trainer:
+             echo: Echo = print, fresh: bool = True) -> Trainer:
     """A :class:`Trainer`; a descriptor's own parameter check becomes one UserError."""
     try:
-        return Trainer(config, dataset, run_dir, dist, echo)
+        return Trainer(config, dataset, run_dir, dist, echo, fresh)
     except (ValueError, TypeError) as exc:
         if isinstance(exc, UserError):
             raise
@@ -629,7 +657,7 @@ def resume(run_dir: str | Path, ddp: bool = False, overrides: dict[str, Any] | N
             torch.distributed.barrier()
         if dist.rank != 0:
             dataset = tdata.open_dataset(config["data"], run_dir, build=False)
-        trainer = _trainer(config, dataset, run_dir, dist, echo)
+        trainer = _trainer(config, dataset, run_dir, dist, echo, fresh=False)
         if ckpt_path.is_file():
             trainer.load(load_checkpoint(ckpt_path))
         state = trainer.state
