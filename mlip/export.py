@@ -54,13 +54,16 @@ def lammps_coulomb(model: Potential | torch.jit.ScriptModule,
     environment, LAMMPS' ``coul/long`` + ``kspace_style pppm`` compute the electrostatics of those
     charges, and the potential φ_i = ∂E/∂q_i comes back to the model for the forces through the
     charges (docs/architecture.md, "The LAMMPS Coulomb path"). Returns the real-space
-    ``cutoff`` (Å) and ``accuracy`` (LAMMPS' relative kspace accuracy, the ewald term's)."""
+    ``cutoff`` (Å), ``accuracy`` (LAMMPS' relative kspace accuracy, the ewald term's) and
+    ``typical_charges`` (e per element, :meth:`~mlip.model.Potential.typical_charges`: where
+    ``pair_coeff`` starts an uncharged system, so that kspace can choose its parameters)."""
     if model.lattice_mean.shape[0] > 0 or not model.has_charges:
         return None
     terms = [t for t in model.physics if t.long_range and t.name not in overlay]
     if len(terms) != 1 or terms[0].name != "ewald":
         return None
-    return {"cutoff": float(terms[0].cutoff), "accuracy": float(terms[0].engine.accuracy)}
+    return {"cutoff": float(terms[0].cutoff), "accuracy": float(terms[0].engine.accuracy),
+            "typical_charges": [round(float(q), 6) for q in model.typical_charges()]}
 
 
 def lammps_commands(model: Potential | torch.jit.ScriptModule, overlay: Sequence[str],
@@ -176,8 +179,8 @@ def export_model(model: Potential | torch.jit.ScriptModule, path: str | Path,
     try:
         scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.script(model)
         try:
-            scripted = torch.jit.freeze(scripted, preserved_attrs=["compute", "lammps_charges",
-                                                                   "lammps_coulomb_forces"])
+            kept = ["compute", "lammps_charges", "lammps_coulomb_forces", "typical_charges"]
+            scripted = torch.jit.freeze(scripted, preserved_attrs=kept)
         except RuntimeError:  # freezing is an optimisation; an unfrozen module is still valid
             pass
         with atomic_write(path) as out:

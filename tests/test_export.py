@@ -141,7 +141,7 @@ def test_lammps_overlay_export(tmp_path):
     meta = read_metadata(path)
     assert meta["lammps_overlay"] == ["zbl", "d3"]
     assert meta["long_range"] is True  # Ewald stays in the model, and runs on LAMMPS' kspace:
-    assert meta["lammps_coulomb"] == {"cutoff": 5.0, "accuracy": 1e-8}
+    assert (meta["lammps_coulomb"]["cutoff"], meta["lammps_coulomb"]["accuracy"]) == (5.0, 1e-8)
     assert meta["cutoff"] == model.cutoff < model.physics[1].energy_cutoff
     assert meta["lammps_commands"] == [
         "pair_style hybrid/overlay mlip model.pt coul/long 5 zbl 1.0 2.2 dispersion/d3 bj pbe 9.0 8.0",

@@ -6,7 +6,8 @@ torch-pme's exact Ewald sum).
 ``ewald``) compute their electrostatics, and ``fix mlip/coulomb`` feeds φ_i = ∂E/∂q_i back to the
 model (the lines come from ``model.pt.lammps``, written by ``mlip export``). Cases: rock-salt
 NaCl, orthogonal and triclinic, newton on and off, PPPM and Ewald at accuracy 1e-8, on 1 rank (in
-process) and 2 ranks (``mpirun -np 2 lmp``); a charged cell (``total_charge``); per-atom virials
+process) and 2 ranks (``mpirun -np 2 lmp``); an uncharged start (the orthogonal cell's data file);
+a charged cell (``total_charge``); per-atom virials
 (``compute stress/atom``; LAMMPS' kspace styles have no centroid/stress/atom);
 20 NVE steps; the LAMMPS errors when a needed line is missing.
 """
@@ -93,16 +94,17 @@ def charge_model() -> Potential:
     return model
 
 
-def write_data(path: Path, atoms: Atoms) -> None:
-    """LAMMPS data file, atom_style charge, with formal charges ±1 as the start (kspace chooses
-    its mesh from them; pair_style mlip replaces them on every step)."""
+def write_data(path: Path, atoms: Atoms, start: float) -> None:
+    """LAMMPS data file, atom_style charge, with charges ±``start`` (kspace chooses its mesh from
+    them; pair_style mlip replaces them on every step; all 0: pair_coeff starts them from the
+    model's typical charges)."""
     cell = atoms.cell.array
     types = [ELEMENTS.index(s) + 1 for s in atoms.get_chemical_symbols()]
     lines = ["mlip coulomb test", "", f"{len(atoms)} atoms", "2 atom types", "",
              f"0 {cell[0, 0]:.17g} xlo xhi", f"0 {cell[1, 1]:.17g} ylo yhi", f"0 {cell[2, 2]:.17g} zlo zhi",
              f"{cell[1, 0]:.17g} {cell[2, 0]:.17g} {cell[2, 1]:.17g} xy xz yz", "", "Masses", "",
              *[f"{t + 1} {MASSES[e]}" for t, e in enumerate(ELEMENTS)], "", "Atoms # charge", "",
-             *[f"{k + 1} {t} {1.0 if t == 1 else -1.0} {x:.17g} {y:.17g} {z:.17g}"
+             *[f"{k + 1} {t} {start if t == 1 else -start} {x:.17g} {y:.17g} {z:.17g}"
                for k, (t, (x, y, z)) in enumerate(zip(types, atoms.positions, strict=True))]]
     path.write_text("\n".join(lines) + "\n")
 
@@ -170,8 +172,8 @@ def workdir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("lammps_coulomb")
     model = charge_model()
     export_model(model, path / "model.pt", model_metadata(model))
-    for structure in ("ortho", "tri", "charged"):
-        write_data(path / f"{structure}.data", rocksalt(structure))
+    for structure, start in (("ortho", 0.0), ("tri", 1.0), ("charged", 1.0)):
+        write_data(path / f"{structure}.data", rocksalt(structure), start)
     return path
 
 
@@ -221,7 +223,9 @@ def two_ranks(workdir) -> Path:
 
 def test_export_writes_the_coulomb_lines(workdir):
     meta = read_metadata(workdir / "model.pt")
-    assert meta["lammps_coulomb"] == {"cutoff": 5.0, "accuracy": 1e-8}
+    coulomb = meta["lammps_coulomb"]
+    assert (coulomb["cutoff"], coulomb["accuracy"]) == (5.0, 1e-8)
+    assert len(coulomb["typical_charges"]) == 2 and coulomb["typical_charges"][0] > 0.5
     lines = model_lines(workdir, CASES[0])
     assert lines[0] == f"pair_style hybrid/overlay mlip {workdir / 'model.pt'} coul/long 5"
     assert lines[1:] == ["pair_coeff * * mlip Na Cl", "pair_coeff * * coul/long",

@@ -419,6 +419,25 @@ class Potential(torch.nn.Module):
         return results
 
     @torch.jit.export
+    def typical_charges(self) -> Tensor:
+        """(n_species,) e: each element's charge in the mean training environment (normalised
+        descriptors 0; fixed charges as they are), shifted to a zero mean over the elements.
+        LAMMPS' kspace chooses its parameters from the charges at set-up, before the model
+        has run: ``pair_coeff`` starts an uncharged system from these (plugin README)."""
+        n_species = len(self.elements)
+        species = torch.arange(n_species, device=self.energy_scale.device)
+        q = torch.zeros(n_species, dtype=torch.float64, device=self.energy_scale.device)
+        for fixed in self.fixed_charges:
+            q = fixed.charge.to(torch.float64)
+        if self.network_charges:
+            zeros = torch.zeros(0)
+            for net in self.networks.nets:  # the networks' input width and dtype
+                zeros = torch.zeros(n_species, net[0].weight.shape[1], dtype=net[0].weight.dtype,
+                                    device=self.energy_scale.device)
+            q = self.networks(zeros, species)[:, 1].to(torch.float64)
+        return q - q.mean()
+
+    @torch.jit.export
     def lammps_charges(self, positions: Tensor, species: Tensor, edge_index: Tensor, edge_shift: Tensor,
                        cell: Tensor, pbc: Tensor, n_local: int) -> Dict[str, Tensor]:
         """The LAMMPS Coulomb path, step 1 (docs/architecture.md): inputs as :meth:`forward`.

@@ -192,6 +192,8 @@ void PairMLIP::load_model(const std::string &path)
     long_range_ = meta.at("long_range").get<bool>();
     overlay_ = meta.value("lammps_overlay", std::vector<std::string>{});
     coulomb_ = meta.contains("lammps_coulomb") && !meta.at("lammps_coulomb").is_null();
+    typical_q_.clear();
+    if (coulomb_) typical_q_ = meta.at("lammps_coulomb").value("typical_charges", std::vector<double>{});
     std::string dtype = meta.at("dtype").get<std::string>();
     if (dtype == "float64")
       dtype_ = torch::kFloat64;
@@ -256,6 +258,8 @@ void PairMLIP::coeff(int narg, char **arg)
   for (int i = 1; i <= ntypes; i++)
     for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
 
+  if (coulomb_) start_charges();
+
   size_t ns = elements_.size();
   rmin_sq_type_.assign((ntypes + 1) * (ntypes + 1), 0.0);
   check_pairs_ = false;
@@ -265,6 +269,20 @@ void PairMLIP::coeff(int narg, char **arg)
       rmin_sq_type_[i * (ntypes + 1) + j] = r * r;
       check_pairs_ = check_pairs_ || r > 0.0;
     }
+}
+
+/* The Coulomb path: kspace chooses its splitting and mesh from the charges when it is set up,
+   before the model has run. An uncharged system (every q 0, e.g. a data file from atom_style
+   atomic data) starts from the model's typical charge of each element (metadata). */
+
+void PairMLIP::start_charges()
+{
+  if (!atom->q_flag || typical_q_.size() != elements_.size()) return;
+  double mine = 0.0, all = 0.0;
+  for (int i = 0; i < atom->nlocal; i++) mine = std::max(mine, std::fabs(atom->q[i]));
+  MPI_Allreduce(&mine, &all, 1, MPI_DOUBLE, MPI_MAX, world);
+  if (all > 0.0) return;
+  for (int i = 0; i < atom->nlocal; i++) atom->q[i] = typical_q_[type_to_species_[atom->type[i]]];
 }
 
 void PairMLIP::init_style()

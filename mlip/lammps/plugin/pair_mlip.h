@@ -79,6 +79,7 @@ class PairMLIP : public Pair {
   void tally_edge_virials(const ModelInput &in, const std::vector<int> &atoms,
                           const std::vector<double> &edge_forces, double **vat, double **cvat);
   void coulomb_setup();
+  void start_charges();
   void coulomb_teardown();
   void coulomb_potential(int nlocal, std::vector<double> &phi);
 
@@ -114,6 +115,7 @@ class PairMLIP : public Pair {
   // The Coulomb path (metadata lammps_coulomb; README.md, "The Coulomb path")
   bool coulomb_ = false;
   double total_charge_ = 0.0;               // e, pair_style keyword total_charge
+  std::vector<double> typical_q_;           // e per element (metadata), start of an uncharged system
   std::vector<double> qraw_;                // (nlocal) charges before the total-charge shift
   std::vector<double> vbuf_, cvbuf_;        // (nall, 6), (nall, 9) per-atom virials of step 2
   bool comm_fbuf_only_ = false;             // reverse comm of step 2: which buffers travel
