@@ -429,11 +429,10 @@ class Potential(torch.nn.Module):
         q = torch.zeros(n_species, dtype=torch.float64, device=self.energy_scale.device)
         for fixed in self.fixed_charges:
             q = fixed.charge.to(torch.float64)
-        if self.network_charges:
-            zeros = torch.zeros(0)
-            for net in self.networks.nets:  # the networks' input width and dtype
-                zeros = torch.zeros(n_species, net[0].weight.shape[1], dtype=net[0].weight.dtype,
-                                    device=self.energy_scale.device)
+        if self.network_charges:  # networks' inputs: descriptors and lattice sums, in the model's dtype
+            n_in = int(self.descriptors.n_features) + self.lattice_mean.shape[0]
+            zeros = torch.zeros(n_species, n_in, dtype=self.energy_shift.dtype,
+                                device=self.energy_scale.device)
             q = self.networks(zeros, species)[:, 1].to(torch.float64)
         return q - q.mean()
 
