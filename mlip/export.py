@@ -63,7 +63,7 @@ def lammps_coulomb(model: Potential | torch.jit.ScriptModule,
     if len(terms) != 1 or terms[0].name != "ewald":
         return None
     return {"cutoff": float(terms[0].cutoff), "accuracy": float(terms[0].engine.accuracy),
-            "typical_charges": [round(float(q), 6) for q in model.typical_charges()]}
+            "typical_charges": [round(float(q), 6) for q in model.typical_charges().detach()]}
 
 
 def lammps_commands(model: Potential | torch.jit.ScriptModule, overlay: Sequence[str],
