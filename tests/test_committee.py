@@ -145,6 +145,40 @@ def test_exported_committee_through_the_ase_calculator(model, tmp_path):
     assert "force_deviation" not in single_model.implemented_properties
 
 
+def test_lammps_runs_a_committee_as_its_mean(model, tmp_path):
+    """pair_style mlip with a committee file: the members' mean, as in ASE (the plugin reads
+    ``energy`` and ``forces``; the deviation outputs are for a later plugin)."""
+    from mlip.lammps import load_lammps
+    from mlip.lammps.build import ensure_built
+    from mlip.lammps.cell import lammps_cell
+
+    path = export_model(copy.deepcopy(model), tmp_path / "model.pt", model_metadata(model))
+    atoms = triclinic_cell(8)
+    lower, rotation = lammps_cell(atoms.cell.array)
+    atoms.set_cell(lower)
+    atoms.positions = atoms.positions @ rotation
+    atoms.wrap()
+    (a, _, _), (b, c, _), (d, e, f) = lower.tolist()
+    lmp = load_lammps().lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    try:
+        lmp.commands_list([f"plugin load {ensure_built(echo=lambda line: None)}", "units metal",
+                           "atom_style atomic", "atom_modify map array",
+                           f"region box prism 0 {a!r} 0 {c!r} 0 {f!r} {b!r} {d!r} {e!r} units box",
+                           "create_box 2 box", "mass * 60.0"])
+        for number, (x, y, z) in zip(atoms.numbers, atoms.positions.tolist(), strict=True):
+            lmp.command(f"create_atoms {1 if number == 28 else 2} single {x!r} {y!r} {z!r} units box")
+        lmp.commands_list([f"pair_style mlip {path}", "pair_coeff * * Ni Cu", "run 0"])
+        n = lmp.get_natoms()
+        order = np.argsort(np.array(lmp.numpy.extract_atom("id"))[:n])
+        forces = np.array(lmp.numpy.extract_atom("f"))[:n][order]
+        energy = lmp.get_thermo("pe")
+    finally:
+        lmp.close()
+    atoms.calc = MLIPCalculator(path)
+    assert energy == pytest.approx(atoms.get_potential_energy(), abs=1e-9)
+    np.testing.assert_allclose(forces, atoms.get_forces(), atol=1e-9)
+
+
 def test_deviation_warning_once_per_step_above_the_threshold(model):
     atoms = triclinic_cell(6)
     atoms.set_masses([63.5] * len(atoms))
