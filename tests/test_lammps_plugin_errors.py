@@ -94,7 +94,8 @@ def lammps_error(commands: str) -> str:
         ("shapes.pt", {}, "returned atomic_energies, charges, forces, virial or edge_forces of a wrong "
                           "shape"),
         ("cu.pt", {"options": "chunk"},
-         "expected 'pair_style mlip <model.pt> [chunk N] [heap_pad MiB] [total_charge Q]'"),
+         "expected 'pair_style mlip <model.pt> [chunk N] [heap_pad MiB] [total_charge Q] [deviation_file F] "
+         "[every N]'"),
         ("cu.pt", {"options": "chunk -1"}, "chunk must be >= 0"),
         ("cu.pt", {"options": "heap 64"}, "unknown keyword 'heap'"),
         ("cu.pt", {"options": "heap_pad 0"}, "heap_pad must be 1 to 2047 (MiB)"),

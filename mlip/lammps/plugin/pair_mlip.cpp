@@ -95,6 +95,7 @@ PairMLIP::PairMLIP(LAMMPS *lmp) : Pair(lmp)
   // their owners through the reverse communication of this pair style
   comm_reverse_off = 3 + 6 + 9;
   comm_reverse = 3 + 6 + 9;    // the Coulomb path's step 2 sends its ghost rows itself, newton on or off
+                               // (settings: more for a committee's member forces)
   comm_forward = 1;            // the Coulomb path: charges of ghost atoms
 }
 
@@ -102,6 +103,7 @@ PairMLIP::~PairMLIP()
 {
   if (copymode) return;
   coulomb_teardown();
+  if (deviation_fp_) fclose(deviation_fp_);
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
@@ -118,17 +120,29 @@ void PairMLIP::allocate()
     for (int j = 0; j < n; j++) setflag[i][j] = 0;
 }
 
-/* pair_style mlip <model.pt> [chunk N] [heap_pad MiB] [total_charge Q] */
+/* pair_style mlip <model.pt> [chunk N] [heap_pad MiB] [total_charge Q] [deviation_file F] [every N] */
 
 void PairMLIP::settings(int narg, char **arg)
 {
-  const char *usage = "expected 'pair_style mlip <model.pt> [chunk N] [heap_pad MiB] [total_charge Q]'";
+  const char *usage = "expected 'pair_style mlip <model.pt> [chunk N] [heap_pad MiB] [total_charge Q] "
+                      "[deviation_file F] [every N]'";
   if (narg < 1 || narg % 2 != 1) error->all(FLERR, "Illegal pair_style mlip command: {}", usage);
   chunk_ = DEFAULT_CHUNK;
   total_charge_ = 0.0;
+  deviation_path_.clear();
+  deviation_every_ = 1;
   for (int a = 1; a < narg; a += 2) {
     if (strcmp(arg[a], "total_charge") == 0) {
       total_charge_ = utils::numeric(FLERR, arg[a + 1], false, lmp);
+      continue;
+    }
+    if (strcmp(arg[a], "deviation_file") == 0) {
+      deviation_path_ = arg[a + 1];
+      continue;
+    }
+    if (strcmp(arg[a], "every") == 0) {
+      deviation_every_ = utils::inumeric(FLERR, arg[a + 1], false, lmp);
+      if (deviation_every_ < 1) error->all(FLERR, "pair_style mlip: every must be >= 1 (steps)");
       continue;
     }
     if (strcmp(arg[a], "chunk") == 0) {
@@ -153,6 +167,23 @@ void PairMLIP::settings(int narg, char **arg)
                "this input uses 'units {}'",
                update->unit_style);
   load_model(arg[0]);
+  if (!deviation_path_.empty() && committee_ < 2)
+    error->all(FLERR,
+               "pair_style mlip: deviation_file needs a committee model, and '{}' is a single model: train "
+               "one with 'mlip train ... --committee 4' or combine runs with 'mlip committee'",
+               model_path_);
+  if (deviation_fp_) fclose(deviation_fp_);
+  deviation_fp_ = nullptr;
+  if (!deviation_path_.empty() && comm->me == 0) {
+    deviation_fp_ = fopen(deviation_path_.c_str(), "w");
+    if (deviation_fp_ == nullptr)
+      error->one(FLERR, "pair_style mlip: cannot write deviation_file '{}': {}", deviation_path_,
+                 utils::getsyserror());
+    fmt::print(deviation_fp_, "#       step         max_devi_f         min_devi_f         avg_devi_f\n");
+    fflush(deviation_fp_);
+  }
+  // reverse communication: forces + per-atom virials (3 + 6 + 9), or the members' forces (3 K)
+  comm_reverse = comm_reverse_off = std::max(3 + 6 + 9, 3 * committee_);
   if (coulomb_)
     coulomb_setup();
   else
@@ -192,6 +223,7 @@ void PairMLIP::load_model(const std::string &path)
     long_range_ = meta.at("long_range").get<bool>();
     overlay_ = meta.value("lammps_overlay", std::vector<std::string>{});
     coulomb_ = meta.contains("lammps_coulomb") && !meta.at("lammps_coulomb").is_null();
+    committee_ = meta.value("committee", 1);
     typical_q_.clear();
     if (coulomb_) typical_q_ = meta.at("lammps_coulomb").value("typical_charges", std::vector<double>{});
     std::string dtype = meta.at("dtype").get<std::string>();
@@ -438,6 +470,9 @@ void PairMLIP::compute_short_range(int nlocal, int nall)
 {
   int chunk = chunk_ > 0 ? chunk_ : std::max(nlocal, 1);
   bool edges = (vflag_atom || cvflag_atom) && has_edge_forces_;
+  bool dev = committee_ > 1 &&
+      (deviation_request_ || (!deviation_path_.empty() && update->ntimestep % deviation_every_ == 0));
+  if (dev) mbuf_.assign(3 * (size_t) committee_ * nall, 0.0);
   fbuf_.assign(3 * (size_t) nall, 0.0);
   slot_.assign(nall, -1);
   // with newton_pair off LAMMPS clears only the local rows of vatom/cvatom
@@ -454,9 +489,17 @@ void PairMLIP::compute_short_range(int nlocal, int nall)
     ModelInput in;
     build_chunk(start, end, in, atoms);
     in.edge_forces = edges;
+    in.deviation = dev;
 
     ModelOutput out;
     evaluate(in, out);
+    if (dev) {
+      size_t n = atoms.size();
+      for (int k = 0; k < committee_; k++)
+        for (size_t q = 0; q < n; q++)
+          for (int d = 0; d < 3; d++)
+            mbuf_[(atoms[q] * (size_t) committee_ + k) * 3 + d] += out.member_forces[(k * n + q) * 3 + d];
+    }
     for (size_t q = 0; q < atoms.size(); q++)
       for (int d = 0; d < 3; d++) fbuf_[3 * atoms[q] + d] += out.forces[3 * q + d];
     if (eflag_global) eng_vdwl += out.energy;
@@ -481,6 +524,68 @@ void PairMLIP::compute_short_range(int nlocal, int nall)
     for (int i = 0; i < nlocal; i++)
       for (int d = 0; d < 3; d++) f[i][d] += fbuf_[3 * i + d];
   }
+  if (dev) finish_deviation(nlocal);
+}
+
+/* Committee force deviation: the members' forces on ghost atoms go to their owners (reverse
+   communication of 3 K numbers per atom), then d_i = sqrt(mean_k |F_i^k - mean_k F_i^k|^2) per
+   local atom (fix pair "deviation"), and on deviation_file steps rank 0 writes the step and the
+   max, min and mean of d_i over all atoms (DeePMD's model_devi.out columns for forces). */
+
+void PairMLIP::finish_deviation(int nlocal)
+{
+  comm_members_ = true;
+  comm->reverse_comm(this);
+  comm_members_ = false;
+  deviation_.assign(std::max(nlocal, 1), 0.0);
+  double stats[3] = {0.0, HUGE_VAL, 0.0};    // max, min, sum
+  int K = committee_;
+  for (int i = 0; i < nlocal; i++) {
+    const double *fk = &mbuf_[(size_t) i * K * 3];
+    double mean[3] = {0.0, 0.0, 0.0}, var = 0.0;
+    for (int k = 0; k < K; k++)
+      for (int d = 0; d < 3; d++) mean[d] += fk[3 * k + d] / K;
+    for (int k = 0; k < K; k++)
+      for (int d = 0; d < 3; d++) var += (fk[3 * k + d] - mean[d]) * (fk[3 * k + d] - mean[d]) / K;
+    deviation_[i] = std::sqrt(var);
+    stats[0] = std::max(stats[0], deviation_[i]);
+    stats[1] = std::min(stats[1], deviation_[i]);
+    stats[2] += deviation_[i];
+  }
+  if (deviation_path_.empty() || update->ntimestep % deviation_every_ != 0) return;
+  double all[3];
+  MPI_Reduce(&stats[0], &all[0], 1, MPI_DOUBLE, MPI_MAX, 0, world);
+  MPI_Reduce(&stats[1], &all[1], 1, MPI_DOUBLE, MPI_MIN, 0, world);
+  MPI_Reduce(&stats[2], &all[2], 1, MPI_DOUBLE, MPI_SUM, 0, world);
+  if (deviation_fp_) {
+    fmt::print(deviation_fp_, "{:>12} {:>18.10e} {:>18.10e} {:>18.10e}\n", update->ntimestep, all[0], all[1],
+               all[2] / atom->natoms);
+    fflush(deviation_fp_);
+  }
+}
+
+/* fix pair: "deviation_flag" (the trigger) and "deviation" (d_i of the local atoms, eV/Å) */
+
+void *PairMLIP::extract(const char *str, int &dim)
+{
+  dim = 0;
+  if (strcmp(str, "deviation_flag") != 0) return nullptr;
+  if (committee_ < 2)
+    error->all(FLERR,
+               "pair_style mlip: model '{}' is a single model and has no force deviation: train a committee "
+               "('mlip train ... --committee 4') or combine runs ('mlip committee a/ b/ c/ -o model.pt')",
+               model_path_);
+  if (long_range_)
+    error->all(FLERR, "pair_style mlip: force deviation is computed for short-range committee models only");
+  return &deviation_request_;
+}
+
+void *PairMLIP::extract_peratom(const char *str, int &ncol)
+{
+  ncol = 0;
+  if (strcmp(str, "deviation") != 0 || committee_ < 2) return nullptr;
+  if (deviation_.empty()) deviation_.assign(std::max(atom->nlocal, 1), 0.0);
+  return deviation_.data();
 }
 
 /* One model call's inputs: the local atoms [start, end) as centres, then the other atoms (local
@@ -666,7 +771,8 @@ void PairMLIP::evaluate(const ModelInput &in, ModelOutput &out, Call call)
   bool want_energy = call != Call::COULOMB_FORCES, want_forces = call != Call::CHARGES;
   try {
     std::vector<torch::jit::IValue> args{pos, species, edge_index, shifts, cell, pbc, in.n_local};
-    if (call == Call::FORWARD && in.edge_forces) args.emplace_back(true);
+    if (call == Call::FORWARD && (in.edge_forces || in.deviation)) args.emplace_back(in.edge_forces);
+    if (call == Call::FORWARD && in.deviation) args.emplace_back(true);
     if (call == Call::COULOMB_FORCES) {
       args.emplace_back(torch::from_blob((void *) in.potential.data(), {in.n_local}, f64).to(dtype_, false, true));
       args.emplace_back(in.edge_forces);
@@ -683,6 +789,7 @@ void PairMLIP::evaluate(const ModelInput &in, ModelOutput &out, Call call)
       w = to_doubles(result.at("virial").toTensor());
     }
     if (in.edge_forces) out.edge_forces = to_doubles(result.at("edge_forces").toTensor());
+    if (in.deviation) out.member_forces = to_doubles(result.at("member_forces").toTensor());
     if (want_energy && margin_ >= 0.0 && result.contains("extrapolation"))
       out.extrapolation = to_doubles(result.at("extrapolation").toTensor());
   } catch (const std::exception &e) {
@@ -691,7 +798,8 @@ void PairMLIP::evaluate(const ModelInput &in, ModelOutput &out, Call call)
   if ((want_energy && (int64_t) out.atomic_energies.size() != in.n_local) ||
       (call == Call::CHARGES && (int64_t) out.charges.size() != in.n_local) ||
       (want_forces && ((int64_t) out.forces.size() != 3 * n || w.size() != 9)) ||
-      (in.edge_forces && (int64_t) out.edge_forces.size() != 3 * nedge))
+      (in.edge_forces && (int64_t) out.edge_forces.size() != 3 * nedge) ||
+      (in.deviation && (int64_t) out.member_forces.size() != 3 * n * committee_))
     error->one(FLERR,
                "pair_style mlip: model '{}' returned atomic_energies, charges, forces, virial or edge_forces "
                "of a wrong shape",
@@ -724,6 +832,11 @@ void PairMLIP::tally_virial(const double w[3][3], double scale)
 int PairMLIP::pack_reverse_comm(int n, int first, double *buf)
 {
   int m = 0;
+  if (comm_members_) {
+    for (int i = first; i < first + n; i++)
+      for (int c = 0; c < 3 * committee_; c++) buf[m++] = mbuf_[(size_t) i * 3 * committee_ + c];
+    return m;
+  }
   for (int i = first; i < first + n; i++) {
     for (int k = 0; k < 3; k++) buf[m++] = fbuf_[3 * i + k];
     if (comm_vatom_)
@@ -741,6 +854,11 @@ int PairMLIP::pack_reverse_comm(int n, int first, double *buf)
 void PairMLIP::unpack_reverse_comm(int n, int *list, double *buf)
 {
   int m = 0;
+  if (comm_members_) {
+    for (int i = 0; i < n; i++)
+      for (int c = 0; c < 3 * committee_; c++) mbuf_[(size_t) list[i] * 3 * committee_ + c] += buf[m++];
+    return;
+  }
   for (int i = 0; i < n; i++) {
     int j = list[i];
     for (int k = 0; k < 3; k++) fbuf_[3 * j + k] += buf[m++];
@@ -906,7 +1024,8 @@ void PairMLIP::coulomb_teardown()
 double PairMLIP::memory_usage()
 {
   return Pair::memory_usage() +
-      (fbuf_.capacity() + qraw_.capacity() + vbuf_.capacity() + cvbuf_.capacity()) * sizeof(double) +
+      (fbuf_.capacity() + qraw_.capacity() + vbuf_.capacity() + cvbuf_.capacity() + mbuf_.capacity() +
+       deviation_.capacity()) * sizeof(double) +
       slot_.capacity() * sizeof(int);
 }
 

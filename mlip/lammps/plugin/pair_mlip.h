@@ -36,6 +36,8 @@ class PairMLIP : public Pair {
   void coeff(int, char **) override;
   void init_style() override;
   double init_one(int, int) override;
+  void *extract(const char *, int &) override;
+  void *extract_peratom(const char *, int &) override;
   int pack_forward_comm(int, int *, double *, int, int *) override;
   void unpack_forward_comm(int, int, double *) override;
   int pack_reverse_comm(int, int, double *) override;
@@ -54,6 +56,7 @@ class PairMLIP : public Pair {
     int64_t n_atoms = 0;
     int64_t n_local = 0;
     bool edge_forces = false;         // ask the model for its edge forces
+    bool deviation = false;           // ask a committee for its members' forces
     std::vector<double> potential;    // (n_local,) eV/e, the Coulomb path's step 2
   };
   struct ModelOutput {
@@ -64,6 +67,7 @@ class PairMLIP : public Pair {
     std::vector<double> edge_forces;        // (E, 3) eV/Å, F_e = -dE/dr_ij, when asked for
     std::vector<double> extrapolation;      // (n_local,) features outside the training range, if given
     std::vector<double> charges;            // (n_local,) e before the total-charge shift (Coulomb path)
+    std::vector<double> member_forces;      // (K, n, 3) eV/Å, a committee's, when asked
   };
   enum class Call { FORWARD, CHARGES, COULOMB_FORCES };    // model method of a call
 
@@ -82,6 +86,7 @@ class PairMLIP : public Pair {
   void start_charges();
   void coulomb_teardown();
   void coulomb_potential(int nlocal, std::vector<double> &phi);
+  void finish_deviation(int nlocal);
 
   torch::jit::Module model_;
   torch::Dtype dtype_ = torch::kFloat64;
@@ -120,6 +125,16 @@ class PairMLIP : public Pair {
   std::vector<double> vbuf_, cvbuf_;        // (nall, 6), (nall, 9) per-atom virials of step 2
   bool comm_fbuf_only_ = false;             // reverse comm of step 2: which buffers travel
   bool comm_vbuf_ = false, comm_cvbuf_ = false;
+
+  // Committee force deviation (metadata committee >= 2; README.md, "Force deviation")
+  int committee_ = 1;                       // members K
+  int deviation_request_ = 0;               // set by fix pair ("deviation" with trigger 1)
+  std::string deviation_path_;              // pair_style keyword deviation_file
+  int deviation_every_ = 1;                 // pair_style keyword every
+  FILE *deviation_fp_ = nullptr;            // rank 0
+  bool comm_members_ = false;               // reverse comm of member forces only
+  std::vector<double> mbuf_;                // (nall, K, 3) member forces of this step
+  std::vector<double> deviation_;           // (nlocal) d_i = sqrt(mean_k |F_i^k - mean F_i|^2) eV/Å
 };
 
 // Created by pair_style mlip for a Coulomb-path model: after kspace (pre_reverse) it calls
