@@ -69,7 +69,7 @@ def build_potential(model_cfg: dict[str, Any], elements: Sequence[str]) -> Poten
             raise UserError(f"model.descriptors potnet: {exc}") from exc
     descriptors = DescriptorSet.from_config([c for c in config if c.get("type") != "potnet"],
                                             list(elements))
-    physics = build_terms(model_cfg.get("physics") or [], list(elements))
+    physics = build_terms(model_cfg.get("physics") or [], list(elements), float(descriptors.cutoff))
     core = model_cfg.get("repulsion", "auto") == "auto"
     if core:
         physics.append(RepulsiveCore(list(elements)))
