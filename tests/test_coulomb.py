@@ -9,7 +9,7 @@ import pytest
 import torch
 from physics_reference import energy_forces_virial, lammps_reference, lower_triangular_cell, with_edges
 
-from mlip.physics.coulomb import CoulombEngine
+from mlip.physics.coulomb import CoulombEngine, cutoff_for_width
 
 KE = 14.399645
 
@@ -192,5 +192,97 @@ def test_mesh_sum_equals_torchpme_pme_calculator() -> None:
                                        interpolation_nodes=engine.interpolation_nodes).double()
     half = reference(charges[:, None], cell, positions, torch.zeros(0, 2, dtype=torch.long),
                      torch.zeros(0, dtype=torch.float64))
-    torch.testing.assert_close(engine.mesh_potential(charges, positions, cell), 2.0 * half[:, 0],
+    q = charges[:, None]
+    mesh = engine.mesh_potential(q, positions, cell)  # without the self and background terms
+    mesh = mesh - engine.self_term * q - engine.background_term * q.sum() / torch.linalg.det(cell)
+    torch.testing.assert_close(mesh, 2.0 * half,
                                rtol=1e-12, atol=1e-12)
+
+
+def frame_data(cell: np.ndarray, positions: np.ndarray, periodic: bool, cutoff: float) -> dict:
+    """One frame's batch dict (float64) with its edges for ``cutoff`` Å."""
+    data = {"positions": torch.from_numpy(positions), "cell": torch.from_numpy(cell)[None],
+            "pbc": torch.full((1, 3), periodic), "batch": torch.zeros(len(positions), dtype=torch.long)}
+    return with_edges(data, cutoff)
+
+
+def potential(engine: CoulombEngine, data: dict, charges: torch.Tensor,
+              widths: torch.Tensor | None = None) -> torch.Tensor:
+    return engine.potential(charges, data["positions"], data["cell"], data["pbc"], data["batch"],
+                            data["edge_index"], data["edge_vec"], widths)
+
+
+def test_gaussian_charges_of_a_cluster_match_a_direct_sum() -> None:
+    """Isolated Gaussian charges: φ_i = k_e [Σ_{j≠i} q_j erf(r/√(2(s_i² + s_j²)))/r + q_i/(√π s_i)],
+    summed here pair by pair with math.erf."""
+    import math
+
+    rng = np.random.default_rng(11)
+    positions = rng.uniform(0.0, 8.0, (12, 3))
+    charges = rng.normal(0.0, 1.0, 12)
+    widths = rng.uniform(0.3, 0.9, 12)
+    expected = np.zeros(12)
+    for i in range(12):
+        expected[i] = charges[i] / (math.sqrt(math.pi) * widths[i])
+        for j in range(12):
+            if j != i:
+                r = float(np.linalg.norm(positions[j] - positions[i]))
+                pair_width = math.sqrt(2.0 * (widths[i] ** 2 + widths[j] ** 2))
+                expected[i] += charges[j] * math.erf(r / pair_width) / r
+    engine = CoulombEngine(5.0, 1e-6)
+    data = frame_data(np.zeros((3, 3)), positions, False, engine.cutoff)
+    got = potential(engine, data, torch.from_numpy(charges)[:, None], torch.from_numpy(widths))[:, 0]
+    np.testing.assert_allclose(got.numpy(), KE * expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["ewald", "pme"])
+def test_gaussian_charges_periodic_match_point_charges_minus_the_short_range_part(mode: str) -> None:
+    """Periodic Gaussian charges: φ_i − k_e q_i/(√π s_i) (the Gaussian's own term) equals the
+    point-charge φ_i (the engine at 1e-12, checked against LAMMPS above) minus
+    k_e Σ'_{j,L} q_j erfc(r/w_ij)/r, summed here over all images within 12 Å; in a charged,
+    sheared cell, to the requested accuracy."""
+    cell, positions, charges = rattled_rocksalt(12, 0.25, net_charge=0.7)
+    species = np.tile(np.repeat([0, 1], 4), 8)
+    widths = np.array([0.45, 0.6])[species]
+    accuracy = 1e-6
+    engine = CoulombEngine(cutoff_for_width(0.6, accuracy), accuracy, mode)
+    assert engine.max_width == pytest.approx(0.6, rel=1e-9)
+    data = frame_data(cell, positions, True, engine.cutoff)
+    q = torch.from_numpy(charges)[:, None]
+    got = potential(engine, data, q, torch.from_numpy(widths))[:, 0].numpy()
+    got -= KE * charges / (np.sqrt(np.pi) * widths)
+    exact = CoulombEngine(6.0, 1e-12, "ewald")
+    point = potential(exact, frame_data(cell, positions, True, exact.cutoff), q)[:, 0].numpy()
+    wide = frame_data(cell, positions, True, 12.0)
+    i, j = wide["edge_index"].numpy()
+    r = wide["edge_vec"].norm(dim=1).numpy()
+    pair_width = np.sqrt(2.0 * (widths[i] ** 2 + widths[j] ** 2))
+    short = np.zeros(len(charges))
+    np.add.at(short, i, charges[j] * torch.erfc(torch.from_numpy(r / pair_width)).numpy() / r)
+    error = np.sqrt(np.mean((got - (point - KE * short)) ** 2)) / KE
+    assert error < accuracy, error
+
+
+def test_charge_channels_equal_separate_products() -> None:
+    """C charge channels in one call equal C calls, periodic (PME and explicit sum) and isolated."""
+    cell, positions, _ = rattled_rocksalt(13, 0.2)
+    channels = torch.from_numpy(np.random.default_rng(13).normal(size=(len(positions), 3)))
+    widths = torch.full((len(positions),), 0.4, dtype=torch.float64)
+    for engine, periodic, w in [(CoulombEngine(5.0, 1e-5, "pme"), True, None),
+                                (CoulombEngine(5.0, 1e-6, "ewald"), True, widths),
+                                (CoulombEngine(5.0, 1e-6), False, widths)]:
+        data = frame_data(cell if periodic else np.zeros((3, 3)), positions, periodic, engine.cutoff)
+        together = potential(engine, data, channels, w)
+        for c in range(3):
+            alone = potential(engine, data, channels[:, c:c + 1], w)[:, 0]
+            torch.testing.assert_close(together[:, c], alone, rtol=1e-12, atol=1e-12)
+
+
+def test_gaussian_wider_than_the_cutoff_allows_is_an_error() -> None:
+    cell, positions, charges = rattled_rocksalt(14, 0.0)
+    engine = CoulombEngine(5.0, 1e-6)
+    data = frame_data(cell, positions, True, engine.cutoff)
+    wide = torch.full((len(positions),), 1.5 * engine.max_width, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="cutoff_for_width"):
+        potential(engine, data, torch.from_numpy(charges)[:, None], wide)
+    assert cutoff_for_width(1.5 * engine.max_width, 1e-6) > 5.0

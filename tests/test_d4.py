@@ -15,9 +15,9 @@ import torch
 from physics_reference import rocksalt_mgo, term_energy_forces_virial, with_edges, zincblende_sic
 
 from mlip.errors import UserError
-from mlip.physics.d4 import BOHR, HARTREE, D4Dispersion, d4_parameters
+from mlip.physics.d4 import BOHR, DATA_FILE, HARTREE, D4Dispersion, d4_parameters
 from mlip.physics.ewald import Ewald
-from mlip.physics.images import image_pairs
+from mlip.physics.pairs import directed_pairs
 from mlip.physics.registry import build_terms
 from parsers.units import COULOMB_EV_ANGSTROM
 
@@ -141,13 +141,11 @@ def test_d4_periodic_matches_dftd4(structure, reps, elements, numbers, rtol):
     e, f, w = model_d4(term, positions, cell, types)
     e_ref, f_ref, w_ref, props = reference_d4(np.array(numbers)[types], positions, cell, (True,) * 3,
                                               cutoffs=(12.0, 5.0, 30 * BOHR))
-    x = torch.tensor(positions / BOHR)
-    lattice = torch.tensor(cell / BOHR)
-    i, j, shifts = image_pairs(x, lattice, torch.ones(3, dtype=torch.bool), term.cn_cutoff, len(types))
-    r = (x[j] - x[i] + shifts @ lattice).norm(dim=1)
-    cn = term.coordination_numbers(torch.tensor(types), i, j, r, len(types)).numpy()
+    x, lattice, periodic = torch.tensor(positions), torch.tensor(cell), torch.ones(3, dtype=torch.bool)
+    i, j, vec = directed_pairs(x, lattice, periodic, max(term.cn_cutoff * BOHR, term.eeq.reach))
+    cn = term.coordination_numbers(torch.tensor(types), i, j, vec.norm(dim=1) / BOHR, len(types)).numpy()
     assert np.abs(cn - props["coordination numbers"]).max() < 1e-10
-    q = term.eeq(x, torch.tensor(types), lattice, torch.ones(3, dtype=torch.bool), torch.tensor(0.0)).numpy()
+    q = term.eeq(x, torch.tensor(types), lattice, periodic, torch.tensor(0.0), i, j, vec).numpy()
     assert np.abs(q - props["partial charges"]).max() < 5e-8
     assert abs(e - e_ref) <= 1e-8 * abs(e_ref)
     assert np.abs(f - f_ref).max() <= rtol * np.abs(f_ref).max()
@@ -155,23 +153,31 @@ def test_d4_periodic_matches_dftd4(structure, reps, elements, numbers, rtol):
 
 
 def test_eeq_ewald_matches_point_charge_ewald():
-    """The EEQ Gaussian-charge lattice sum against mlip's point-charge Ewald (checked against LAMMPS
-    and pymatgen) plus a brute-force short-range correction: for neutral charges q,
-    ½ Σ' q_i q_j erf(γ r)/r = E_point − ½ Σ' q_i q_j erfc(γ r)/r (all images, self images included)."""
+    """The EEQ Gaussian-charge lattice sum (the Coulomb engine with Gaussian widths) against mlip's
+    point-charge Ewald (checked against LAMMPS and pymatgen) plus a brute-force short-range
+    correction: for neutral charges q, ½ Σ' q_i q_j erf(γ r)/r = E_point − ½ Σ' q_i q_j erfc(γ r)/r
+    (all images, self images included), γ_ij = 1/√(a_i² + a_j²) from the tabulated EEQ radii a."""
     positions, cell, types = zincblende_sic(3)
     term = D4Dispersion(["C", "Si"])
-    x, lattice, species = torch.tensor(positions / BOHR), torch.tensor(cell / BOHR), torch.tensor(types)
+    x, box, species = torch.tensor(positions), torch.tensor(cell), torch.tensor(types)
+    periodic = torch.ones(3, dtype=torch.bool)
     q = torch.tensor(np.random.default_rng(0).normal(size=len(types)))
     q = q - q.mean()
-    a = term.eeq.ewald_matrix(x, species, lattice) - torch.diag(term.eeq.self_energy[species])
-    gaussian = 0.5 * (q @ a @ q).item()
-    data = {"positions": torch.tensor(positions), "charges": q, "cell": torch.tensor(cell)[None],
-            "pbc": torch.ones(1, 3, dtype=torch.bool), "batch": torch.zeros(len(types), dtype=torch.long)}
+    i, j, vec = directed_pairs(x, box, periodic, term.eeq.reach)
+    _, _, widths, system = term.eeq.problem(x, species, box, periodic, i, j, vec)
+    phi = term.eeq.qeq.engine.potential(q[:, None], x, system["cell"], system["pbc"], system["batch"],
+                                        system["edge_index"], system["edge_vec"], widths)[:, 0]
+    own = BOHR * q / (np.sqrt(np.pi) * widths)  # each Gaussian with itself, Hartree/e
+    gaussian = 0.5 * (q @ (phi - own)).item()  # Ha
+    data = {"positions": x, "charges": q, "cell": box[None], "pbc": periodic[None],
+            "batch": torch.zeros(len(types), dtype=torch.long)}
     ewald = Ewald(1e-13, mode="ewald")
     point = ewald(with_edges(data, ewald.cutoff), len(types)).sum().item() / COULOMB_EV_ANGSTROM * BOHR  # Ha
-    i, j, shifts = image_pairs(x, lattice, torch.ones(3, dtype=torch.bool), 40.0, len(types))
-    r = (x[j] - x[i] + shifts @ lattice).norm(dim=1)
-    short = 0.5 * (q[i] * q[j] * torch.erfc(term.eeq.gamma(species)[i, j] * r) / r).sum().item()
+    with np.load(DATA_FILE) as table:
+        rad = torch.tensor(table["eeq_rad"][[6, 14]])[species]  # bohr
+    i, j, vec = directed_pairs(x, box, periodic, 40.0 * BOHR)
+    r = vec.norm(dim=1) / BOHR
+    short = 0.5 * (q[i] * q[j] * torch.erfc(torch.rsqrt(rad[i] ** 2 + rad[j] ** 2) * r) / r).sum().item()
     assert gaussian == pytest.approx(point - short, rel=1e-10)
 
 

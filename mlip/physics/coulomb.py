@@ -1,4 +1,5 @@
-"""The Coulomb engine: one electrostatic sum (real space over the model's edges, k space on torch-pme).
+"""The Coulomb engine: one electrostatic sum (real space over the model's edges, k space explicit or
+PME on torch-pme).
 
 Given charges q_i (e) on the atoms of a batch of frames, the engine returns the per-frame
 energies E (B,) eV and the per-atom potential φ_i = ∂E/∂q_i (eV/e), in LAMMPS metal units:
@@ -7,23 +8,24 @@ energies E (B,) eV and the per-atom potential φ_i = ∂E/∂q_i (eV/e), in LAMM
     k_e = 14.399645 eV·Å (``parsers.units.COULOMB_EV_ANGSTROM``, LAMMPS' ``qqr2e``; torch-pme's
     prefactor is set to this value, not to its own ``prefactors.eV_A``).
 
-torch-pme's calculators return V_i = ½ φ_i (their energy is Σ_i q_i V_i with full or half
-neighbour lists alike); the engine doubles it. The per-atom split E_i = ½ q_i φ_i is LAMMPS'
-``compute pe/atom`` for ``kspace_style ewald``. Forces and the virial are not computed here:
-they come from the caller's autograd pass through ``positions``, ``edge_vec`` and ``cell``
-(everything below is differentiable in them; a strain of the cell strains the k vectors and
-the mesh with it).
+The per-atom split E_i = ½ q_i φ_i is LAMMPS' ``compute pe/atom`` for ``kspace_style ewald``.
+Forces and the virial are not computed here: they come from the caller's autograd pass
+through ``positions``, ``edge_vec`` and ``cell`` (everything below is differentiable in them; a
+strain of the cell strains the k vectors and the mesh with it).
 
 Periodic frames (``pbc`` all True; any triclinic cell, charged cells included) split 1/r with a
 Gaussian smearing σ (Ewald parameter α = 1/(√2 σ)):
 
     φ_i = φ_i^real + φ_i^k,
     φ_i^real = k_e Σ_{edges (i, j)} q_j erfc(r_ij/(√2σ)) / r_ij · s(r_ij)
-    φ_i^k    = the reciprocal sum on torch-pme (its ``EwaldCalculator`` with explicit k vectors,
-               or PME from its ``lib.MeshInterpolator`` (Lagrange interpolation) and
-               ``lib.KSpaceFilter`` (FFT, kernel k_e 4π e^{−σ²k²/2}/k²)), minus the self term
-               k_e √(2/π)/σ q_i, minus the background term 2π k_e σ² Q / V for a net charge
-               Q = Σ q (the energy −k_e π Q²/(2Vα²) that LAMMPS adds for charged cells).
+    φ_i^k    = the reciprocal sum: explicit, (1/V) Σ_k G(k) [cos(k·x_i) Σ_j q_j cos(k·x_j) + sin ⋯],
+               with torch-pme's Coulomb kernel G(k) = k_e 4π e^{−σ²k²/2}/k² (the sum of its
+               ``EwaldCalculator``, written out so that the cos/sin factors are kept for repeated
+               products, :meth:`CoulombEngine.prepare`), or PME from torch-pme's
+               ``lib.MeshInterpolator`` (Lagrange interpolation) and ``lib.KSpaceFilter`` (FFT,
+               the same kernel); minus the self term k_e √(2/π)/σ q_i, minus the background term
+               2π k_e σ² Q / V for a net charge Q = Σ q (the energy −k_e π Q²/(2Vα²) that LAMMPS
+               adds for charged cells).
 
 The real-space pairs are the model's own directed edges (``edge_index`` (2, E), both directions
 listed; ``edge_vec`` r_ij = x_j − x_i + shift): no second neighbour list, and torch-pme gets no
@@ -72,11 +74,32 @@ Non-periodic frames (``pbc`` all False) are summed directly over all pairs,
 a few thousand atoms. Frames periodic along some directions only raise an error. Frames of a
 batch are evaluated one at a time (the real-space part in one pass over all edges).
 
+Charge channels: :meth:`CoulombEngine.potential` takes charges (n, C) and returns the C
+potentials (n, C) of C independent charge sets on the same atoms in one pass (the k vectors,
+mesh weights and pair distances are shared): PotNet's per-element sublattice potentials
+(:mod:`mlip.physics.potnet`), and the dense matrix A_ij = ∂φ_i/∂q_j of a charge equilibration
+as the potentials of n unit charges (:mod:`mlip.physics.qeq`).
+
+Gaussian charges: with per-atom widths s_i (Å, the standard deviation of a spherical Gaussian
+charge density ∝ exp(−r²/(2 s_i²))) the pair interaction is erf(r/w_ij)/r, w_ij = √(2(s_i² + s_j²)),
+and each charge interacts with itself, k_e q_i/(√π s_i) in φ_i (so E = ½ Σ q_i φ_i is the whole
+electrostatic energy of the Gaussian charge density). That is the interaction of the EEQ charges of
+D4 (widths a_i/√2 of its radii a_i) and of 4G-HDNNP charge equilibration (n2p2's σ_i). Periodic
+frames keep the k-space part and the point-charge self and background terms unchanged and
+replace the real-space kernel by [erfc(r/(√2σ)) − erfc(r/w_ij)]/r · s(r), plus the Gaussian
+self term; clusters sum erf(r/w_ij)/r directly. The real-space sum is converged to ε when every
+w_ij ≤ √2 σ, i.e. s_i ≤ σ/√2 (``max_width``; :func:`cutoff_for_width` gives the cutoff that
+allows a width); wider Gaussians raise an error in periodic frames.
+
+``prefactor`` (default k_e in eV·Å) sets the units of φ: 1 gives plain lattice sums (1/Å),
+BOHR_CODATA2018 gives Hartree/e for positions in Å (D4's EEQ, in atomic units). The error
+estimates stay in Å.
+
 TorchScript-compiled: no ``from __future__ import annotations`` here.
 """
 
 import math
-from typing import Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torchpme
@@ -84,6 +107,7 @@ from torch import Tensor
 from torchpme.lib import KSpaceFilter, MeshInterpolator
 
 from mlip.errors import UserError
+from mlip.physics.pairs import image_grid
 from parsers.units import COULOMB_EV_ANGSTROM
 
 MODES = ("auto", "ewald", "pme")
@@ -144,6 +168,33 @@ def mesh_spacing_for(smearing: float, accuracy: float, density: float = REFERENC
     return smearing * (accuracy * smearing**MESH_SMEARING_POWER / scale) ** (1.0 / MESH_SPACING_POWER)
 
 
+def cutoff_for_width(width: float, accuracy: float, density: float = REFERENCE_DENSITY) -> float:
+    """The smallest real-space cutoff (Å) whose smearing (:func:`smearing_for`) allows Gaussian
+    charges of width ``width`` (Å, standard deviation) at ``accuracy``: σ(cutoff)/√2 ≥ width."""
+    low, high = 1e-3, 1.0
+    while smearing_for(high, accuracy, density) < math.sqrt(2.0) * width:
+        low, high = high, 2.0 * high
+    for _ in range(60):  # σ grows monotonically with the cutoff: bisection
+        mid = 0.5 * (low + high)
+        if smearing_for(mid, accuracy, density) < math.sqrt(2.0) * width:
+            low = mid
+        else:
+            high = mid
+    return high
+
+
+def reciprocal_vectors(cell: Tensor, k_max: float) -> Tensor:
+    """All k = 2π m·cell⁻ᵀ (K, 3) 1/Å with 0 < |k| < ``k_max`` (1/Å) of a periodic ``cell``
+    (3, 3) Å rows, k and −k both; the set is chosen without gradient, the vectors follow the cell."""
+    recip = 2.0 * math.pi * torch.linalg.inv(cell).transpose(0, 1)
+    with torch.no_grad():
+        lengths = torch.linalg.vector_norm(cell.detach(), dim=1)
+        m = image_grid(torch.ceil(lengths * k_max / (2.0 * math.pi)).long()).to(cell.dtype)
+        k2 = (m @ recip.detach()).square().sum(dim=1)
+        m = m[(k2 < k_max * k_max) & (k2 > 0.0)]
+    return m @ recip
+
+
 class _SwitchedCoulomb(torchpme.CoulombPotential):
     """torch-pme's Coulomb potential with its reciprocal kernel switched off between K and 1.2 K (1/Å)."""
 
@@ -166,16 +217,18 @@ class _SwitchedCoulomb(torchpme.CoulombPotential):
 
 
 class CoulombEngine(torch.nn.Module):
-    """Coulomb energies and potentials of point charges (see the module docstring).
+    """Coulomb energies and potentials of point or Gaussian charges (see the module docstring).
 
     Args:
         cutoff: Å, real-space range; the edges passed to ``forward`` must hold every pair within it.
         accuracy: ε, RMS force error per atom in units of k_e e²/Å² (module docstring), in (0, 1).
         mode: ``"pme"`` (default, O(N log N)) or ``"ewald"`` (explicit k vectors,
             O(N^{3/2}) at best; exact to ε and smooth, for tests and small cells).
+        prefactor: the Coulomb constant of φ's units (default k_e = 14.399645 eV·Å).
 
     Attributes: ``smearing`` σ Å, ``k_cutoff`` K 1/Å (Ewald), ``mesh_spacing`` h Å and
-    ``interpolation_nodes`` p (PME), ``coulomb`` k_e eV·Å.
+    ``interpolation_nodes`` p (PME), ``coulomb`` the prefactor, ``max_width`` Å the widest
+    Gaussian charge (standard deviation) of periodic frames, σ/√2.
     """
 
     cutoff: float
@@ -190,8 +243,10 @@ class CoulombEngine(torch.nn.Module):
     coulomb: float
     self_term: float
     background_term: float
+    max_width: float
 
-    def __init__(self, cutoff: float, accuracy: float = 1e-4, mode: str = "auto") -> None:
+    def __init__(self, cutoff: float, accuracy: float = 1e-4, mode: str = "auto",
+                 prefactor: float = COULOMB_EV_ANGSTROM) -> None:
         super().__init__()
         if mode not in MODES:
             raise UserError(f"coulomb: mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -203,15 +258,14 @@ class CoulombEngine(torch.nn.Module):
         self.switch_start = SWITCH_START * self.cutoff
         self.accuracy = float(accuracy)
         self.mode = mode
-        self.coulomb = COULOMB_EV_ANGSTROM
+        self.coulomb = float(prefactor)
         self.smearing = smearing_for(self.cutoff, self.accuracy)
+        self.max_width = self.smearing / math.sqrt(2.0)
         self.k_cutoff = k_cutoff_for(self.smearing, self.accuracy)
         self.k_end = K_SWITCH_WIDTH * self.k_cutoff
         self.interpolation_nodes = INTERPOLATION_NODES
         self.mesh_spacing = mesh_spacing_for(self.smearing, self.accuracy)
-        self.ewald_sum = torchpme.EwaldCalculator(
-            _SwitchedCoulomb(self.smearing, self.coulomb, self.k_cutoff),
-            lr_wavelength=2.0 * math.pi / self.k_cutoff, full_neighbor_list=True)
+        self.k_kernel = _SwitchedCoulomb(self.smearing, self.coulomb, self.k_cutoff)
         # PME from torch-pme's building blocks (the mesh size is ours: see mesh_points)
         unit_cell = torch.eye(3, dtype=torch.float64)
         one_point = torch.ones(3, dtype=torch.long)
@@ -230,74 +284,136 @@ class CoulombEngine(torch.nn.Module):
 
     def forward(self, charges: Tensor, positions: Tensor, cell: Tensor, pbc: Tensor, batch: Tensor,
                 edge_index: Tensor, edge_vec: Tensor) -> Tuple[Tensor, Tensor]:
-        """Energies (B,) eV and potentials φ (n,) eV/e.
+        """Energies (B,) eV and potentials φ (n,) eV/e of point charges.
 
         charges: (n,) e; positions: (n, 3) Å; cell: (B, 3, 3) Å rows; pbc: (B, 3) bool;
         batch: (n,) int64 frame of each atom; edge_index: (2, E) int64 directed pairs (i, j) of
         these atoms, both directions listed; edge_vec: (E, 3) Å, r_ij = x_j − x_i + shift.
         """
-        n_frames = cell.shape[0]
+        phi = self.potential(charges.unsqueeze(1), positions, cell, pbc, batch, edge_index, edge_vec)
+        phi = phi.squeeze(1)
+        energy = torch.zeros(cell.shape[0], dtype=phi.dtype, device=phi.device)
+        energy = energy.index_add(0, batch, 0.5 * charges * phi)
+        return energy, phi
+
+    def potential(self, charges: Tensor, positions: Tensor, cell: Tensor, pbc: Tensor, batch: Tensor,
+                  edge_index: Tensor, edge_vec: Tensor, widths: Optional[Tensor] = None) -> Tensor:
+        """Potentials φ (n, C) (prefactor units per e) of C charge channels ``charges`` (n, C) e,
+        of point charges, or of Gaussian charges of widths ``widths`` (n,) Å (standard deviations;
+        module docstring). The other inputs as in :meth:`forward`. Linear in ``charges``:
+        :meth:`prepare` once and :meth:`apply` per product for repeated products on one geometry."""
+        prepared = self.prepare(positions, cell, pbc, batch, edge_index, edge_vec, widths)
+        return self.apply(prepared, charges, positions, cell, pbc, batch, edge_index, widths)
+
+    def prepare(self, positions: Tensor, cell: Tensor, pbc: Tensor, batch: Tensor, edge_index: Tensor,
+                edge_vec: Tensor, widths: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """What the products φ = A q of one geometry share (differentiable in it): the real-space
+        kernel of every edge (``pair``, (E,)), and per frame b the explicit k sum's factors
+        (``cos{b}``, ``sin{b}`` (n_b, K), ``weight{b}`` (K,), :meth:`kspace_factors`) or the
+        direct sum's kernel (``direct{b}`` (n_b, n_b)); PME frames keep nothing (the mesh
+        weights are recomputed per product). Inputs as in :meth:`potential`."""
         periodic = pbc.all(dim=1)
-        phi = self.real_space(charges, periodic.index_select(0, batch), edge_index, edge_vec)
-        for b in range(n_frames):
+        too_wide = widths is not None and float(widths.max()) > self.max_width * (1.0 + 1e-12)
+        if too_wide and bool(periodic.any()):
+            assert widths is not None
+            raise RuntimeError("coulomb: a Gaussian width of " + str(float(widths.max())) + " Å exceeds the "
+                               + str(self.max_width) + " Å that a real-space cutoff of " + str(self.cutoff)
+                               + " Å converges at this accuracy (cutoff_for_width)")
+        prepared = {"pair": self.pair_kernel(periodic.index_select(0, batch), edge_index, edge_vec, widths)}
+        for b in range(cell.shape[0]):
             idx = (batch == b).nonzero().squeeze(1)
             if idx.numel() == 0:
                 continue
-            q = charges.index_select(0, idx)
             x = positions.index_select(0, idx)
             if bool(periodic[b]):
-                part = self.reciprocal_space(q, x, cell[b])
+                if self.explicit_sum(x.shape[0], cell[b]):
+                    cos, sin, weight = self.kspace_factors(x, cell[b])
+                    prepared["cos" + str(b)] = cos
+                    prepared["sin" + str(b)] = sin
+                    prepared["weight" + str(b)] = weight
             elif not bool(pbc[b].any()):
-                part = self.direct(q, x)
+                s: Optional[Tensor] = None
+                if widths is not None:
+                    s = widths.index_select(0, idx)
+                prepared["direct" + str(b)] = self.direct_kernel(x, s)
             else:
                 raise RuntimeError(
                     "coulomb: frame " + str(b) + " is periodic along some directions only (pbc="
                     + str(pbc[b]) + "); use fully periodic or fully non-periodic frames"
                 )
-            phi = phi.index_add(0, idx, part)
-        energy = torch.zeros(n_frames, dtype=phi.dtype, device=phi.device)
-        energy = energy.index_add(0, batch, 0.5 * charges * phi)
-        return energy, phi
+        return prepared
 
-    def real_space(self, charges: Tensor, periodic_atom: Tensor, edge_index: Tensor,
-                   edge_vec: Tensor) -> Tensor:
-        """φ^real (n,) eV/e over the edges whose centre lies in a periodic frame
-        (``periodic_atom`` (n,) bool)."""
+    def apply(self, prepared: Dict[str, Tensor], charges: Tensor, positions: Tensor, cell: Tensor,
+              pbc: Tensor, batch: Tensor, edge_index: Tensor, widths: Optional[Tensor] = None) -> Tensor:
+        """φ (n, C) of charges (n, C) from :meth:`prepare`'s output for the same inputs."""
         src = edge_index[0]
         dst = edge_index[1]
+        pair = prepared["pair"].unsqueeze(1) * charges.index_select(0, dst)
+        phi = self.coulomb * torch.zeros_like(charges).index_add(0, src, pair)
+        periodic = pbc.all(dim=1)
+        for b in range(cell.shape[0]):
+            idx = (batch == b).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                continue
+            q = charges.index_select(0, idx)
+            key = str(b)
+            if bool(periodic[b]):
+                volume = torch.linalg.det(cell[b]).abs()
+                if "cos" + key in prepared:
+                    cos = prepared["cos" + key]
+                    sin = prepared["sin" + key]
+                    weight = prepared["weight" + key].unsqueeze(1)
+                    part = (cos @ (weight * (cos.T @ q)) + sin @ (weight * (sin.T @ q))) / volume
+                else:
+                    part = self.mesh_potential(q, positions.index_select(0, idx), cell[b])
+                part = part - self.self_term * q - self.background_term * q.sum(dim=0, keepdim=True) / volume
+                if widths is not None:  # each Gaussian with itself
+                    own = self.coulomb / math.sqrt(math.pi) / widths.index_select(0, idx)
+                    part = part + own.unsqueeze(1) * q
+            else:
+                part = self.coulomb * (prepared["direct" + key] @ q)
+            phi = phi.index_add(0, idx, part)
+        return phi
+
+    def pair_kernel(self, periodic_atom: Tensor, edge_index: Tensor, edge_vec: Tensor,
+                    widths: Optional[Tensor] = None) -> Tensor:
+        """Real-space kernel (E,) 1/Å of every edge whose centre lies in a periodic frame
+        (``periodic_atom`` (n,) bool), erfc(r/(√2σ))/r · s(r), minus erfc(r/w_ij)/r · s(r) for
+        Gaussian charges of ``widths`` (n,) Å; 0 for other edges and beyond the cutoff."""
+        src = edge_index[0]
         r = torch.linalg.vector_norm(edge_vec, dim=1)
         keep = (r < self.cutoff) & periodic_atom.index_select(0, src)
         r = torch.where(keep, r, torch.full_like(r, self.cutoff))  # finite, and s(cutoff) = 0
-        scale = 1.0 / (math.sqrt(2.0) * self.smearing)
-        pair = (torch.erfc(scale * r) / r * switch(r, self.switch_start, self.cutoff)
-                * charges.index_select(0, dst))
-        pair = torch.where(keep, pair, torch.zeros_like(pair))
-        phi = torch.zeros_like(charges).index_add(0, src, pair)
-        return self.coulomb * phi
+        kernel = torch.erfc(r / (math.sqrt(2.0) * self.smearing))
+        if widths is not None:
+            pair_width = torch.sqrt(2.0 * (widths.index_select(0, src).square()
+                                           + widths.index_select(0, edge_index[1]).square()))
+            kernel = kernel - torch.erfc(r / pair_width)
+        kernel = kernel / r * switch(r, self.switch_start, self.cutoff)
+        return torch.where(keep, kernel, torch.zeros_like(kernel))
 
-    def reciprocal_space(self, charges: Tensor, positions: Tensor, cell: Tensor) -> Tensor:
-        """torch-pme's long-range part of φ (n,) eV/e (k space, self and background terms)
-        of one periodic frame."""
-        if self.mode == "ewald" or (self.mode == "auto" and self.ewald_is_cheaper(positions.shape[0], cell)):
-            no_pairs = torch.zeros(0, 2, dtype=torch.long, device=positions.device)
-            no_dist = torch.zeros(0, dtype=positions.dtype, device=positions.device)
-            half = self.ewald_sum(charges.unsqueeze(1), cell, positions, no_pairs, no_dist,
-                                  kvectors=self.kvectors(cell))
-            return 2.0 * half.squeeze(1)  # torch-pme returns ½ φ (its E = Σ q_i V_i)
-        return self.mesh_potential(charges, positions, cell)
+    def kspace_factors(self, positions: Tensor, cell: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """The explicit k sum of one periodic frame as factors: cos(k·x_i), sin(k·x_i) (n, K) and
+        the switched kernel G(k) = k_e 4π e^{−σ²k²/2}/k² · s(k) (K,), over the k vectors of
+        :meth:`kvectors` (k and −k both), so that φ^k = (cos G cosᵀ + sin G sinᵀ) q / V. This is
+        torch-pme's ``EwaldCalculator`` sum (its kernel, ``_SwitchedCoulomb``), with the factors
+        kept for repeated products."""
+        k = self.kvectors(cell)
+        phase = positions @ k.T
+        return torch.cos(phase), torch.sin(phase), self.k_kernel.lr_from_k_sq(k.square().sum(dim=1))
 
     def mesh_potential(self, charges: Tensor, positions: Tensor, cell: Tensor) -> Tensor:
-        """PME: φ^k (n,) eV/e of one periodic frame. Charges are spread on the mesh by Lagrange
-        interpolation, filtered by the smeared Coulomb kernel k_e 4π e^{−σ²k²/2}/k² in k space,
-        interpolated back and divided by V; minus the self and background terms."""
+        """PME: the k-space sum (n, C) of charges (n, C) of one periodic frame, without the self
+        and background terms. Charges are spread on the mesh by Lagrange interpolation, filtered
+        by the smeared Coulomb kernel k_e 4π e^{−σ²k²/2}/k² in k space, interpolated back and
+        divided by V."""
         n_mesh = self.mesh_points(cell)
         self.mesh_interpolator.update(cell, n_mesh)
         self.mesh_filter.update(cell, n_mesh)
         self.mesh_interpolator.compute_weights(positions)
-        density = self.mesh_interpolator.points_to_mesh(charges.unsqueeze(1))
-        mesh_phi = self.mesh_interpolator.mesh_to_points(self.mesh_filter(density)).squeeze(1)
-        volume = torch.linalg.det(cell).abs()
-        return mesh_phi / volume - self.self_term * charges - self.background_term * charges.sum() / volume
+        density = self.mesh_interpolator.points_to_mesh(charges)
+        mesh_phi = self.mesh_interpolator.mesh_to_points(self.mesh_filter(density))
+        return mesh_phi / torch.linalg.det(cell).abs()
 
     def mesh_points(self, cell: Tensor) -> Tensor:
         """Mesh points (3,) int64 along the cell vectors: the smallest 2^a 3^b 5^c ≥ L/h + 1
@@ -306,6 +422,11 @@ class CoulombEngine(torch.nn.Module):
         lengths = torch.linalg.vector_norm(cell.detach(), dim=1)
         sizes = [smooth_size(int(math.ceil(float(lengths[d]) / self.mesh_spacing + 1.0))) for d in range(3)]
         return torch.tensor(sizes, dtype=torch.long, device=cell.device)
+
+    def explicit_sum(self, n_atoms: int, cell: Tensor) -> bool:
+        """Whether a periodic frame of ``n_atoms`` takes the explicit k sum (mode ``ewald``, or
+        ``auto`` where :meth:`ewald_is_cheaper`) rather than PME."""
+        return self.mode == "ewald" or (self.mode == "auto" and self.ewald_is_cheaper(n_atoms, cell))
 
     def ewald_is_cheaper(self, n_atoms: int, cell: Tensor) -> bool:
         """Whether the explicit k sum is cheaper than PME for this frame: N·N_k < M, with
@@ -319,25 +440,20 @@ class CoulombEngine(torch.nn.Module):
         return n_atoms * n_k < float(self.mesh_points(cell).prod())
 
     def kvectors(self, cell: Tensor) -> Tensor:
-        """All k = 2π m·cell⁻ᵀ (K, 3) 1/Å with 0 < |k| < 1.2 K (the set chosen without gradient)."""
-        recip = 2.0 * math.pi * torch.linalg.inv(cell).transpose(0, 1)
-        k_end = self.k_end
-        with torch.no_grad():
-            lengths = torch.linalg.vector_norm(cell.detach(), dim=1)
-            n = torch.ceil(lengths * k_end / (2.0 * math.pi)).long()
-            axes = [torch.arange(-int(n[d]), int(n[d]) + 1, device=cell.device) for d in range(3)]
-            grid = torch.meshgrid(axes, indexing="ij")
-            m = torch.stack([g.reshape(-1) for g in grid], dim=1).to(cell.dtype)
-            k2 = (m @ recip.detach()).square().sum(dim=1)
-            m = m[(k2 < k_end * k_end) & (k2 > 0.0)]
-        return m @ recip
+        """All k = 2π m·cell⁻ᵀ (K, 3) 1/Å with 0 < |k| < 1.2 K (:func:`reciprocal_vectors`)."""
+        return reciprocal_vectors(cell, self.k_end)
 
-    def direct(self, charges: Tensor, positions: Tensor) -> Tensor:
-        """φ (n,) eV/e of an isolated set of charges: k_e Σ_{j≠i} q_j / r_ij over all pairs."""
+    def direct_kernel(self, positions: Tensor, widths: Optional[Tensor] = None) -> Tensor:
+        """Kernel (n, n) 1/Å of the direct sum of an isolated frame: 1/r_ij (0 on the diagonal), or,
+        with ``widths`` (n,) Å, erf(r_ij/w_ij)/r_ij and 1/(√π s_i) on the diagonal."""
         n = positions.shape[0]
         diff = positions.unsqueeze(0) - positions.unsqueeze(1)
         eye = torch.eye(n, dtype=torch.bool, device=positions.device)
         r2 = (diff * diff).sum(dim=2)
         r = torch.sqrt(torch.where(eye, torch.ones_like(r2), r2))
-        inv_r = torch.where(eye, torch.zeros_like(r), 1.0 / r)
-        return self.coulomb * (inv_r @ charges)
+        if widths is None:
+            return torch.where(eye, torch.zeros_like(r), 1.0 / r)
+        s2 = widths.square()
+        pair_width = torch.sqrt(2.0 * (s2.unsqueeze(0) + s2.unsqueeze(1)))
+        own = torch.diag(1.0 / (math.sqrt(math.pi) * widths))
+        return torch.where(eye, own, torch.erf(r / pair_width) / r)

@@ -92,8 +92,9 @@ from torch import Tensor
 
 from mlip.errors import UserError
 from mlip.physics.base import PhysicsTerm
+from mlip.physics.eeq import CUTOFF as EEQ_CUTOFF
 from mlip.physics.eeq import EEQCharges, erf_count
-from mlip.physics.images import image_pairs
+from mlip.physics.pairs import directed_pairs
 from parsers.units import BOHR_CODATA2018, HARTREE_CODATA2018
 
 BOHR, HARTREE = BOHR_CODATA2018, HARTREE_CODATA2018  # the reference program's constants
@@ -172,6 +173,8 @@ class D4Dispersion(PhysicsTerm):
         cutoff: Å, two-body pair cutoff (default 60 bohr). atm_cutoff: Å, ATM cutoff on all three
             sides of a triangle (default 40 bohr). cn_cutoff: Å, D4 CN cutoff (default 30 bohr).
         eeq_cn_cutoff: Å, cutoff of the EEQ charges' CN (default 25 bohr).
+        eeq_cutoff: Å, real-space cutoff of the EEQ charges' Ewald sum (default 15 Å; raised to what
+            the widest Gaussian of the elements needs, see :mod:`mlip.physics.eeq`).
         max_triangles: ATM triangles per frame beyond which ``forward`` raises (memory guard:
             ~0.4 kB of memory each with forces and stress; a 64-atom MgO cell has 0.84 M
             triangles at an 8 Å ATM cutoff, 3.0 M at 10 Å).
@@ -201,12 +204,12 @@ class D4Dispersion(PhysicsTerm):
                  a1: Optional[float] = None, a2: Optional[float] = None,
                  cutoff: float = 60.0 * BOHR, atm_cutoff: float = 40.0 * BOHR,
                  cn_cutoff: float = 30.0 * BOHR, eeq_cn_cutoff: float = 25.0 * BOHR,
-                 max_triangles: int = 10_000_000) -> None:
+                 eeq_cutoff: float = EEQ_CUTOFF, max_triangles: int = 10_000_000) -> None:
         super().__init__("d4", cutoff=0.0, long_range=True, needs_charges=False)
         from ase.data import atomic_numbers
 
         cutoffs = {"cutoff": cutoff, "atm_cutoff": atm_cutoff, "cn_cutoff": cn_cutoff,
-                   "eeq_cn_cutoff": eeq_cn_cutoff}
+                   "eeq_cn_cutoff": eeq_cn_cutoff, "eeq_cutoff": eeq_cutoff}
         bad = [f"{k}={v}" for k, v in cutoffs.items() if not v > 0.0]
         if bad:
             raise UserError(f"d4: cutoffs must be positive, got {', '.join(bad)}")
@@ -246,7 +249,7 @@ class D4Dispersion(PhysicsTerm):
         self.register_buffer("cn_prefactor", f64(K4 * np.exp(-((en_difference + K5) ** 2) / K6)))  # (S, S)
         self.eeq = EEQCharges(f64(table["eeq_chi"][z]), f64(table["eeq_eta"][z]), f64(table["eeq_kcn"][z]),
                               f64(table["eeq_rad"][z]), f64(table["rcov"][z] / BOHR),
-                              cn_cutoff=eeq_cn_cutoff / BOHR)
+                              cn_cutoff=eeq_cn_cutoff / BOHR, cutoff=eeq_cutoff)
 
     def forward(self, data: Dict[str, Tensor], n_local: int) -> Tensor:
         positions = data["positions"]
@@ -297,18 +300,20 @@ class D4Dispersion(PhysicsTerm):
                        total_charge: Tensor) -> Tensor:
         """Per-atom D4 energies (N,) eV of one frame: positions (N, 3) Å, cell (3, 3) Å, pbc (3,)."""
         n_atoms = positions.shape[0]
-        x = positions / self.bohr
-        lattice = cell / self.bohr
-        reach = max(self.energy_cutoff, self.cn_cutoff)
+        reach = max(self.energy_cutoff, self.cn_cutoff, self.eeq.reach / self.bohr)
         if self.s9 != 0.0:
             reach = max(reach, self.atm_cutoff)
-        i, j, shifts = image_pairs(x, lattice, pbc, reach, n_atoms)
-        vec = x[j] - x[i] + shifts.to(x.dtype) @ lattice
-        r = vec.square().sum(dim=1).sqrt()
+        i, j, vec = directed_pairs(positions, cell, pbc, reach * self.bohr)
+        chi, hardness, widths, system = self.eeq.problem(positions, species, cell, pbc, i, j, vec)
+        q = self.eeq.qeq(chi, hardness, widths, total_charge.reshape(1), system)
+        if torch.is_grad_enabled():  # differentiable in q only: the EEQ's derivatives come from the adjoint
+            q = q + torch.zeros(1, dtype=q.dtype, device=q.device).requires_grad_(True)
+        vec = vec / self.bohr
+        r = torch.linalg.vector_norm(vec, dim=1)
         cn = self.coordination_numbers(species, i, j, r, n_atoms)
-        q = self.eeq(x, species, lattice, pbc, total_charge)
         weights = self.reference_weights(species, cn)
         energies = self.two_body(species, i, j, r, self.c6_matrix(species, weights, q), n_atoms)
+        energies = energies + self.eeq.qeq.adjoint_correction(energies, q, chi, hardness, widths, system)
         if self.s9 != 0.0:
             c6_neutral = self.c6_matrix(species, weights, torch.zeros_like(q))
             energies = energies + self.three_body(species, i, j, vec, r, c6_neutral, n_atoms)
