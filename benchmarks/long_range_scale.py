@@ -116,9 +116,10 @@ def child(n_atoms: int, variant: str, calls: int, accuracy: float | None, mode: 
             "coulomb": [t.engine.extra_repr() for t in model.physics if hasattr(t, "engine")]}
 
 
-def run_child(args: argparse.Namespace, n_atoms: int, variant: str) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", str(n_atoms), variant, "--calls", str(args.calls),
-           "--threads", str(args.threads), "--memory-gb", str(args.memory_gb)]
+def run_script(args: argparse.Namespace, options: list[str], failed: dict[str, Any]) -> dict[str, Any]:
+    """This script in a fresh process with ``options`` (and the model options of ``args``): its
+    last line's JSON, or ``failed`` with the error."""
+    cmd = [sys.executable, __file__, *options]
     if args.accuracy is not None:
         cmd += ["--accuracy", str(args.accuracy)]
     if args.mode is not None:
@@ -127,8 +128,15 @@ def run_child(args: argparse.Namespace, n_atoms: int, variant: str) -> dict[str,
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         error = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-        return {"atoms": n_atoms, "model": variant, "call_s": None, "peak_memory_gb": None, "error": error}
-    return json.loads(lines[-1])
+        return {**failed, "error": error}
+    return {**failed, **json.loads(lines[-1])}
+
+
+def run_child(args: argparse.Namespace, n_atoms: int, variant: str) -> dict[str, Any]:
+    options = ["--child", str(n_atoms), variant, "--calls", str(args.calls), "--threads", str(args.threads),
+               "--memory-gb", str(args.memory_gb)]
+    failed = {"atoms": n_atoms, "model": variant, "call_s": None, "peak_memory_gb": None}
+    return run_script(args, options, failed)
 
 
 def export_models(args: argparse.Namespace) -> dict[str, Path]:
@@ -206,19 +214,9 @@ def lammps_child(data: Path, lines: list[str], nprocs: int, steps: int) -> dict[
 
 
 def run_lammps_child(args: argparse.Namespace, n_atoms: int, variant: str, nprocs: int) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--lammps-child", str(n_atoms), variant, str(nprocs),
-           "--lammps-steps", str(args.lammps_steps)]
-    if args.accuracy is not None:
-        cmd += ["--accuracy", str(args.accuracy)]
-    if args.mode is not None:
-        cmd += ["--mode", args.mode]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-    lines = proc.stdout.strip().splitlines()
-    base = {"atoms": n_atoms, "model": variant, "ranks": nprocs}
-    if proc.returncode != 0 or not lines:
-        error = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-        return {**base, "step_s": None, "peak_memory_gb": None, "error": error}
-    return {**base, **json.loads(lines[-1])}
+    options = ["--lammps-child", str(n_atoms), variant, str(nprocs), "--lammps-steps", str(args.lammps_steps)]
+    failed = {"atoms": n_atoms, "model": variant, "ranks": nprocs, "step_s": None, "peak_memory_gb": None}
+    return run_script(args, options, failed)
 
 
 def lammps_part(args: argparse.Namespace) -> dict[str, Any]:

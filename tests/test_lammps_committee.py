@@ -10,15 +10,13 @@ mlip ... deviation_file F every N`` writes step, max, min and mean d_i. On 1 ran
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from ase.build import bulk
+from lammps_runs import run_one_rank, run_two_ranks
 
 from fingerprints import DescriptorSet, default_config
 from mlip import MLIPCalculator
@@ -28,7 +26,6 @@ from mlip.lammps.build import ensure_built
 from mlip.model import Potential
 
 ELEMENTS = ["Ni", "Cu"]  # LAMMPS types 1, 2
-BIN = Path(sys.executable).parent
 
 
 def committee_model(members: int) -> Potential:
@@ -101,15 +98,7 @@ def reference(workdir) -> dict[str, np.ndarray]:
 def one_rank(workdir) -> Path:
     out = workdir / "np1"
     out.mkdir()
-    threads = torch.get_num_threads()
-    lmp = load_lammps().lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
-    try:
-        lmp.command(f"plugin load {ensure_built()}")
-        for newton in (True, False):
-            lmp.commands_string(case_input(workdir, out, newton))
-    finally:
-        lmp.close()
-        torch.set_num_threads(threads)
+    run_one_rank(case_input(workdir, out, newton) for newton in (True, False))
     return out
 
 
@@ -117,12 +106,7 @@ def one_rank(workdir) -> Path:
 def two_ranks(workdir) -> Path:
     out = workdir / "np2"
     out.mkdir()
-    (out / "in.all").write_text(case_input(workdir, out, True) + case_input(workdir, out, False))
-    env = dict(os.environ, LAMMPS_PLUGIN_PATH=str(ensure_built().parent), OMP_NUM_THREADS="1")
-    cmd = [str(BIN / "mpirun"), "-np", "2", str(BIN / "lmp"), "-in", "in.all", "-log", "none", "-nocite"]
-    proc = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "2 by 1 by 1" in proc.stdout or "1 by 2 by 1" in proc.stdout or "1 by 1 by 2" in proc.stdout
+    run_two_ranks(out, case_input(workdir, out, True) + case_input(workdir, out, False))
     return out
 
 

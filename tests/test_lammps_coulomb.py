@@ -14,9 +14,6 @@ a charged cell (``total_charge``); per-atom virials
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +22,7 @@ import pytest
 import torch
 from ase import Atoms
 from ase.geometry import find_mic
+from lammps_runs import run_one_rank, run_two_ranks
 
 from fingerprints import DescriptorSet, default_config
 from mlip import MLIPCalculator
@@ -38,7 +36,6 @@ from mlip.physics.zbl import ZBL
 ELEMENTS = ["Na", "Cl"]  # LAMMPS types 1, 2
 MASSES = {"Na": 22.99, "Cl": 35.45}
 NKTV2P_METAL = 1.6021765e6  # bar per eV/Å^3
-BIN = Path(sys.executable).parent
 RTOL = 1e-6  # the bound; coul/long's polynomial erfc (|error| < 1.5e-7) is the floor
 MD_STEPS = 20
 
@@ -192,17 +189,9 @@ def reference(workdir) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def one_rank(workdir) -> Path:
-    threads = torch.get_num_threads()  # the plugin sets libtorch's (shared) thread count
     out = workdir / "np1"
     out.mkdir()
-    lmp = load_lammps().lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
-    try:
-        lmp.command(f"plugin load {ensure_built()}")
-        for case in CASES:
-            lmp.commands_string(case_input(workdir, case, out))
-    finally:
-        lmp.close()
-        torch.set_num_threads(threads)
+    run_one_rank(case_input(workdir, case, out) for case in CASES)
     return out
 
 
@@ -210,14 +199,7 @@ def one_rank(workdir) -> Path:
 def two_ranks(workdir) -> Path:
     out = workdir / "np2"
     out.mkdir()
-    script = "".join(case_input(workdir, c, out) for c in CASES) + md_input(workdir, out, MD_STEPS)
-    (out / "in.all").write_text(script)
-    env = dict(os.environ, LAMMPS_PLUGIN_PATH=str(ensure_built().parent), OMP_NUM_THREADS="1")
-    cmd = [str(BIN / "mpirun"), "-np", "2", str(BIN / "lmp"), "-in", "in.all", "-log", "log.lammps",
-           "-nocite"]
-    proc = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "2 by 1 by 1" in proc.stdout or "1 by 2 by 1" in proc.stdout or "1 by 1 by 2" in proc.stdout
+    run_two_ranks(out, "".join(case_input(workdir, c, out) for c in CASES) + md_input(workdir, out, MD_STEPS))
     return out
 
 
