@@ -12,6 +12,13 @@ lazily by name. A class with a ``from_config(params, elements, **extra)`` classm
 element symbols (so the config can name elements); any other is called as
 ``cls(n_species=len(elements), **params)``.
 
+Descriptors that need whole frames (global descriptors, such as mlip's PotNet lattice sums) mark
+themselves with a ``long_range`` attribute (True) and take the batch dict as a fifth argument,
+``forward(species, edge_index, edge_vec, n_centers, data)`` (``data``: ``positions``, ``cell``,
+``pbc``, ``batch`` ..., the names of :mod:`mlip.keys`); the set passes it on, and its own
+``long_range`` says whether it holds one. Types defined above this package are given to
+:meth:`DescriptorSet.from_config` as ``types`` (name -> class).
+
 Normalisation: ``forward`` returns ``(raw − mean[s]) / std[s]`` with per-centre-element
 statistics ``mean``, ``std`` (n_species, n_features) fitted by :meth:`DescriptorSet.fit_normalization`
 on training data (identity until then): a mean per feature and, by default, one std per
@@ -45,10 +52,14 @@ _NN_DISTANCE = {"Al": 2.86, "Cu": 2.55, "Ni": 2.49, "Ag": 2.89, "Au": 2.88, "Pt"
                 "Zn": 2.66, "Co": 2.50, "Si": 2.35, "Ge": 2.45}
 
 
-def descriptor_class(type_name: str) -> Tuple[type, Dict[str, Any]]:
-    """The class registered for ``type_name`` and its extra ``from_config`` arguments."""
+def descriptor_class(type_name: str,
+                     types: Optional[Mapping[str, type]] = None) -> Tuple[type, Dict[str, Any]]:
+    """The class registered for ``type_name`` (or given in ``types``) and its extra
+    ``from_config`` arguments."""
+    if types is not None and type_name in types:
+        return types[type_name], {}
     if type_name not in DESCRIPTOR_TYPES:
-        known = ", ".join(sorted(DESCRIPTOR_TYPES))
+        known = ", ".join(sorted([*DESCRIPTOR_TYPES, *(types or {})]))
         raise ValueError(f"unknown descriptor type {type_name!r}; known: {known}")
     module_name, class_name, extra = DESCRIPTOR_TYPES[type_name]
     try:
@@ -59,12 +70,13 @@ def descriptor_class(type_name: str) -> Tuple[type, Dict[str, Any]]:
     return getattr(module, class_name), dict(extra)
 
 
-def build_descriptor(entry: Mapping[str, Any], elements: Sequence[str]) -> torch.nn.Module:
-    """One descriptor module from a config entry (a dict with ``type``)."""
+def build_descriptor(entry: Mapping[str, Any], elements: Sequence[str],
+                     types: Optional[Mapping[str, type]] = None) -> torch.nn.Module:
+    """One descriptor module from a config entry (a dict with ``type``); ``types``: extra classes."""
     if not isinstance(entry, Mapping) or "type" not in entry:
         raise ValueError(f"each descriptor config entry must be a mapping with a 'type', got {entry!r}")
     params = {k: v for k, v in entry.items() if k != "type"}
-    cls, extra = descriptor_class(str(entry["type"]))
+    cls, extra = descriptor_class(str(entry["type"]), types)
     try:
         if hasattr(cls, "from_config"):
             return cls.from_config(params, list(elements), **extra)
@@ -100,12 +112,14 @@ class DescriptorSet(torch.nn.Module):
 
     Args:
         descriptors: modules following the descriptor interface (``cutoff``, ``n_features``,
-            ``forward(species, edge_index, edge_vec, n_centers)``).
+            ``forward(species, edge_index, edge_vec, n_centers)``, or with the batch dict as a
+            fifth argument for those marked ``long_range``; module docstring).
         n_species: number of elements of the model.
         config_json: the config the set was built from (JSON text, kept for metadata).
 
-    forward: ``(species (N,) int64, edge_index (2, E) int64, edge_vec (E, 3) Å, n_centers) ->
-    (n_centers, n_features)`` normalised features; :meth:`raw` gives them unnormalised.
+    forward: ``(species (N,) int64, edge_index (2, E) int64, edge_vec (E, 3) Å, n_centers,
+    data) -> (n_centers, n_features)`` normalised features; :meth:`raw` gives them unnormalised.
+    ``data`` (the batch dict) is needed only when ``long_range``.
     """
 
     __jit_unused_properties__ = ["config"]
@@ -113,6 +127,7 @@ class DescriptorSet(torch.nn.Module):
     cutoff: float
     n_features: int
     n_species: int
+    long_range: bool
     config_json: str
     feature_slices: List[Tuple[int, int]]
 
@@ -124,6 +139,7 @@ class DescriptorSet(torch.nn.Module):
         self.descriptors = torch.nn.ModuleList(descriptors)
         self.n_species = int(n_species)
         self.cutoff = float(max(float(d.cutoff) for d in descriptors))
+        self.long_range = any(bool(getattr(d, "long_range", False)) for d in descriptors)
         slices: List[Tuple[int, int]] = []
         start = 0
         for d in descriptors:  # one normalisation block per descriptor, or per entry of its block_sizes
@@ -138,12 +154,13 @@ class DescriptorSet(torch.nn.Module):
 
     @classmethod
     def from_config(cls, config: Union[Mapping[str, Any], Sequence[Mapping[str, Any]]],
-                    elements: Sequence[str]) -> "DescriptorSet":
-        """Build from a config list (or a single entry) for the given element symbols."""
+                    elements: Sequence[str], types: Optional[Mapping[str, type]] = None) -> "DescriptorSet":
+        """Build from a config list (or a single entry) for the given element symbols;
+        ``types``: descriptor classes by type name beyond :data:`DESCRIPTOR_TYPES`."""
         entries = [config] if isinstance(config, Mapping) else list(config)
         if not entries:
             raise ValueError("descriptor config is empty")
-        modules = [build_descriptor(e, elements) for e in entries]
+        modules = [build_descriptor(e, elements, types) for e in entries]
         return cls(modules, len(elements), json.dumps([dict(e) for e in entries]))
 
     @property
@@ -155,15 +172,22 @@ class DescriptorSet(torch.nn.Module):
         return f"n_species={self.n_species}, n_features={self.n_features}, cutoff={self.cutoff}"
 
     @torch.jit.export
-    def raw(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centers: int) -> Tensor:
+    def raw(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centers: int,
+            data: Optional[Dict[str, Tensor]] = None) -> Tensor:
         """Unnormalised features (n_centers, n_features)."""
         parts: List[Tensor] = []
         for descriptor in self.descriptors:
-            parts.append(descriptor(species, edge_index, edge_vec, n_centers))
+            if hasattr(descriptor, "long_range"):  # resolved when compiled: the batch-taking protocol
+                if data is None:
+                    raise RuntimeError("descriptors: a long-range descriptor needs the batch dict (data)")
+                parts.append(descriptor(species, edge_index, edge_vec, n_centers, data))
+            else:
+                parts.append(descriptor(species, edge_index, edge_vec, n_centers))
         return torch.cat(parts, dim=1)
 
-    def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centers: int) -> Tensor:
-        features = self.raw(species, edge_index, edge_vec, n_centers)
+    def forward(self, species: Tensor, edge_index: Tensor, edge_vec: Tensor, n_centers: int,
+                data: Optional[Dict[str, Tensor]] = None) -> Tensor:
+        features = self.raw(species, edge_index, edge_vec, n_centers, data)
         center_species = species[:n_centers]
         mean = self.mean.to(features.dtype).index_select(0, center_species)
         std = self.std.to(features.dtype).index_select(0, center_species)
@@ -173,10 +197,11 @@ class DescriptorSet(torch.nn.Module):
     def fit_normalization(self, batches: Iterable[Sequence[Any]], scaling: str = "block") -> None:
         """Fit per-element means and scales of the raw features on training data.
 
-        batches: iterable of ``(species, edge_index, edge_vec)`` or
-        ``(species, edge_index, edge_vec, n_centers)`` (torch tensors or numpy arrays; without
-        ``n_centers`` every atom is a centre). Statistics accumulate in float64 (Chan's
-        pairwise update). Each feature gets its own mean. ``scaling``: ``"block"`` divides all
+        batches: iterable of ``(species, edge_index, edge_vec)``,
+        ``(species, edge_index, edge_vec, n_centers)`` or ``(species, edge_index, edge_vec,
+        n_centers, data)`` (torch tensors or numpy arrays; without ``n_centers`` every atom is
+        a centre; ``data``, the batch dict, for long-range descriptors). Statistics accumulate in
+        float64 (Chan's pairwise update). Each feature gets its own mean. ``scaling``: ``"block"`` divides all
         features of one block (a descriptor, or each part of one that has ``block_sizes``) by one
         std (the root of their mean variance), which keeps the features that bulk symmetry
         nearly switches off (odd l of a power spectrum in a cubic crystal) small, instead of
@@ -194,7 +219,11 @@ class DescriptorSet(torch.nn.Module):
                 edge_index = torch.as_tensor(batch[1], dtype=torch.int64)
                 edge_vec = torch.as_tensor(batch[2]).to(dtype)
                 n_centers = int(batch[3]) if len(batch) > 3 else int(species.shape[0])
-                x = self.raw(species, edge_index, edge_vec, n_centers).double()
+                data = None
+                if len(batch) > 4:
+                    data = {k: torch.as_tensor(v) for k, v in batch[4].items()}
+                    data = {k: v.to(dtype) if v.is_floating_point() else v for k, v in data.items()}
+                x = self.raw(species, edge_index, edge_vec, n_centers, data).double()
                 s = species[:n_centers]
                 n_b = torch.bincount(s, minlength=self.n_species).double()
                 sum_b = torch.zeros_like(mean).index_add_(0, s, x)

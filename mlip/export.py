@@ -57,7 +57,7 @@ def lammps_coulomb(model: Potential | torch.jit.ScriptModule,
     ``cutoff`` (Å), ``accuracy`` (LAMMPS' relative kspace accuracy, the ewald term's) and
     ``typical_charges`` (e per element, :meth:`~mlip.model.Potential.typical_charges`: where
     ``pair_coeff`` starts an uncharged system, so that kspace can choose its parameters)."""
-    if model.lattice_mean.shape[0] > 0 or not model.has_charges:
+    if model.descriptors.long_range or not model.has_charges:
         return None
     terms = [t for t in model.physics if t.long_range and t.name not in overlay]
     if len(terms) != 1 or terms[0].name != "ewald":
@@ -114,7 +114,7 @@ def model_metadata(model: Potential, descriptors: Any = None, data_hash: str | N
         raise UserError(f"lammps_overlay: LAMMPS cannot compute the physics term(s) {', '.join(bad)} of this "
                         f"model; it can: {', '.join(lammps_overlay_terms(model)) or 'none'}")
     dtype = next(model.parameters()).dtype
-    long_range = model.lattice_mean.shape[0] > 0 or any(
+    long_range = model.descriptors.long_range or any(
         t.long_range and t.name not in overlay for t in model.physics)
     elements = list(model.elements)
     known = model.min_pair_distance > 0

@@ -237,6 +237,39 @@ def test_potnet_lattice_channels_are_differentiable_and_scriptable():
     assert single(torch.jit.script(m), pos, sp, cell)["energy"] == pytest.approx(out["energy"], abs=1e-10)
 
 
+def test_checkpoints_of_the_separate_lattice_path_load():
+    """State dicts written when PotNet's lattice sums were a separate path of the Potential
+    (buffers ``lattice_mean``/``lattice_std``: one statistic per lattice feature, after the
+    descriptors; empty for every other model) load into today's model, whose descriptor set holds
+    the lattice sums: the same normalised features, the same energies."""
+    torch.manual_seed(4)
+    cfg = {"descriptors": [{"type": "potnet", "alpha": 3.0},  # listed first: still built last
+                           {"type": "rann_radial", "re": 2.5, "rc": 4.0, "dr": 1.0, "alpha": [3.0, 4.0],
+                            "o": 0, "n": 1}],
+           "hidden": [8], "activation": "tanh", "physics": [], "charges": "none", "dtype": "float64"}
+    model = build_potential(cfg, ELEMENTS)
+    n_lattice = 6
+    with torch.no_grad():
+        model.descriptors.mean.normal_()
+        model.descriptors.std.uniform_(0.5, 2.0)
+        model.descriptors.mean[:, -n_lattice:] = torch.linspace(-1.0, 1.0, n_lattice)  # old: per feature
+        model.descriptors.std[:, -n_lattice:] = torch.linspace(0.5, 2.0, n_lattice)
+    state = model.state_dict()
+    old = {**state, "lattice_mean": state["descriptors.mean"][0, -n_lattice:].clone(),
+           "lattice_std": state["descriptors.std"][0, -n_lattice:].clone()}
+    for key in ("descriptors.mean", "descriptors.std", "feature_min", "feature_max"):
+        old[key] = state[key][:, :-n_lattice].clone()
+    loaded = build_potential(cfg, ELEMENTS)
+    loaded.load_state_dict(old)
+    pos, sp, cell = structure(12, n=6)
+    assert single(loaded, pos, sp, cell)["energy"] == pytest.approx(single(model, pos, sp, cell)["energy"],
+                                                                    abs=1e-12)
+    short = make_model()
+    short_state = {**short.state_dict(), "lattice_mean": torch.zeros(0, dtype=torch.float64),
+                   "lattice_std": torch.ones(0, dtype=torch.float64)}
+    make_model().load_state_dict(short_state)
+
+
 def test_ionic_systems_start_from_formal_charges():
     from mlip.physics.charges import initial_charges
 

@@ -213,8 +213,9 @@ def test_training_with_potnet_channels_fits_their_normalization(dumps, tmp_path)
     res = invoke("train", dumps, "--epochs", 1, "--out", run, "--set", desc, *SMALL)
     assert res.exit_code == 0, res.output
     state = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
-    assert state["lattice_mean"].shape == (3,) and (state["lattice_std"] > 0).all()
-    assert state["lattice_mean"].abs().max() > 0
+    mean, std = state["descriptors.mean"], state["descriptors.std"]  # PotNet's 3 columns come last
+    assert mean.shape[1] == 2 + 3 and (std[:, -3:] > 0).all() and (std[:, -3:] != 1).all()
+    assert mean[:, -3:].abs().min() > 0
 
 
 def test_export_keeps_the_code_compiled_when_training_started(dumps, tmp_path, monkeypatch):

@@ -3,8 +3,8 @@ normalisations (``mlip committee``, ``mlip train --init``, tests).
 
 A member is an :class:`~mlip.model.networks.ElementNetworks` that reads the model's normalised
 descriptors and whose output o gives the atomic energy shift[s] + scale · o. Two models of the
-same descriptors may differ in their normalisation (per-element mean and std of each raw feature,
-per-feature lattice mean and std) and in their reference energies and scale: those are affine in
+same descriptors may differ in their normalisation (per-element mean and std of each raw feature)
+and in their reference energies and scale: those are affine in
 a network's input and output, so :func:`refit_member` rewrites a member's first and last layers
 to give, in another model's normalisation and reference energies, exactly the energies it gave in
 its own (up to rounding). Not TorchScript: these edit models in memory.
@@ -57,13 +57,8 @@ def member_model(model: Potential, k: int) -> Potential:
 
 def _normalisation(model: Potential) -> tuple[torch.Tensor, torch.Tensor]:
     """Per element (n_species, n_in) mean and std of the raw network inputs of ``model``: the
-    descriptors' per-element statistics, then the lattice features' (the same for every element)."""
-    mean = model.descriptors.mean.double()
-    std = model.descriptors.std.double()
-    n = mean.shape[0]
-    lat_mean = model.lattice_mean.double().expand(n, -1)
-    lat_std = model.lattice_std.double().expand(n, -1)
-    return torch.cat([mean, lat_mean], dim=1), torch.cat([std, lat_std], dim=1)
+    descriptors' per-element statistics (PotNet's lattice sums included)."""
+    return model.descriptors.mean.double(), model.descriptors.std.double()
 
 
 @torch.no_grad()

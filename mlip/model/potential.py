@@ -29,12 +29,32 @@ from mlip.model.committee import (
 from mlip.model.networks import ElementNetworks
 from mlip.physics.base import PhysicsTerm
 from mlip.physics.charges import FixedCharges, enforce_total_charge, initial_charges
-from mlip.physics.potnet import PotNetFeatures
 
 # buffers added after the first checkpoints were written (training-data ranges, per-pair ZBL
 # radii): a state dict without them loads, keeping the values the model was built or fitted with
 _LATER_BUFFERS = ("min_pair_distance", "min_pair_seen", "feature_min", "feature_max",
                   "inner_pair", "outer_pair")
+
+
+def _fold_lattice_normalization(model: torch.nn.Module, state_dict: Dict[str, Any], prefix: str,
+                                *args: Any) -> None:
+    """``load_state_dict`` pre-hook of :class:`Potential`: a checkpoint written when the PotNet
+    lattice sums were a separate path of the model (``lattice_mean``/``lattice_std``, one mean and
+    std per lattice feature, appended after the descriptors) loads into a model whose descriptor
+    set holds them (built from the same config, local descriptors first): their statistics become
+    the last columns of every element's ``descriptors.mean``/``std``, the same normalised
+    features, and the feature range of those columns is unknown (±inf)."""
+    if prefix + "lattice_mean" not in state_dict:
+        return
+    lattice_mean = state_dict.pop(prefix + "lattice_mean")
+    lattice_std = state_dict.pop(prefix + "lattice_std")
+    n_lattice = lattice_mean.shape[0]
+    for name, extra in (("descriptors.mean", lattice_mean), ("descriptors.std", lattice_std),
+                        ("feature_min", torch.full_like(lattice_mean, -torch.inf)),
+                        ("feature_max", torch.full_like(lattice_mean, torch.inf))):
+        old = state_dict.get(prefix + name)
+        if old is not None and old.shape[1] + n_lattice == model.descriptors.n_features:
+            state_dict[prefix + name] = torch.cat([old, extra.to(old.dtype).expand(old.shape[0], -1)], dim=1)
 
 
 def _allow_later_buffers(model: torch.nn.Module, incompatible: Any) -> None:
@@ -60,7 +80,10 @@ class Potential(torch.nn.Module):
 
     Args:
         descriptors: module ``(species, edge_index, edge_vec, n_centers) -> (n_centers, F)``
-            with attributes ``cutoff`` (Å) and ``n_features``.
+            with attributes ``cutoff`` (Å) and ``n_features``; a descriptor set with
+            ``long_range`` (global descriptors such as PotNet's lattice sums, see
+            :class:`fingerprints.DescriptorSet`) gets the batch dict too (the strained positions
+            and cell), and makes the model long-range.
         elements: element symbols, sorted by atomic number; ``species`` indexes this list.
         hidden: hidden layer widths of each element's network.
         activation: hidden activation (see :mod:`mlip.model.activations`).
@@ -69,9 +92,6 @@ class Potential(torch.nn.Module):
             ``"network"`` (a second output of each element's network) or ``"fixed"`` (one learnable
             charge per element). Either way they are shifted per frame to the frame's total charge
             and passed to the physics terms as ``data["charges"]``.
-        lattice_features: optional PotNet lattice sums (:class:`~mlip.physics.potnet.PotNetFeatures`)
-            appended to the descriptors (normalised); they need whole periodic frames, so the
-            model becomes long-range.
         committee: number of members K; K >= 2 gives each its own per-element networks on the
             shared descriptors (:mod:`mlip.model.committee`): the outputs are the members' mean,
             plus ``member_energy`` and ``energy_deviation`` and, with ``deviation``, the
@@ -105,7 +125,6 @@ class Potential(torch.nn.Module):
         activation: str = "silu",
         physics: Optional[List[PhysicsTerm]] = None,
         charges: str = "none",
-        lattice_features: Optional[PotNetFeatures] = None,
         committee: int = 1,
     ) -> None:
         super().__init__()
@@ -123,12 +142,7 @@ class Potential(torch.nn.Module):
         self.has_charges = charges != "none"
         self.network_charges = charges == "network"
         n_species = len(self.elements)
-        # lists of zero or one module: TorchScript has no Optional module attributes
-        self.lattice = torch.nn.ModuleList([lattice_features] if lattice_features is not None else [])
-        n_lattice = int(lattice_features.n_features) if lattice_features is not None else 0
-        self.register_buffer("lattice_mean", torch.zeros(n_lattice, dtype=torch.float64))
-        self.register_buffer("lattice_std", torch.ones(n_lattice, dtype=torch.float64))
-        n_in = int(descriptors.n_features) + n_lattice
+        n_in = int(descriptors.n_features)
         if committee > 1:
             self.networks = CommitteeNetworks([ElementNetworks(n_species, n_in, list(hidden), activation)
                                                for _ in range(committee)])
@@ -146,7 +160,8 @@ class Potential(torch.nn.Module):
         # every term's edge range counts, the long-range ones' too (Ewald's real-space sum runs over
         # the model's edges): an edge list for a smaller cutoff would lose their pairs
         self.cutoff = float(max([float(descriptors.cutoff)] + [t.cutoff for t in physics]))
-        self.long_range = any(t.long_range for t in physics) or n_lattice > 0
+        self.long_range = (any(t.long_range for t in physics)
+                           or bool(getattr(descriptors, "long_range", False)))  # global descriptors
         self.clamp_close_pairs = any(t.name == "core" for t in physics)
         self.register_buffer("min_pair_distance", torch.zeros(n_species, n_species, dtype=torch.float64))
         self.register_buffer("min_pair_seen", torch.zeros(n_species, n_species, dtype=torch.bool))
@@ -155,6 +170,7 @@ class Potential(torch.nn.Module):
         self.register_buffer("feature_max", torch.full(shape, torch.inf, dtype=torch.float64))
         self.register_buffer("energy_shift", torch.zeros(n_species, dtype=torch.float64))
         self.register_load_state_dict_post_hook(_allow_later_buffers)
+        self.register_load_state_dict_pre_hook(_fold_lattice_normalization)
         self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
 
     def set_energy_reference(self, shift: Tensor, scale: float) -> None:
@@ -204,27 +220,6 @@ class Potential(torch.nn.Module):
         width = torch.clamp(high - low, min=1.0)  # features (nearly) constant in training: 1 normalised unit
         return (torch.maximum(torch.relu(low - features), torch.relu(features - high)) / width).amax(dim=1)
 
-    @torch.jit.export
-    def lattice_sums(self, positions: Tensor, species: Tensor, cell: Tensor, batch: Tensor,
-                     n_local: int) -> Tensor:
-        """Raw PotNet features (n_local, n_lattice) of the local atoms, frame by frame
-        (each frame must be one whole periodic cell)."""
-        n_lat = self.lattice_mean.shape[0]
-        out = torch.zeros(n_local, n_lat, dtype=positions.dtype, device=positions.device)
-        local_batch = batch[:n_local]
-        for lat in self.lattice:
-            for b in range(cell.shape[0]):
-                idx = torch.nonzero(local_batch == b).squeeze(1)
-                f = lat(positions.index_select(0, idx), species.index_select(0, idx), cell[b], idx.numel())
-                out = out.index_copy(0, idx, f)
-        return out
-
-    def set_lattice_normalization(self, raw: Tensor) -> None:
-        """Per-feature mean and std of raw lattice features (n_samples, n_lattice) of training atoms."""
-        self.lattice_mean.copy_(raw.mean(dim=0).to(self.lattice_mean.dtype))
-        std = raw.std(dim=0).to(self.lattice_std.dtype)
-        self.lattice_std.copy_(torch.where(std > 1e-12, std, torch.ones_like(std)))
-
     def _energies(self, data: Dict[str, Tensor], pos: Tensor, edge_vec: Tensor, cell: Tensor,
                   total_charge: Tensor, n_local: int, lammps: bool = False,
                   short_range: bool = False) -> Dict[str, Tensor]:
@@ -239,18 +234,6 @@ class Potential(torch.nn.Module):
         edge_index = data[keys.EDGE_INDEX]
         batch = data[keys.BATCH]
         local_species = species[:n_local]
-        seen_edges = self._descriptor_edges(species, edge_index, edge_vec)
-        features = self.descriptors(species, edge_index, seen_edges, n_local)
-        extrapolation = self._extrapolation(features, local_species)
-        if self.lattice_mean.shape[0] > 0:
-            raw = self.lattice_sums(pos, species, cell, batch, n_local)
-            mean = self.lattice_mean.to(raw.dtype)
-            std = self.lattice_std.to(raw.dtype)
-            features = torch.cat([features, (raw - mean) / std], dim=1)
-        out = self.networks(features, local_species)
-        atomic = self.energy_shift.to(out.dtype).index_select(0, local_species) \
-            + self.energy_scale.to(out.dtype) * out[:, 0]
-
         terms: Dict[str, Tensor] = {
             keys.POSITIONS: pos,
             keys.SPECIES: species,
@@ -261,6 +244,16 @@ class Potential(torch.nn.Module):
             keys.BATCH: batch,
             keys.TOTAL_CHARGE: total_charge,
         }
+        seen_edges = self._descriptor_edges(species, edge_index, edge_vec)
+        if hasattr(self.descriptors, "long_range"):  # a descriptor set: global descriptors get the batch
+            features = self.descriptors(species, edge_index, seen_edges, n_local, terms)
+        else:
+            features = self.descriptors(species, edge_index, seen_edges, n_local)
+        extrapolation = self._extrapolation(features, local_species)
+        out = self.networks(features, local_species)
+        atomic = self.energy_shift.to(out.dtype).index_select(0, local_species) \
+            + self.energy_scale.to(out.dtype) * out[:, 0]
+
         results: Dict[str, Tensor] = {}
         for fixed in self.fixed_charges:
             q = fixed.charge.to(out.dtype).index_select(0, local_species) if short_range \
@@ -429,8 +422,8 @@ class Potential(torch.nn.Module):
         q = torch.zeros(n_species, dtype=torch.float64, device=self.energy_scale.device)
         for fixed in self.fixed_charges:
             q = fixed.charge.to(torch.float64)
-        if self.network_charges:  # networks' inputs: descriptors and lattice sums, in the model's dtype
-            n_in = int(self.descriptors.n_features) + self.lattice_mean.shape[0]
+        if self.network_charges:  # networks' inputs: the descriptors, in the model's dtype
+            n_in = int(self.descriptors.n_features)
             zeros = torch.zeros(n_species, n_in, dtype=self.energy_shift.dtype,
                                 device=self.energy_scale.device)
             q = self.networks(zeros, species)[:, 1].to(torch.float64)

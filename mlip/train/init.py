@@ -170,7 +170,7 @@ def start_from(model: Potential, source: InitSource) -> Started:
     elements = list(model.elements)
     species_map = [elements.index(e) for e in source.elements]
     new_elements = [e for e in elements if e not in source.elements]
-    if new_elements and model.lattice_mean.shape[0] > 0:
+    if new_elements and model.descriptors.long_range:
         raise UserError(f"--init {source.run}: new element(s) {', '.join(new_elements)} with PotNet lattice "
                         "features: their layout changes with the elements; train a fresh run")
     columns = feature_columns(old, model, species_map)
@@ -179,8 +179,6 @@ def start_from(model: Potential, source: InitSource) -> Started:
     for a, t in enumerate(species_map):
         desc.mean[t, columns] = old.descriptors.mean[a].to(desc.mean.dtype)
         desc.std[t, columns] = old.descriptors.std[a].to(desc.std.dtype)
-    model.lattice_mean.copy_(old.lattice_mean)
-    model.lattice_std.copy_(old.lattice_std)
     model.energy_shift[index] = old.energy_shift.to(model.energy_shift.dtype)
     model.energy_scale.copy_(old.energy_scale)
     old_nets = member_networks(old)

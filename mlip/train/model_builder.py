@@ -19,6 +19,7 @@ from mlip.physics.potnet import PotNetFeatures
 from mlip.physics.registry import build_terms
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
+GLOBAL_DESCRIPTORS = {"potnet": PotNetFeatures}  # descriptor types that take the batch (mlip's own)
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -51,24 +52,20 @@ def charge_source(setting: Any, physics: list) -> str:
 
 def build_potential(model_cfg: dict[str, Any], elements: Sequence[str]) -> Potential:
     """A fresh, untrained potential in the config's dtype. A descriptor entry
-    ``{"type": "potnet", "alpha": 3.0}`` adds PotNet lattice-sum channels. ``model.repulsion:
+    ``{"type": "potnet", "alpha": 3.0}`` adds PotNet lattice-sum channels (a global descriptor of
+    the descriptor set, :mod:`mlip.physics.potnet`; the model becomes long-range). ``model.repulsion:
     auto`` adds the repulsive core (:mod:`mlip.physics.core`; its r_min, ``min_pair_distance``,
     starts at the fallback distances, the trainer sets the data's), ``none`` leaves it out.
     ``model.committee`` K >= 2 builds K members' networks on the shared descriptors, each
     initialised in turn from torch's random state (:mod:`mlip.model.committee`)."""
     config = descriptor_config(model_cfg, elements)
-    lattice = [dict(c) for c in config if c.get("type") == "potnet"]
-    if len(lattice) > 1:
+    if sum(c.get("type") in GLOBAL_DESCRIPTORS for c in config) > 1:
         raise UserError("model.descriptors: give 'potnet' at most once")
-    lattice_features = None
-    if lattice:
-        lattice[0].pop("type")
-        try:
-            lattice_features = PotNetFeatures(len(elements), **lattice[0])
-        except TypeError as exc:
-            raise UserError(f"model.descriptors potnet: {exc}") from exc
-    descriptors = DescriptorSet.from_config([c for c in config if c.get("type") != "potnet"],
-                                            list(elements))
+    # the global descriptor's features after the local ones' (the networks' input layout of every
+    # PotNet model, also of the runs saved when PotNet was a separate path of the model)
+    ordered = [c for c in config if c.get("type") not in GLOBAL_DESCRIPTORS] \
+        + [c for c in config if c.get("type") in GLOBAL_DESCRIPTORS]
+    descriptors = DescriptorSet.from_config(ordered, list(elements), types=GLOBAL_DESCRIPTORS)
     physics = build_terms(model_cfg.get("physics") or [], list(elements), float(descriptors.cutoff))
     core = model_cfg.get("repulsion", "auto") == "auto"
     if core:
@@ -81,7 +78,7 @@ def build_potential(model_cfg: dict[str, Any], elements: Sequence[str]) -> Poten
                         "physics terms")
     model = Potential(descriptors, list(elements), hidden=list(model_cfg["hidden"]),
                       activation=model_cfg["activation"], physics=physics, charges=charges,
-                      lattice_features=lattice_features, committee=committee)
+                      committee=committee)
     if core:
         n = len(elements)
         model.set_min_pair_distance(fallback_distance(list(elements)), torch.zeros(n, n, dtype=torch.bool))

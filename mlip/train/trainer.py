@@ -203,23 +203,18 @@ class Trainer:
         return graph_loader(self.graphs, EpochBatches(idx, batch_size, shuffle=False), self.dtype)
 
     def _fit_constants(self) -> None:
-        """Descriptor (and lattice-sum) normalisation and the shortest distance of each element
+        """Descriptor normalisation and the shortest distance of each element
         pair, then the descriptors' range, then per-element reference energies fitted to what the
         physics terms leave over, E − E_physics, at the initial charges; each a pass over the
         training frames, batch by batch."""
         n = len(self.elements)
         closest = torch.full((n * n,), math.inf, dtype=torch.float64)
-        lattice: list[torch.Tensor] = []
         species: list[np.ndarray] = []
         forces: list[np.ndarray] = []
         energies: list[np.ndarray] = []
 
         def descriptor_inputs() -> Any:
             for b in self._stream(self.train_idx):
-                if self.model.lattice_mean.shape[0] > 0:
-                    with torch.no_grad():
-                        lattice.append(self.model.lattice_sums(b["positions"], b["species"], b["cell"],
-                                                               b["batch"], int(b["species"].shape[0])))
                 starts = np.cumsum(b["n_atoms"].numpy())[:-1]
                 species.extend(np.split(b["species"].numpy(), starts))
                 forces.extend(np.split(b["forces"].numpy(), starts))
@@ -229,15 +224,13 @@ class Trainer:
                 edge_vec = pos[dst] - pos[src] + b["edge_shift"]
                 pair = b["species"][src] * n + b["species"][dst]
                 closest.scatter_reduce_(0, pair, torch.linalg.vector_norm(edge_vec, dim=1).double(), "amin")
-                yield b["species"], b["edge_index"], edge_vec
+                yield b["species"], b["edge_index"], edge_vec, int(b["species"].shape[0]), b  # b: for PotNet
 
         self.model.descriptors.fit_normalization(descriptor_inputs(),
                                                  scaling=self.config["model"]["feature_scaling"])
         closest = closest.view(n, n)
         seen = torch.isfinite(closest)
         self.model.set_min_pair_distance(torch.where(seen, closest, fallback_distance(self.elements)), seen)
-        if lattice:
-            self.model.set_lattice_normalization(torch.cat(lattice))
         fixed = None
         if self.init is not None:  # the old run's networks, normalisation and references
             started = start_from(self.model, self.init)
@@ -271,7 +264,7 @@ class Trainer:
                 pos = b["positions"]
                 species = b["species"]
                 f = self.model.descriptors(species, b["edge_index"], pos[dst] - pos[src] + b["edge_shift"],
-                                           int(species.shape[0])).double()
+                                           int(species.shape[0]), b).double()
                 index = species.unsqueeze(1).expand_as(f)
                 low.scatter_reduce_(0, index, f, "amin")
                 high.scatter_reduce_(0, index, f, "amax")
