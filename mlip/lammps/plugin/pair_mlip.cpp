@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <optional>
 
 using namespace LAMMPS_NS;
 
@@ -769,6 +770,10 @@ void PairMLIP::evaluate(const ModelInput &in, ModelOutput &out, Call call)
 
   std::vector<double> w;
   bool want_energy = call != Call::COULOMB_FORCES, want_forces = call != Call::CHARGES;
+  // the Coulomb path's step 1 needs no derivatives (TorchScript may not honour the model's own
+  // no_grad after its first calls): no autograd graph is recorded
+  std::optional<torch::NoGradGuard> no_grad;
+  if (call == Call::CHARGES) no_grad.emplace();
   try {
     std::vector<torch::jit::IValue> args{pos, species, edge_index, shifts, cell, pbc, in.n_local};
     if (call == Call::FORWARD && (in.edge_forces || in.deviation)) args.emplace_back(in.edge_forces);
