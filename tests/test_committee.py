@@ -146,8 +146,7 @@ def test_exported_committee_through_the_ase_calculator(model, tmp_path):
 
 
 def test_lammps_runs_a_committee_as_its_mean(model, tmp_path):
-    """pair_style mlip with a committee file: the members' mean, as in ASE (the plugin reads
-    ``energy`` and ``forces``; the deviation outputs are for a later plugin)."""
+    """pair_style mlip with a committee file, no deviation asked for: the members' mean, as in ASE."""
     from mlip.lammps import load_lammps
     from mlip.lammps.build import ensure_built
     from mlip.lammps.cell import lammps_cell
