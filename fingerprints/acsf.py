@@ -23,7 +23,8 @@ Conventions, as n2p2 (``src/libnnp/SymFncExpRad/ExpAngn/ExpAngw``) defines them:
 - ``rs`` also shifts the angular Gaussians (n2p2's optional ``<rshift>``,
   default 0, which gives Behler's original G4/G5);
 - ``(1 + lambda cos theta)`` is clamped at 0 before the power (n2p2 drops the
-  term when it is <= 0);
+  term when it is <= 0); zeta may be any non-zero number, negative too (as n2p2
+  allows; the published 4G AlAuMgO model has zeta -1 and -2);
 - an angular SF belongs to a centre element and an unordered pair of neighbour
   elements {e1, e2}: a pair (j, k) counts when {elem j, elem k} = {e1, e2};
   a radial SF belongs to a centre element and one neighbour element;
@@ -161,8 +162,8 @@ def _parse_function(spec: Mapping[str, Any], index: int, n_species: int, cutoff:
         raise ValueError(f"{where}: 'eta' (1/Å²) must be given and >= 0, got {spec.get('eta')!r}")
     if not f["rc"] > 0.0:
         raise ValueError(f"{where}: 'rc' must be > 0 Å, got {f['rc']}")
-    if kind != 2 and not f["zeta"] > 0.0:
-        raise ValueError(f"{where}: 'zeta' must be > 0, got {f['zeta']}")
+    if kind != 2 and not (math.isfinite(f["zeta"]) and f["zeta"] != 0.0):
+        raise ValueError(f"{where}: 'zeta' must be finite and non-zero, got {f['zeta']}")
     return f
 
 
@@ -465,7 +466,13 @@ class ACSF(torch.nn.Module):
                 for a in range(a_start, a_stop):
                     column = base[:, a - a_start]
                     n = self.ang_zeta_int[a]
-                    powers.append(_integer_power(column, n) if n > 0 else torch.pow(column, self.ang_zeta[a]))
+                    if n > 0:
+                        powers.append(_integer_power(column, n))
+                    else:  # other zeta, negative ones too (n2p2's published 4G Au SFs): 0 where base <= 0
+                        inside = column > 0.0
+                        safe = torch.where(inside, column, torch.ones_like(column))
+                        power = torch.pow(safe, self.ang_zeta[a])
+                        powers.append(torch.where(inside, power, torch.zeros_like(column)))
                 angular_part = torch.stack(powers, dim=1)
                 value = radial_part.index_select(1, self.ang_e_of[start:stop]) * angular_part.index_select(
                     1, self.ang_a_of[start:stop])
