@@ -80,6 +80,11 @@ mesh weights and pair distances are shared): PotNet's per-element sublattice pot
 (:mod:`mlip.physics.potnet`), and the dense matrix A_ij = ∂φ_i/∂q_j of a charge equilibration
 as the potentials of n unit charges (:mod:`mlip.physics.qeq`).
 
+Other kernels: the reciprocal-space part (k vectors, the explicit sum, the PME mesh, the choice
+between them) is :class:`KSpaceSum`, for any radial kernel G(|k|), one per charge channel if
+wanted; the engine is that sum with the Coulomb kernel, plus its real-space, self and background
+terms. The learned filters of Ewald message passing (:mod:`mlip.physics.ewald_mp`) are another.
+
 Gaussian charges: with per-atom widths s_i (Å, the standard deviation of a spherical Gaussian
 charge density ∝ exp(−r²/(2 s_i²))) the pair interaction is erf(r/w_ij)/r, w_ij = √(2(s_i² + s_j²)),
 and each charge interacts with itself, k_e q_i/(√π s_i) in φ_i (so E = ½ Σ q_i φ_i is the whole
@@ -216,7 +221,119 @@ class _SwitchedCoulomb(torchpme.CoulombPotential):
         return self.prefactor * torch.where(k_sq == 0, torch.zeros_like(k_sq), kernel)
 
 
-class CoulombEngine(torch.nn.Module):
+class KSpaceSum(torch.nn.Module):
+    """The reciprocal-space sum of the engine, for any radial kernel G(|k|) (torch-pme's
+    ``KSpaceKernel``): for C charge channels q (n, C) of one periodic frame of volume V,
+
+        φ_i = (1/V) Σ_{k ≠ 0} G(k) [cos(k·x_i) Σ_j q_j cos(k·x_j) + sin(k·x_i) Σ_j q_j sin(k·x_j)]  (n, C),
+
+    explicitly over the k vectors 0 < |k| < ``k_end`` (:func:`reciprocal_vectors`, k and −k both)
+    or by PME on a mesh of spacing ≤ ``mesh_spacing`` (Lagrange interpolation with
+    ``interpolation_nodes`` nodes per direction, torch-pme's ``MeshInterpolator`` and
+    ``KSpaceFilter``), per frame as ``mode`` says (module docstring: ``ewald``, ``pme``, ``auto``).
+    ``mesh_kernel.kernel_from_k_sq(k²)`` gives G in the shape of k² (one kernel for every channel)
+    or (C,) + that shape (one kernel per channel). The explicit sum takes :meth:`explicit_kernel`,
+    the same kernel unless a subclass overrides it; it must vanish from ``k_end`` on. The Coulomb
+    engine is one such sum; the learned filters of :mod:`mlip.physics.ewald_mp` are another.
+
+    Args:
+        mesh_kernel: G on the mesh (and, by default, of the explicit sum).
+        k_end: 1/Å, the explicit sum's k cutoff.
+        mesh_spacing: Å, the largest PME mesh spacing.
+        mode: ``"auto"``, ``"ewald"`` or ``"pme"``.
+    """
+
+    mode: str
+    k_end: float
+    mesh_spacing: float
+    interpolation_nodes: int
+
+    def __init__(self, mesh_kernel: torch.nn.Module, k_end: float, mesh_spacing: float, mode: str) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise UserError(f"k-space sum: mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.mode = mode
+        self.k_end = float(k_end)
+        self.mesh_spacing = float(mesh_spacing)
+        self.interpolation_nodes = INTERPOLATION_NODES
+        # PME from torch-pme's building blocks (the mesh size is ours: see mesh_points)
+        unit_cell = torch.eye(3, dtype=torch.float64)
+        one_point = torch.ones(3, dtype=torch.long)
+        self.mesh_interpolator = MeshInterpolator(unit_cell, one_point, self.interpolation_nodes, "Lagrange")
+        self.mesh_filter = KSpaceFilter(unit_cell, one_point, mesh_kernel, fft_norm="backward",
+                                        ifft_norm="forward")
+
+    def explicit_kernel(self, k_sq: Tensor) -> Tensor:
+        """G of the explicit sum at k² ``k_sq`` (K,) 1/Å²: (K,) or (C, K)."""
+        return self.mesh_filter.kernel.kernel_from_k_sq(k_sq)
+
+    def reciprocal_potential(self, charges: Tensor, positions: Tensor, cell: Tensor) -> Tensor:
+        """φ (n, C) of charges (n, C) at ``positions`` (n, 3) Å in one periodic ``cell`` (3, 3)
+        Å rows: the explicit sum or PME, as :meth:`explicit_sum` chooses."""
+        if self.explicit_sum(positions.shape[0], cell):
+            cos, sin, weight = self.kspace_factors(positions, cell)
+            return self.kspace_product(cos, sin, weight, charges, torch.linalg.det(cell).abs())
+        return self.mesh_potential(charges, positions, cell)
+
+    def kspace_factors(self, positions: Tensor, cell: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """The explicit k sum of one periodic frame as factors: cos(k·x_i), sin(k·x_i) (n, K) and
+        the kernel G(k) (K,) or (C, K) (:meth:`explicit_kernel`), over the k vectors of
+        :meth:`kvectors` (k and −k both), so that φ = (cos G cosᵀ + sin G sinᵀ) q / V
+        (:meth:`kspace_product`). For the Coulomb kernel this is torch-pme's ``EwaldCalculator``
+        sum, with the factors kept for repeated products."""
+        k = self.kvectors(cell)
+        phase = positions @ k.T
+        return torch.cos(phase), torch.sin(phase), self.explicit_kernel(k.square().sum(dim=1))
+
+    def kspace_product(self, cos: Tensor, sin: Tensor, weight: Tensor, charges: Tensor,
+                       volume: Tensor) -> Tensor:
+        """φ = (cos G cosᵀ + sin G sinᵀ) q / V (n, C) from :meth:`kspace_factors`' output,
+        charges (n, C) and the cell volume V () Å³."""
+        w = weight.unsqueeze(1) if weight.dim() == 1 else weight.transpose(0, 1)
+        return (cos @ (w * (cos.T @ charges)) + sin @ (w * (sin.T @ charges))) / volume
+
+    def mesh_potential(self, charges: Tensor, positions: Tensor, cell: Tensor) -> Tensor:
+        """PME: the k-space sum (n, C) of charges (n, C) of one periodic frame (for the Coulomb
+        kernel without the self and background terms). Charges are spread on the mesh by
+        Lagrange interpolation, filtered by G in k space, interpolated back and divided by V."""
+        n_mesh = self.mesh_points(cell)
+        self.mesh_interpolator.update(cell, n_mesh)
+        self.mesh_filter.update(cell, n_mesh)
+        self.mesh_interpolator.compute_weights(positions)
+        density = self.mesh_interpolator.points_to_mesh(charges)
+        mesh_phi = self.mesh_interpolator.mesh_to_points(self.mesh_filter(density))
+        return mesh_phi / torch.linalg.det(cell).abs()
+
+    def mesh_points(self, cell: Tensor) -> Tensor:
+        """Mesh points (3,) int64 along the cell vectors: the smallest 2^a 3^b 5^c ≥ L/h + 1
+        for a cell vector of length L (FFT-friendly, spacing ≤ h; torch-pme's own PME rounds up
+        to a power of two, up to 8× more points)."""
+        lengths = torch.linalg.vector_norm(cell.detach(), dim=1)
+        sizes = [smooth_size(int(math.ceil(float(lengths[d]) / self.mesh_spacing + 1.0))) for d in range(3)]
+        return torch.tensor(sizes, dtype=torch.long, device=cell.device)
+
+    def explicit_sum(self, n_atoms: int, cell: Tensor) -> bool:
+        """Whether a periodic frame of ``n_atoms`` takes the explicit k sum (mode ``ewald``, or
+        ``auto`` where :meth:`ewald_is_cheaper`) rather than PME."""
+        return self.mode == "ewald" or (self.mode == "auto" and self.ewald_is_cheaper(n_atoms, cell))
+
+    def ewald_is_cheaper(self, n_atoms: int, cell: Tensor) -> bool:
+        """Whether the explicit k sum is cheaper than PME for this frame: N·N_k < M, with
+        N_k = (4π/3) k_end³ V/(2π)³ k vectors and M the PME mesh points (:meth:`mesh_points`).
+        Measured on one CPU thread for the Coulomb kernel,
+        energy + forces: one (atom, k) term of the explicit sum costs about as much as one mesh
+        point of PME (1.4e-7 s against 2e-7 s, NaCl cells of 64 to 1,000 atoms)."""
+        with torch.no_grad():
+            volume = float(torch.linalg.det(cell.detach()).abs())
+            n_k = 4.0 * math.pi / 3.0 * self.k_end**3 * volume / (8.0 * math.pi**3)
+        return n_atoms * n_k < float(self.mesh_points(cell).prod())
+
+    def kvectors(self, cell: Tensor) -> Tensor:
+        """All k = 2π m·cell⁻ᵀ (K, 3) 1/Å with 0 < |k| < ``k_end`` (:func:`reciprocal_vectors`)."""
+        return reciprocal_vectors(cell, self.k_end)
+
+
+class CoulombEngine(KSpaceSum):
     """Coulomb energies and potentials of point or Gaussian charges (see the module docstring).
 
     Args:
@@ -234,12 +351,8 @@ class CoulombEngine(torch.nn.Module):
     cutoff: float
     switch_start: float
     accuracy: float
-    mode: str
     smearing: float
     k_cutoff: float
-    k_end: float
-    mesh_spacing: float
-    interpolation_nodes: int
     coulomb: float
     self_term: float
     background_term: float
@@ -247,32 +360,24 @@ class CoulombEngine(torch.nn.Module):
 
     def __init__(self, cutoff: float, accuracy: float = 1e-4, mode: str = "auto",
                  prefactor: float = COULOMB_EV_ANGSTROM) -> None:
-        super().__init__()
         if mode not in MODES:
             raise UserError(f"coulomb: mode must be one of {', '.join(MODES)}, got {mode!r}")
         if not 0.0 < accuracy < 1.0:
             raise UserError(f"coulomb: accuracy must lie in (0, 1), got {accuracy}")
         if not cutoff > 0.0:
             raise UserError(f"coulomb: the real-space cutoff must be positive (Å), got {cutoff}")
+        smearing = smearing_for(float(cutoff), float(accuracy))
+        k_cutoff = k_cutoff_for(smearing, float(accuracy))
+        super().__init__(torchpme.CoulombPotential(smearing=smearing, prefactor=float(prefactor)),
+                         K_SWITCH_WIDTH * k_cutoff, mesh_spacing_for(smearing, float(accuracy)), mode)
         self.cutoff = float(cutoff)
         self.switch_start = SWITCH_START * self.cutoff
         self.accuracy = float(accuracy)
-        self.mode = mode
         self.coulomb = float(prefactor)
-        self.smearing = smearing_for(self.cutoff, self.accuracy)
+        self.smearing = smearing
         self.max_width = self.smearing / math.sqrt(2.0)
-        self.k_cutoff = k_cutoff_for(self.smearing, self.accuracy)
-        self.k_end = K_SWITCH_WIDTH * self.k_cutoff
-        self.interpolation_nodes = INTERPOLATION_NODES
-        self.mesh_spacing = mesh_spacing_for(self.smearing, self.accuracy)
+        self.k_cutoff = k_cutoff
         self.k_kernel = _SwitchedCoulomb(self.smearing, self.coulomb, self.k_cutoff)
-        # PME from torch-pme's building blocks (the mesh size is ours: see mesh_points)
-        unit_cell = torch.eye(3, dtype=torch.float64)
-        one_point = torch.ones(3, dtype=torch.long)
-        self.mesh_interpolator = MeshInterpolator(unit_cell, one_point, self.interpolation_nodes, "Lagrange")
-        self.mesh_filter = KSpaceFilter(
-            unit_cell, one_point, torchpme.CoulombPotential(smearing=self.smearing, prefactor=self.coulomb),
-            fft_norm="backward", ifft_norm="forward")
         self.self_term = self.coulomb * math.sqrt(2.0 / math.pi) / self.smearing
         self.background_term = 2.0 * math.pi * self.coulomb * self.smearing**2
 
@@ -360,10 +465,8 @@ class CoulombEngine(torch.nn.Module):
             if bool(periodic[b]):
                 volume = torch.linalg.det(cell[b]).abs()
                 if "cos" + key in prepared:
-                    cos = prepared["cos" + key]
-                    sin = prepared["sin" + key]
-                    weight = prepared["weight" + key].unsqueeze(1)
-                    part = (cos @ (weight * (cos.T @ q)) + sin @ (weight * (sin.T @ q))) / volume
+                    part = self.kspace_product(prepared["cos" + key], prepared["sin" + key],
+                                               prepared["weight" + key], q, volume)
                 else:
                     part = self.mesh_potential(q, positions.index_select(0, idx), cell[b])
                 part = part - self.self_term * q - self.background_term * q.sum(dim=0, keepdim=True) / volume
@@ -392,56 +495,10 @@ class CoulombEngine(torch.nn.Module):
         kernel = kernel / r * switch(r, self.switch_start, self.cutoff)
         return torch.where(keep, kernel, torch.zeros_like(kernel))
 
-    def kspace_factors(self, positions: Tensor, cell: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """The explicit k sum of one periodic frame as factors: cos(k·x_i), sin(k·x_i) (n, K) and
-        the switched kernel G(k) = k_e 4π e^{−σ²k²/2}/k² · s(k) (K,), over the k vectors of
-        :meth:`kvectors` (k and −k both), so that φ^k = (cos G cosᵀ + sin G sinᵀ) q / V. This is
-        torch-pme's ``EwaldCalculator`` sum (its kernel, ``_SwitchedCoulomb``), with the factors
-        kept for repeated products."""
-        k = self.kvectors(cell)
-        phase = positions @ k.T
-        return torch.cos(phase), torch.sin(phase), self.k_kernel.lr_from_k_sq(k.square().sum(dim=1))
-
-    def mesh_potential(self, charges: Tensor, positions: Tensor, cell: Tensor) -> Tensor:
-        """PME: the k-space sum (n, C) of charges (n, C) of one periodic frame, without the self
-        and background terms. Charges are spread on the mesh by Lagrange interpolation, filtered
-        by the smeared Coulomb kernel k_e 4π e^{−σ²k²/2}/k² in k space, interpolated back and
-        divided by V."""
-        n_mesh = self.mesh_points(cell)
-        self.mesh_interpolator.update(cell, n_mesh)
-        self.mesh_filter.update(cell, n_mesh)
-        self.mesh_interpolator.compute_weights(positions)
-        density = self.mesh_interpolator.points_to_mesh(charges)
-        mesh_phi = self.mesh_interpolator.mesh_to_points(self.mesh_filter(density))
-        return mesh_phi / torch.linalg.det(cell).abs()
-
-    def mesh_points(self, cell: Tensor) -> Tensor:
-        """Mesh points (3,) int64 along the cell vectors: the smallest 2^a 3^b 5^c ≥ L/h + 1
-        for a cell vector of length L (FFT-friendly, spacing ≤ h; torch-pme's own PME rounds up
-        to a power of two, up to 8× more points)."""
-        lengths = torch.linalg.vector_norm(cell.detach(), dim=1)
-        sizes = [smooth_size(int(math.ceil(float(lengths[d]) / self.mesh_spacing + 1.0))) for d in range(3)]
-        return torch.tensor(sizes, dtype=torch.long, device=cell.device)
-
-    def explicit_sum(self, n_atoms: int, cell: Tensor) -> bool:
-        """Whether a periodic frame of ``n_atoms`` takes the explicit k sum (mode ``ewald``, or
-        ``auto`` where :meth:`ewald_is_cheaper`) rather than PME."""
-        return self.mode == "ewald" or (self.mode == "auto" and self.ewald_is_cheaper(n_atoms, cell))
-
-    def ewald_is_cheaper(self, n_atoms: int, cell: Tensor) -> bool:
-        """Whether the explicit k sum is cheaper than PME for this frame: N·N_k < M, with
-        N_k = (4π/3) (1.2 K)³ V/(2π)³ k vectors and M the PME mesh points (:meth:`mesh_points`).
-        Measured on one CPU thread,
-        energy + forces: one (atom, k) term of the explicit sum costs about as much as one mesh
-        point of PME (1.4e-7 s against 2e-7 s, NaCl cells of 64 to 1,000 atoms)."""
-        with torch.no_grad():
-            volume = float(torch.linalg.det(cell.detach()).abs())
-            n_k = 4.0 * math.pi / 3.0 * self.k_end**3 * volume / (8.0 * math.pi**3)
-        return n_atoms * n_k < float(self.mesh_points(cell).prod())
-
-    def kvectors(self, cell: Tensor) -> Tensor:
-        """All k = 2π m·cell⁻ᵀ (K, 3) 1/Å with 0 < |k| < 1.2 K (:func:`reciprocal_vectors`)."""
-        return reciprocal_vectors(cell, self.k_end)
+    def explicit_kernel(self, k_sq: Tensor) -> Tensor:
+        """The explicit sum's Coulomb kernel G(k) = k_e 4π e^{−σ²k²/2}/k² · s(k) (K,), switched off
+        between K and 1.2 K (``_SwitchedCoulomb``), at ``k_sq`` (K,) 1/Å²."""
+        return self.k_kernel.lr_from_k_sq(k_sq)
 
     def direct_kernel(self, positions: Tensor, widths: Optional[Tensor] = None) -> Tensor:
         """Kernel (n, n) 1/Å of the direct sum of an isolated frame: 1/r_ij (0 on the diagonal), or,
