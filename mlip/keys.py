@@ -24,7 +24,8 @@ name               shape       unit   meaning
 =================  ==========  =====  ==============================================
 
 Derived inside the model: ``edge_vec`` (E, 3) Å, r_ij; ``charges`` (N,) e when the model
-has charges.
+has charges; ``features`` (n_local, F), the normalised descriptors the networks see (for terms
+with learned inputs, :mod:`mlip.physics.ewald_mp`).
 
 Labels (training batches; NaN where a frame lacks the label): ``energy`` (B,) eV,
 ``forces`` (N, 3) eV/Å, ``stress`` (B, 3, 3) eV/Å³, ``charges`` (N,) e, and the per-frame
@@ -51,6 +52,7 @@ SPECIES: Final[str] = "species"
 EDGE_INDEX: Final[str] = "edge_index"
 EDGE_SHIFT: Final[str] = "edge_shift"
 EDGE_VEC: Final[str] = "edge_vec"
+FEATURES: Final[str] = "features"
 CELL: Final[str] = "cell"
 PBC: Final[str] = "pbc"
 BATCH: Final[str] = "batch"

@@ -250,6 +250,7 @@ class Potential(torch.nn.Module):
         else:
             features = self.descriptors(species, edge_index, seen_edges, n_local)
         extrapolation = self._extrapolation(features, local_species)
+        terms[keys.FEATURES] = features  # the networks' input, for terms with learned inputs (ewald_mp)
         out = self.networks(features, local_species)
         atomic = self.energy_shift.to(out.dtype).index_select(0, local_species) \
             + self.energy_scale.to(out.dtype) * out[:, 0]

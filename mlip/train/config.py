@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
         "physics": [],  # names or dicts: zbl, ewald, d3, ...
         "repulsion": "auto",  # auto: ZBL core below the data's shortest pair distances; none
         "charges": "auto",  # none | network | fixed; auto = network if a term needs charges
+        "long_range": "none",  # none | ewald_mp, or {name: ewald_mp, channels: 8, k_cutoff: 1.0, ...}
         "dtype": "float64",
         "committee": 1,  # members K: K >= 2 trains K networks per element on bootstrap resamples
     },
@@ -244,6 +245,34 @@ def _charges(value: Any) -> str | bool:
     return choice("auto", "none", "network", "fixed").convert(value)
 
 
+# long-range model name -> its options and their rules (``model.long_range``)
+LONG_RANGE: dict[str, dict[str, Rule]] = {
+    "ewald_mp": {"channels": integer(1), "k_cutoff": number(0.0, lo_open=True), "n_radial": integer(1),
+                 "mode": choice("auto", "ewald", "pme")},
+}
+
+
+def _long_range(value: Any) -> str | dict[str, Any]:
+    """``none``, a name of :data:`LONG_RANGE`, or a mapping with its ``name`` and options."""
+    if value == "none" or isinstance(value, str) and value in LONG_RANGE:
+        return value
+    if not isinstance(value, dict) or value.get("name") not in LONG_RANGE:
+        raise ValueError
+    rules = LONG_RANGE[value["name"]]
+    out: dict[str, Any] = {"name": value["name"]}
+    for key, option in value.items():
+        if key == "name":
+            continue
+        if key not in rules:
+            raise Invalid(f"unknown option {key!r} of {value['name']}; options: {', '.join(rules)}")
+        try:
+            out[key] = rules[key].convert(option)
+        except ValueError:
+            expected = rules[key].expected
+            raise Invalid(f"{value['name']} option {key} = {option!r}: expected {expected}") from None
+    return out
+
+
 def _activations() -> tuple[str, ...]:
     from mlip.model.activations import NAMES
 
@@ -294,6 +323,11 @@ SCHEMA: dict[str, Key] = {
     "model.charges": Key(Rule("one of auto, none, network, fixed", _charges),
                          "atomic charges: none, network, fixed; auto = network if a physics term "
                          "needs charges"),
+    "model.long_range": Key(Rule("none, ewald_mp, or a mapping with name: ewald_mp and its options "
+                                 "channels, k_cutoff, n_radial, mode", _long_range),
+                            "learned long-range term added to the model: none, or ewald_mp (Ewald message "
+                            "passing: C channels of learned embeddings, radial filters of |k| up to k_cutoff "
+                            "1/Å from n_radial Gaussians; mlip.physics.ewald_mp)"),
     "model.dtype": Key(choice("float64", "float32"), "precision of the model and of training"),
     "model.committee": Key(integer(1), "committee members K: K >= 2 trains K per-element networks on the "
                                        "shared descriptors, each on its own bootstrap resample of the "

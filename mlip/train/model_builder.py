@@ -15,6 +15,7 @@ from mlip.data.build import MISSING_ENERGY_HINT
 from mlip.errors import UserError
 from mlip.model import Potential
 from mlip.physics.core import RepulsiveCore, fallback_distance
+from mlip.physics.ewald_mp import EwaldMP
 from mlip.physics.potnet import PotNetFeatures
 from mlip.physics.registry import build_terms
 
@@ -50,12 +51,27 @@ def charge_source(setting: Any, physics: list) -> str:
     return str(setting)
 
 
+def long_range_terms(setting: Any, n_species: int, n_features: int, activation: str) -> list[EwaldMP]:
+    """The learned long-range term of ``model.long_range`` (``none``, ``ewald_mp`` or a mapping
+    ``{name: ewald_mp, channels, k_cutoff, n_radial, mode}``, checked by the config schema): none,
+    or an :class:`~mlip.physics.ewald_mp.EwaldMP` on the descriptors' ``n_features``."""
+    if setting in (None, "none"):
+        return []
+    options = {"name": setting} if isinstance(setting, str) else dict(setting)
+    name = options.pop("name")
+    if name != "ewald_mp":
+        raise UserError(f"model.long_range = {setting!r}: expected none or ewald_mp")
+    return [EwaldMP(n_species, n_features, activation=activation, **options)]
+
+
 def build_potential(model_cfg: dict[str, Any], elements: Sequence[str]) -> Potential:
     """A fresh, untrained potential in the config's dtype. A descriptor entry
     ``{"type": "potnet", "alpha": 3.0}`` adds PotNet lattice-sum channels (a global descriptor of
     the descriptor set, :mod:`mlip.physics.potnet`; the model becomes long-range). ``model.repulsion:
     auto`` adds the repulsive core (:mod:`mlip.physics.core`; its r_min, ``min_pair_distance``,
     starts at the fallback distances, the trainer sets the data's), ``none`` leaves it out.
+    ``model.long_range: ewald_mp`` adds Ewald message passing (:func:`long_range_terms`; the model
+    becomes long-range).
     ``model.committee`` K >= 2 builds K members' networks on the shared descriptors, each
     initialised in turn from torch's random state (:mod:`mlip.model.committee`)."""
     config = descriptor_config(model_cfg, elements)
@@ -67,6 +83,8 @@ def build_potential(model_cfg: dict[str, Any], elements: Sequence[str]) -> Poten
         + [c for c in config if c.get("type") in GLOBAL_DESCRIPTORS]
     descriptors = DescriptorSet.from_config(ordered, list(elements), types=GLOBAL_DESCRIPTORS)
     physics = build_terms(model_cfg.get("physics") or [], list(elements), float(descriptors.cutoff))
+    physics += long_range_terms(model_cfg.get("long_range", "none"), len(elements),
+                                int(descriptors.n_features), model_cfg["activation"])
     core = model_cfg.get("repulsion", "auto") == "auto"
     if core:
         physics.append(RepulsiveCore(list(elements)))
