@@ -37,14 +37,18 @@ default to Bohr and Hartree of CODATA 2014 (0.52917721067 Å, 27.21138602 eV), t
 published mlearn NNPs (Zuo et al. 2020) were trained with; CODATA 2018 values change those
 models' energies by about 3e-8 eV/atom.
 
-Unsupported settings (4G/charge networks, per-element architectures, ``normalize_nodes`` ...)
-raise :class:`~mlip.errors.UserError` naming the keyword and the ``input.nn`` line.
+4G-HDNNPs (``nnp_generation 4``) are imported by :mod:`mlip.interop.n2p2_4g` (:func:`load` and
+:func:`export` hand them over). Unsupported settings (3G charge networks, per-element
+architectures, ``normalize_nodes`` ...) raise :class:`~mlip.errors.UserError` naming the keyword
+and the ``input.nn`` line. Weight files may be annotated (n2p2's ``value a|b INDEX ...`` lines) or
+bare values in n2p2's order (RuNNer's files, :func:`read_weights`).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +79,9 @@ UNSUPPORTED_KEYWORDS = {
     "use_vdw": "dispersion terms",
     "vdw_type": "dispersion terms",
 }
+# ``symfunction_short`` and RuNNer's ``symfunction`` (the 4G reference models use the latter)
+SYMFUNCTION_KEYWORDS = ("symfunction_short", "symfunction")
+GENERATION_KEYWORDS = ("nnp_generation", "nnp_gen", "nnp_type_gen")
 
 
 @dataclass
@@ -114,65 +121,120 @@ class Settings:
     atom_energy: dict[str, float] = field(default_factory=dict)
 
 
-def _error(path: Path, line: int, message: str) -> UserError:
+def line_error(path: Path, line: int, message: str) -> UserError:
     return UserError(f"{path}:{line}: {message}")
 
 
-def _number(path: Path, line: int, word: str, what: str, kind: type = float) -> float:
+def parse_number(path: Path, line: int, word: str, what: str, kind: type = float) -> float:
     try:
         return kind(word)
     except ValueError:
-        raise _error(path, line, f"{what}: expected a number, got {word!r}") from None
+        raise line_error(path, line, f"{what}: expected a number, got {word!r}") from None
 
 
 def _parse_symmetry_function(path: Path, line: int, words: list[str],
                              elements: list[str]) -> SymmetryFunction:
     """``symfunction_short EC 2 E1 eta rs rc`` or ``EC 3|9 E1 E2 eta lambda zeta rc [rs]``."""
     if len(words) < 4:
-        raise _error(path, line, "symfunction_short needs a centre element, a type and neighbour elements")
-    kind = int(_number(path, line, words[2], "symmetry function type", int))
+        raise line_error(path, line, "symfunction_short needs a centre element, a type and neighbour "
+                                     "elements")
+    kind = int(parse_number(path, line, words[2], "symmetry function type", int))
     if kind not in (2, 3, 9):
-        raise _error(path, line, f"symmetry function type {kind} is not supported (types 2, 3 and 9 are)")
+        raise line_error(path, line, f"symmetry function type {kind} is not supported (types 2, 3 and 9 are)")
     for el in words[1:2] + words[3:4 if kind == 2 else 5]:
         if el not in elements:
-            raise _error(path, line, f"element {el!r} is not one of the elements {elements}")
+            raise line_error(path, line, f"element {el!r} is not one of the elements {elements}")
     if kind == 2:
         if len(words) != 7:
-            raise _error(path, line, "type 2 symmetry function needs: EC 2 E1 eta rs rc")
-        eta, rs, rc = (_number(path, line, w, "type 2 parameter") for w in words[4:7])
+            raise line_error(path, line, "type 2 symmetry function needs: EC 2 E1 eta rs rc")
+        eta, rs, rc = (parse_number(path, line, w, "type 2 parameter") for w in words[4:7])
         return SymmetryFunction(words[1], 2, [words[3]], eta, rs, rc)
     if len(words) not in (9, 10):
-        raise _error(path, line, f"type {kind} symmetry function needs: EC {kind} E1 E2 eta lambda "
+        raise line_error(path, line, f"type {kind} symmetry function needs: EC {kind} E1 E2 eta lambda "
                                  "zeta rc [rs]")
-    eta, lam, zeta, rc = (_number(path, line, w, f"type {kind} parameter") for w in words[5:9])
-    rs = _number(path, line, words[9], "rs") if len(words) == 10 else 0.0
+    eta, lam, zeta, rc = (parse_number(path, line, w, f"type {kind} parameter") for w in words[5:9])
+    rs = parse_number(path, line, words[9], "rs") if len(words) == 10 else 0.0
     neighbors = sorted(words[3:5], key=atomic_number)
     return SymmetryFunction(words[1], kind, neighbors, eta, rs, rc, zeta=zeta, lam=lam)
 
 
-def read_settings(path: str | Path) -> Settings:
-    """Read the parts of n2p2's ``input.nn`` that define the potential (module docstring)."""
+def read_keywords(path: str | Path) -> list[tuple[int, str, list[str]]]:
+    """The keyword lines of an ``input.nn``: (line number, keyword in lower case, its words), in
+    file order, comments (``#``, or RuNNer's ``!``, to the end of a line) and blank lines left out."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"n2p2 settings file not found: {path}")
+    lines = []
+    for n, raw in enumerate(path.read_text().splitlines(), start=1):
+        words = raw.split("#", 1)[0].split("!", 1)[0].split()
+        if words:
+            lines.append((n, words[0].lower(), words[1:]))
+    return lines
+
+
+def generation(path: str | Path) -> tuple[int, int]:
+    """The HDNNP generation that ``input.nn`` declares (``nnp_generation``, or RuNNer's
+    ``nnp_gen``/``nnp_type_gen``; 2 without one) and the line that declares it (0: none)."""
+    for n, key, words in read_keywords(path):
+        if key in GENERATION_KEYWORDS:
+            if not words:
+                raise line_error(Path(path), n, f"{key} needs a value")
+            return int(parse_number(Path(path), n, words[0], key, int)), n
+    return 2, 0
+
+
+def architecture(path: Path, keywords: dict[str, tuple[int, list[str]]],
+                 kind: str = "short") -> tuple[list[int], list[str]]:
+    """Hidden widths and activation codes (one per hidden layer, then the output's) of the
+    networks ``kind`` (``short``, or ``electrostatic`` for 4G electronegativities) from the
+    ``global_*_KIND`` keywords (keyword -> (line, words)) of the settings file ``path``."""
+    def get(key: str) -> tuple[int, list[str]]:
+        if key not in keywords:
+            raise UserError(f"{path}: keyword {key!r} is missing")
+        line, words = keywords[key]
+        if not words:
+            raise line_error(path, line, f"{key} needs a value")
+        return line, words
+
+    key = f"global_hidden_layers_{kind}"
+    line, words = get(key)
+    n_hidden = int(parse_number(path, line, words[0], key, int))
+    key = f"global_nodes_{kind}"
+    line, words = get(key)
+    hidden = [int(parse_number(path, line, w, key, int)) for w in words]
+    if len(hidden) != n_hidden:
+        raise line_error(path, line, f"{key} has {len(hidden)} widths for {n_hidden} hidden layers")
+    key = f"global_activation_{kind}"
+    line, activations = get(key)
+    if len(activations) != n_hidden + 1:
+        raise line_error(path, line, f"{key} needs {n_hidden + 1} codes (hidden layers and output), "
+                                 f"got {len(activations)}")
+    for code in activations:
+        if code not in SUPPORTED_ACTIVATIONS:
+            raise line_error(path, line, f"{key}: activation {code!r} is not supported "
+                                     f"(supported: {' '.join(SUPPORTED_ACTIVATIONS)})")
+    return hidden, list(activations)
+
+
+def read_settings(path: str | Path, allow: Collection[str] = ()) -> Settings:
+    """Read the parts of n2p2's ``input.nn`` that define the potential (module docstring).
+    Keywords in ``allow`` are not rejected as unsupported (the 4G importer reads them itself)."""
+    path = Path(path)
     keywords: dict[str, tuple[int, list[str]]] = {}
     sf_lines: list[tuple[int, list[str]]] = []
     atom_energy: dict[str, float] = {}
-    for n, raw in enumerate(path.read_text().splitlines(), start=1):
-        words = raw.split("#", 1)[0].split()
-        if not words:
-            continue
-        key = words[0].lower()
-        if key in UNSUPPORTED_KEYWORDS:
-            raise _error(path, n, f"keyword {words[0]!r} is not supported: {UNSUPPORTED_KEYWORDS[key]}")
-        if key == "symfunction_short":
+    for n, key, args in read_keywords(path):
+        words = [key, *args]
+        if key in UNSUPPORTED_KEYWORDS and key not in allow:
+            raise line_error(path, n, f"keyword {key!r} is not supported: {UNSUPPORTED_KEYWORDS[key]}")
+        if key in SYMFUNCTION_KEYWORDS:
             sf_lines.append((n, words))
         elif key == "atom_energy":
             if len(words) != 3:
-                raise _error(path, n, "atom_energy needs: ELEMENT ENERGY")
-            atom_energy[words[1]] = _number(path, n, words[2], "atom_energy")
+                raise line_error(path, n, "atom_energy needs: ELEMENT ENERGY")
+            atom_energy[words[1]] = parse_number(path, n, words[2], "atom_energy")
         else:
-            keywords[key] = (n, words[1:])
+            keywords[key] = (n, args)
 
     def get(key: str, required: bool = False) -> tuple[int, list[str]] | None:
         if required and key not in keywords:
@@ -180,46 +242,36 @@ def read_settings(path: str | Path) -> Settings:
         return keywords.get(key)
 
     for key, allowed in (("nnp_type", "2"), ("nn_type_short", "1")):
+        if key in allow:
+            continue
         entry = get(key)
         if entry is not None and entry[1][:1] != [allowed]:
-            raise _error(path, entry[0], f"keyword {key!r} = {' '.join(entry[1])} is not supported "
+            raise line_error(path, entry[0], f"keyword {key!r} = {' '.join(entry[1])} is not supported "
                                          f"(only {allowed}: a short-range HDNNP, one network per element)")
     line, words = get("elements", required=True)
     try:
         elements = sorted(words, key=atomic_number)
     except ValueError as exc:
-        raise _error(path, line, f"elements: {exc}") from None
+        raise line_error(path, line, f"elements: {exc}") from None
     if not elements:
-        raise _error(path, line, "elements: no element given")
+        raise line_error(path, line, "elements: no element given")
     entry = get("number_of_elements")
-    if entry is not None and _number(path, entry[0], entry[1][0], "number_of_elements", int) != len(elements):
-        raise _error(path, entry[0], f"number_of_elements does not match the {len(elements)} elements")
+    if entry is not None \
+            and parse_number(path, entry[0], entry[1][0], "number_of_elements", int) != len(elements):
+        raise line_error(path, entry[0], f"number_of_elements does not match the {len(elements)} elements")
 
-    line, words = get("global_hidden_layers_short", required=True)
-    n_hidden = int(_number(path, line, words[0], "global_hidden_layers_short", int))
-    line, words = get("global_nodes_short", required=True)
-    hidden = [int(_number(path, line, w, "global_nodes_short", int)) for w in words]
-    if len(hidden) != n_hidden:
-        raise _error(path, line, f"global_nodes_short has {len(hidden)} widths for {n_hidden} hidden layers")
-    line, activations = get("global_activation_short", required=True)
-    if len(activations) != n_hidden + 1:
-        raise _error(path, line, f"global_activation_short needs {n_hidden + 1} codes (hidden layers and "
-                                 f"output), got {len(activations)}")
-    for code in activations:
-        if code not in SUPPORTED_ACTIVATIONS:
-            raise _error(path, line, f"global_activation_short: activation {code!r} is not supported "
-                                     f"(supported: {' '.join(SUPPORTED_ACTIVATIONS)})")
+    hidden, activations = architecture(path, keywords, "short")
 
-    settings = Settings(elements, {e: [] for e in elements}, hidden, list(activations))
+    settings = Settings(elements, {e: [] for e in elements}, hidden, activations)
     entry = get("cutoff_type")
     if entry is not None:
         line, words = entry
-        settings.cutoff_type = int(_number(path, line, words[0], "cutoff_type", int))
+        settings.cutoff_type = int(parse_number(path, line, words[0], "cutoff_type", int))
         if settings.cutoff_type not in SUPPORTED_CUTOFFS:
-            raise _error(path, line, f"cutoff_type {settings.cutoff_type} is not supported "
+            raise line_error(path, line, f"cutoff_type {settings.cutoff_type} is not supported "
                                      f"(supported: {SUPPORTED_CUTOFFS})")
         if len(words) > 1:
-            settings.cutoff_alpha = _number(path, line, words[1], "cutoff_type alpha")
+            settings.cutoff_alpha = parse_number(path, line, words[1], "cutoff_type alpha")
     scale = "scale_symmetry_functions" in keywords
     center = "center_symmetry_functions" in keywords
     if "scale_symmetry_functions_sigma" in keywords:
@@ -232,7 +284,7 @@ def read_settings(path: str | Path) -> Settings:
         if entry is not None:
             if attr in ("mean_energy", "conv_energy") and "normalize" not in keywords:
                 continue  # n2p2 uses them only with ``normalize``
-            setattr(settings, attr, _number(path, entry[0], entry[1][0], key))
+            setattr(settings, attr, parse_number(path, entry[0], entry[1][0], key))
     for el, value in atom_energy.items():
         if el not in elements:
             raise UserError(f"{path}: atom_energy for {el!r}, which is not one of the elements {elements}")
@@ -259,12 +311,12 @@ def read_scaling(path: str | Path, settings: Settings) -> dict[str, torch.Tensor
         words = raw.split("#", 1)[0].split()
         if not words:
             continue
-        if len(words) == 3:  # RuNNer's closing line of energy statistics
+        if len(words) in (2, 3):  # RuNNer's closing line of energy statistics (2 values: 4G models)
             continue
         if len(words) not in (5, 6):
-            raise _error(path, n, "expected: element sf Gmin Gmax Gmean [Gsigma]")
-        e, s = (int(_number(path, n, w, "index", int)) for w in words[:2])
-        values = [_number(path, n, w, "statistic") for w in words[2:]] + [math.nan] * (6 - len(words))
+            raise line_error(path, n, "expected: element sf Gmin Gmax Gmean [Gsigma]")
+        e, s = (int(parse_number(path, n, w, "index", int)) for w in words[:2])
+        values = [parse_number(path, n, w, "statistic") for w in words[2:]] + [math.nan] * (6 - len(words))
         rows[(e, s)] = values
     out: dict[str, torch.Tensor] = {}
     for e, el in enumerate(settings.elements, start=1):
@@ -286,31 +338,44 @@ def read_weights(path: str | Path, sizes: list[int]) -> list[tuple[torch.Tensor,
 
     Lines: ``value a INDEX LAYER_FROM NODE_FROM LAYER_TO NODE_TO`` (a connection) or
     ``value b INDEX LAYER NODE`` (a bias); layers count from 0 (input), nodes from 1. Every
-    connection and bias must appear exactly once.
+    connection and bias must appear exactly once. A file of bare values (RuNNer's, and the
+    published 4G models') lists them in n2p2's order instead: per layer, the connections
+    ordered by source node, then target node, then the biases of the target layer.
     """
     path = Path(path)
     layers = range(len(sizes) - 1)
     weights = [torch.full((sizes[k + 1], sizes[k]), math.nan, dtype=torch.float64) for k in layers]
     biases = [torch.full((sizes[k + 1],), math.nan, dtype=torch.float64) for k in layers]
+    slots = [s for k in layers
+             for s in [(weights[k], (t, f)) for f in range(sizes[k]) for t in range(sizes[k + 1])]
+             + [(biases[k], (t,)) for t in range(sizes[k + 1])]]
+    n_bare = 0
     for n, raw in enumerate(path.read_text().splitlines(), start=1):
         words = raw.split("#", 1)[0].split()
         if not words:
             continue
-        value = _number(path, n, words[0], "weight")
-        if len(words) == 7 and words[1] == "a":
-            lf, nf, lt, nt = (int(_number(path, n, w, "index", int)) for w in words[3:7])
+        value = parse_number(path, n, words[0], "weight")
+        if len(words) == 1:
+            if n_bare == len(slots):
+                raise line_error(path, n, f"more weights than layer sizes {sizes} have ({len(slots)})")
+            target, index = slots[n_bare]
+            n_bare += 1
+        elif len(words) == 7 and words[1] == "a":
+            lf, nf, lt, nt = (int(parse_number(path, n, w, "index", int)) for w in words[3:7])
             if lt != lf + 1 or not (0 <= lf < len(weights) and 1 <= nf <= sizes[lf] and 1 <= nt <= sizes[lt]):
-                raise _error(path, n, f"connection {lf}:{nf} -> {lt}:{nt} does not fit layer sizes {sizes}")
+                raise line_error(path, n, f"connection {lf}:{nf} -> {lt}:{nt} does not fit layer sizes "
+                                          f"{sizes}")
             target, index = weights[lf], (nt - 1, nf - 1)
         elif len(words) == 5 and words[1] == "b":
-            layer, node = (int(_number(path, n, w, "index", int)) for w in words[3:5])
+            layer, node = (int(parse_number(path, n, w, "index", int)) for w in words[3:5])
             if not (1 <= layer < len(sizes) and 1 <= node <= sizes[layer]):
-                raise _error(path, n, f"bias {layer}:{node} does not fit layer sizes {sizes}")
+                raise line_error(path, n, f"bias {layer}:{node} does not fit layer sizes {sizes}")
             target, index = biases[layer - 1], (node - 1,)
         else:
-            raise _error(path, n, "expected 'value a INDEX L_FROM N_FROM L_TO N_TO' or 'value b INDEX L N'")
+            raise line_error(path, n, "expected 'value a INDEX L_FROM N_FROM L_TO N_TO', 'value b INDEX L N' "
+                                  "or a bare value")
         if not math.isnan(float(target[index])):
-            raise _error(path, n, "this weight is given twice")
+            raise line_error(path, n, "this weight is given twice")
         target[index] = value
     for k, (w, b) in enumerate(zip(weights, biases, strict=True)):
         if torch.isnan(w).any() or torch.isnan(b).any():
@@ -319,12 +384,31 @@ def read_weights(path: str | Path, sizes: list[int]) -> list[tuple[torch.Tensor,
     return list(zip(weights, biases, strict=True))
 
 
-def weight_files(directory: str | Path, elements: list[str], epoch: int | None = None) -> dict[str, Path]:
+def set_network(net: torch.nn.Sequential, layers: list[tuple[torch.Tensor, torch.Tensor]],
+                activations: list[str]) -> None:
+    """Load n2p2 ``layers`` (:func:`read_weights`) into ``net``, an :func:`~mlip.model.networks.mlp`
+    at least as wide at its input (extra input columns get zero weights), with n2p2's activation
+    codes ``activations`` (one per hidden layer, then the output's)."""
+    with torch.no_grad():
+        for k, (w, b) in enumerate(layers):
+            linear = net[2 * k]
+            linear.weight.zero_()
+            linear.weight[:, : w.shape[1]] = w
+            linear.bias.copy_(b)
+            if k < len(layers) - 1:
+                net[2 * k + 1] = Activation(activations[k])
+        if activations[-1] != "l":
+            net.append(Activation(activations[-1]))
+
+
+def weight_files(directory: str | Path, elements: list[str], epoch: int | None = None,
+                 prefix: str = "weights") -> dict[str, Path]:
     """The weight file of each element: ``weights.ZZZ.data``, or with ``epoch`` the trainer's
     ``weights.ZZZ.EEEEEE.out``; without ``epoch`` and without ``.data`` files, the highest epoch
-    for which every element has a file."""
+    for which every element has a file. ``prefix``: ``weights`` (energy networks) or
+    ``weightse`` (a 4G model's electronegativity networks)."""
     directory = Path(directory)
-    stem = {el: f"weights.{atomic_number(el):03d}" for el in elements}
+    stem = {el: f"{prefix}.{atomic_number(el):03d}" for el in elements}
     if epoch is None:
         data = {el: directory / f"{stem[el]}.data" for el in elements}
         if all(p.is_file() for p in data.values()):
@@ -337,7 +421,7 @@ def weight_files(directory: str | Path, elements: list[str], epoch: int | None =
         if not epochs:
             missing = [p.name for p in data.values() if not p.is_file()]
             raise UserError(f"{directory}: no n2p2 weight files ({', '.join(missing)}, nor "
-                            f"weights.ZZZ.EEEEEE.out of one epoch for every element)")
+                            f"{prefix}.ZZZ.EEEEEE.out of one epoch for every element)")
         epoch = max(epochs)
     files = {el: directory / f"{stem[el]}.{epoch:06d}.out" for el in elements}
     missing = [p.name for p in files.values() if not p.is_file()]
@@ -346,7 +430,7 @@ def weight_files(directory: str | Path, elements: list[str], epoch: int | None =
     return files
 
 
-def _acsf_config(settings: Settings, length_unit: float) -> dict:
+def acsf_config(settings: Settings, length_unit: float) -> dict:
     """The ``acsf`` descriptor config entry (Å-based parameters, each element's own sorted list)."""
     functions = []
     for el in settings.elements:
@@ -360,7 +444,7 @@ def _acsf_config(settings: Settings, length_unit: float) -> dict:
             "cutoff_alpha": settings.cutoff_alpha}
 
 
-def _normalisation(settings: Settings, stats: torch.Tensor, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+def normalisation(settings: Settings, stats: torch.Tensor, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, std), each (n_sf,), with (G - mean) / std equal to n2p2's scaled G."""
     gmin, gmax, gmean, gsigma = stats.unbind(1)
     n = stats.shape[0]
@@ -379,6 +463,24 @@ def _normalisation(settings: Settings, stats: torch.Tensor, where: str) -> tuple
     return origin - settings.scale_min * std, std
 
 
+def model_generation(directory: str | Path) -> int:
+    """The generation (2 or 4) of the model in ``directory``, from its ``input.nn``. Other
+    generations, and a 2G ``input.nn`` beside 4G files (``weightse.*``, ``hardness.*``), are an
+    error naming the settings file."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"n2p2 model directory not found: {directory}")
+    path = directory / "input.nn"
+    gen, line = generation(path)
+    if gen not in (2, 4):
+        raise line_error(path, line, f"nnp_generation {gen} is not supported (2G and 4G HDNNPs are)")
+    found = sorted(p.name for pattern in ("weightse.*", "hardness.*") for p in directory.glob(pattern))
+    if gen == 2 and found:
+        raise UserError(f"{path}: does not declare 'nnp_generation 4', but the directory holds 4G-HDNNP "
+                        f"files ({', '.join(found[:3])}{' ...' if len(found) > 3 else ''})")
+    return gen
+
+
 def load(directory: str | Path, epoch: int | None = None, length_unit: float = BOHR_ANGSTROM,
          energy_unit: float = HARTREE_EV) -> Potential:
     """An n2p2 model directory as a float64 :class:`Potential` in Å and eV.
@@ -387,9 +489,11 @@ def load(directory: str | Path, epoch: int | None = None, length_unit: float = B
     :func:`weight_files` for ``epoch``). ``length_unit``: Å per length unit of the files;
     ``energy_unit``: eV per energy unit of the files (defaults: Bohr, Hartree; module docstring).
     """
+    if model_generation(directory) == 4:
+        from mlip.interop import n2p2_4g
+
+        return n2p2_4g.load(directory, epoch, length_unit, energy_unit)
     directory = Path(directory)
-    if not directory.is_dir():
-        raise UserError(f"n2p2 model directory not found: {directory}")
     if not (length_unit > 0 and energy_unit > 0):
         raise UserError(f"length_unit and energy_unit must be > 0, got {length_unit} Å and {energy_unit} eV")
     settings = read_settings(directory / "input.nn")
@@ -397,25 +501,16 @@ def load(directory: str | Path, epoch: int | None = None, length_unit: float = B
     files = weight_files(directory, settings.elements, epoch)
     elements = settings.elements
 
-    descriptors = DescriptorSet.from_config([_acsf_config(settings, length_unit)], elements)
+    descriptors = DescriptorSet.from_config([acsf_config(settings, length_unit)], elements)
     model = Potential(descriptors, elements, settings.hidden, settings.activations[0]).double()
     with torch.no_grad():
         for s, el in enumerate(elements):
             n_sf = len(settings.functions[el])
-            mean, std = _normalisation(settings, stats[el], str(directory / "scaling.data"))
+            mean, std = normalisation(settings, stats[el], str(directory / "scaling.data"))
             descriptors.mean[s, :n_sf] = mean
             descriptors.std[s, :n_sf] = std
-            net = model.networks.nets[s]
             layers = read_weights(files[el], [n_sf] + settings.hidden + [1])
-            for k, (w, b) in enumerate(layers):
-                linear = net[2 * k]
-                linear.weight.zero_()
-                linear.weight[:, : w.shape[1]] = w
-                linear.bias.copy_(b)
-                if k < len(settings.hidden):
-                    net[2 * k + 1] = Activation(settings.activations[k])
-            if settings.activations[-1] != "l":
-                net.append(Activation(settings.activations[-1]))
+            set_network(model.networks.nets[s], layers, settings.activations)
         shift = [(settings.mean_energy + settings.atom_energy.get(el, 0.0)) * energy_unit for el in elements]
         model.set_energy_reference(torch.tensor(shift, dtype=torch.float64),
                                    energy_unit / settings.conv_energy)
@@ -429,6 +524,10 @@ def export(directory: str | Path, output: str | Path, epoch: int | None = None,
     The metadata are the usual ones (descriptors: the ACSF config in Å) plus ``imported_from``:
     format, directory, weight files and the units used.
     """
+    if model_generation(directory) == 4:
+        from mlip.interop import n2p2_4g
+
+        return n2p2_4g.export(directory, output, epoch, length_unit, energy_unit)
     model = load(directory, epoch, length_unit, energy_unit)
     directory = Path(directory)
     meta = model_metadata(model, model.descriptors.config)
