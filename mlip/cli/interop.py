@@ -16,17 +16,27 @@ from mlip.cli import main
               help="Å per length unit of the files [default: Bohr, 0.52917721067].")
 @click.option("--energy-unit", type=float, default=None,
               help="eV per energy unit of the files [default: Hartree, 27.21138602].")
+@click.option("--coulomb-accuracy", type=float, default=None,
+              help="4G models: accuracy of the Coulomb engine (RMS force error measure) [default: 1e-8].")
 def import_n2p2(directory: str, output: str, epoch: int | None, length_unit: float | None,
-                energy_unit: float | None) -> None:
-    """Import the n2p2 potential of DIRECTORY (input.nn, scaling.data, weight files) as a model file.
+                energy_unit: float | None, coulomb_accuracy: float | None) -> None:
+    """Import the n2p2 potential of DIRECTORY (input.nn, scaling.data, weight files; 4G-HDNNPs
+    also weightse.*.data and hardness.*.data) as a model file.
 
     \b
     Example:
       mlip import-n2p2 nnp/Cu -o cu_nnp.pt
       mlip import-n2p2 training/ -o epoch12.pt --epoch 12
+      mlip import-n2p2 nnp-predict/AlAuMgO_4G -o alaumgo_4g.pt
     """
-    from mlip.interop import n2p2
+    from mlip.errors import UserError
+    from mlip.interop import n2p2, n2p2_4g
 
     units = {k: v for k, v in (("length_unit", length_unit), ("energy_unit", energy_unit)) if v is not None}
-    path = n2p2.export(directory, output, epoch, **units)
+    if coulomb_accuracy is None:
+        path = n2p2.export(directory, output, epoch, **units)  # 2G, or 4G with the default accuracy
+    elif n2p2.model_generation(directory) == 4:
+        path = n2p2_4g.export(directory, output, epoch, accuracy=coulomb_accuracy, **units)
+    else:
+        raise UserError(f"--coulomb-accuracy: {directory} holds a 2G model, which has no electrostatics")
     click.echo(f"wrote {path}")
