@@ -260,8 +260,9 @@ class KSpaceSum(torch.nn.Module):
         unit_cell = torch.eye(3, dtype=torch.float64)
         one_point = torch.ones(3, dtype=torch.long)
         self.mesh_interpolator = MeshInterpolator(unit_cell, one_point, self.interpolation_nodes, "Lagrange")
-        self.mesh_filter = KSpaceFilter(unit_cell, one_point, mesh_kernel, fft_norm="backward",
-                                        ifft_norm="forward")
+        with torch.no_grad():  # the filter evaluated now holds no graph of a learned kernel (deepcopy)
+            self.mesh_filter = KSpaceFilter(unit_cell, one_point, mesh_kernel, fft_norm="backward",
+                                            ifft_norm="forward")
 
     def explicit_kernel(self, k_sq: Tensor) -> Tensor:
         """G of the explicit sum at k² ``k_sq`` (K,) 1/Å²: (K,) or (C, K)."""

@@ -23,7 +23,9 @@ are B Gaussians of |k| with learned weights W (C, B) in eV, switched off between
 
 6π²/K³ Å³ being the volume per k vector of the sphere |k| < K, so that W = 1 eV and O(1)
 embeddings give per-atom energies of order 1 eV. W starts at zero: an untrained model is its
-short-range part.
+short-range part. As a function of the vector k the filters are not smooth at k = 0 (the
+Gaussians centred away from 0 give f_c a term linear in |k|), so the kernels v_c have power-law
+tails (|k| ↔ r⁻⁴, |k|³ ↔ r⁻⁶, the dispersion tail), not just the range 1/w.
 
 Periodic frames (``pbc`` all True, any triclinic cell) use the Coulomb engine's reciprocal-space
 machinery (:class:`~mlip.physics.coulomb.KSpaceSum`) with the C filters as its per-channel
