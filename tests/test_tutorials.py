@@ -22,7 +22,8 @@ from nbclient import NotebookClient
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 # notebook -> figures it draws (inline PNG outputs)
 FIGURES = {"01_fingerprints.ipynb": 4, "02_train_from_lammps_dumps.ipynb": 3, "03_md_with_ase.ipynb": 2,
-           "04_lammps_pair_style.ipynb": 1, "05_long_range.ipynb": 2}
+           "04_lammps_pair_style.ipynb": 1, "05_long_range.ipynb": 2,
+           "06_uncertainty_active_learning.ipynb": 2}
 # notebook -> text its outputs must contain
 EXPECTED = {
     "01_fingerprints.ipynb": ["neighbour list == brute force over images: 54 distances",
@@ -32,6 +33,8 @@ EXPECTED = {
     "03_md_with_ase.ipynb": ["total energy: drift", "lattice constant: model"],
     "04_lammps_pair_style.ipynb": ["energy: LAMMPS", "total energy drift over 200 steps"],
     "05_long_range.ipynb": ["--- Ewald + charges", "RMS error of the profile"],
+    "06_uncertainty_active_learning.ipynb": ["Spearman ρ (max force deviation vs max force error",
+                                             "inside [", "force MAE after one round"],
 }
 
 
