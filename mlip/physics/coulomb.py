@@ -247,20 +247,25 @@ class KSpaceSum(torch.nn.Module):
         k_end: 1/Å, the explicit sum's k cutoff.
         mesh_spacing: Å, the largest PME mesh spacing.
         mode: ``"auto"``, ``"ewald"`` or ``"pme"``.
+        mesh_cost: the cost of one PME mesh point in (atom, k) terms of the explicit sum, measured
+            for the kernel (``auto``'s choice, :meth:`ewald_is_cheaper`; 1 for the Coulomb kernel).
     """
 
     mode: str
     k_end: float
     mesh_spacing: float
     interpolation_nodes: int
+    mesh_cost: float
 
-    def __init__(self, mesh_kernel: torch.nn.Module, k_end: float, mesh_spacing: float, mode: str) -> None:
+    def __init__(self, mesh_kernel: torch.nn.Module, k_end: float, mesh_spacing: float, mode: str,
+                 mesh_cost: float = 1.0) -> None:
         super().__init__()
         if mode not in MODES:
             raise UserError(f"k-space sum: mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.mode = mode
         self.k_end = float(k_end)
         self.mesh_spacing = float(mesh_spacing)
+        self.mesh_cost = float(mesh_cost)
         self.interpolation_nodes = INTERPOLATION_NODES
         # PME from torch-pme's building blocks (the mesh size is ours: see mesh_points)
         unit_cell = torch.eye(3, dtype=torch.float64)
@@ -326,16 +331,16 @@ class KSpaceSum(torch.nn.Module):
         return self.mode == "ewald" or (self.mode == "auto" and self.ewald_is_cheaper(n_atoms, cell))
 
     def ewald_is_cheaper(self, n_atoms: int, cell: Tensor) -> bool:
-        """Whether the explicit k sum is cheaper than PME for this frame: N·N_k < M, with
-        N_k = ½ (4π/3) k_end³ V/(2π)³ k vectors (one of each ±k pair) and M the PME mesh points
-        (:meth:`mesh_points`).
+        """Whether the explicit k sum is cheaper than PME for this frame: N·N_k < c M, with
+        N_k = ½ (4π/3) k_end³ V/(2π)³ k vectors (one of each ±k pair), M the PME mesh points
+        (:meth:`mesh_points`) and c ``mesh_cost``.
         Measured on one CPU thread for the Coulomb kernel,
         energy + forces: one (atom, k) term of the explicit sum costs about as much as one mesh
-        point of PME (1.4e-7 s against 2e-7 s, NaCl cells of 64 to 1,000 atoms)."""
+        point of PME (1.4e-7 s against 2e-7 s, NaCl cells of 64 to 1,000 atoms): c = 1."""
         with torch.no_grad():  # the explicit sum takes one k of each ±k pair
             volume = float(torch.linalg.det(cell.detach()).abs())
             n_k = 0.5 * 4.0 * math.pi / 3.0 * self.k_end**3 * volume / (8.0 * math.pi**3)
-        return n_atoms * n_k < float(self.mesh_points(cell).prod())
+        return n_atoms * n_k < self.mesh_cost * float(self.mesh_points(cell).prod())
 
     def kvectors(self, cell: Tensor) -> Tensor:
         """All k = 2π m·cell⁻ᵀ (K, 3) 1/Å with 0 < |k| < ``k_end`` (:func:`reciprocal_vectors`)."""
