@@ -327,3 +327,19 @@ def test_mlip_train_with_ewald_mp_runs_and_the_loss_decreases(tmp_path):
     state = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
     weights = [v for k, v in state.items() if k.endswith("mesh_filter.kernel.weight")]
     assert len(weights) == 1 and float(weights[0].abs().max()) > 0.0
+
+    # --init carries the term's learned weights over (one epoch at a vanishing learning rate)
+    again = tmp_path / "again"
+    args = ["train", str(data), "--epochs", "1", "--out", str(again), "--init", str(run), "--set",
+            "data.val_fraction=0", "--set", "train.lr=1e-12", "--set", "train.ema_decay=0"]
+    res = CliRunner().invoke(main, args, catch_exceptions=False, env={"MLIP_PROGRESS": "0"})
+    assert res.exit_code == 0, res.output
+    started = load_checkpoint(again / "checkpoints" / "last.pt")["model"]
+    key = next(k for k in state if k.endswith("mesh_filter.kernel.weight"))
+    torch.testing.assert_close(started[key], state[key], rtol=1e-6, atol=1e-9)
+
+    # separate runs cannot form a committee: each run's term would be lost but the first's
+    res = CliRunner().invoke(main, ["committee", str(run), str(again), "-o", str(tmp_path / "c.pt")],
+                             env={"MLIP_PROGRESS": "0"})
+    assert res.exit_code == 2
+    assert "has a learned long-range term (model.long_range" in res.output

@@ -54,6 +54,11 @@ def _check_compatible(runs: Sequence[Path], configs: Sequence[dict[str, Any]]) -
         if run.resolve() in seen:
             raise UserError(f"{run} is given twice: each run's members once")
         seen.add(run.resolve())
+    learned = configs[0]["model"].get("long_range", "none")
+    if learned not in (None, "none"):
+        raise UserError(f"{runs[0]} has a learned long-range term (model.long_range {learned!r}): a "
+                        "committee of separate runs keeps their networks only, so each run's term would be "
+                        "dropped but the first's; train the committee in one run with --committee K")
     for run, config in zip(runs[1:], configs[1:], strict=True):
         for key in SHARED_KEYS:
             found = first_difference(configs[0]["model"][key], config["model"][key], f"model.{key}")

@@ -173,6 +173,14 @@ def start_from(model: Potential, source: InitSource) -> Started:
     if new_elements and model.descriptors.long_range:
         raise UserError(f"--init {source.run}: new element(s) {', '.join(new_elements)} with PotNet lattice "
                         "features: their layout changes with the elements; train a fresh run")
+    learned = [t for t in old.physics if t.name == "ewald_mp"]
+    if learned and new_elements:
+        raise UserError(f"--init {source.run}: new element(s) {', '.join(new_elements)} with a learned "
+                        "long-range term (model.long_range ewald_mp): its per-element embeddings cannot be "
+                        "extended; train a fresh run")
+    for term in learned:  # the same elements and descriptors: the term carries over as it is
+        [new_term] = [t for t in model.physics if t.name == term.name]
+        new_term.load_state_dict(term.state_dict())
     columns = feature_columns(old, model, species_map)
     desc = model.descriptors
     index = torch.as_tensor(species_map)
