@@ -26,22 +26,7 @@ Run from the repository root (defaults: 120 training and 40 test frames, 60 epoc
 
 The last line printed is one JSON object with the per-seed errors and the ratios.
 
-Measured with the defaults (one torch thread on 2 shared cores, 32 min in all): the test frames'
-adhesion is −2.64 ± 0.92 meV/atom (mean ± std; mean absolute deviation 0.71 meV/atom). Test MAEs
-for seeds 0 / 1 / 2, energy (meV/atom) and forces (meV/Å), and training time per run:
-
-    short_range  0.702 / 0.707 / 0.705    2.76 / 2.68 / 2.51    99–126 s
-    ewald        0.234 / 0.295 / 0.240    2.55 / 3.80 / 2.22    322–372 s
-    ewald_mp     0.079 / 0.098 / 0.085    1.46 / 1.90 / 1.31    131–179 s
-
-Ratios (mean ± std over the seeds): short_range/ewald_mp 8.17 ± 0.71 in energy (8.9, 7.2, 8.3)
-and 1.74 ± 0.23 in forces; ewald/ewald_mp 2.94 ± 0.08 in energy and 1.82 ± 0.14 in forces. The
-short-range model's energy error equals the spread of the adhesion (0.71 meV/atom): it sees none
-of the cross-gap energy. Learned charges recover part of it (an Ewald energy of the slabs'
-learned charges varies with the gaps too), at twice the training time; ewald_mp recovers most of
-it. This case favours ewald_mp by construction: the long-range part is a pair interaction with
-per-element coefficients, the form ½ Σ h_i h_j v(r) represents directly. It says nothing about
-the seed's finding that such biases did not help crystal property prediction.
+Results and their reading: ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
