@@ -185,6 +185,8 @@ def _lammps_summary(rounds: list[dict[str, tuple[float, float, float]]], steps: 
 
 
 def lammps_cost(args: argparse.Namespace) -> dict[str, Any]:
+    """ms per MD step in LAMMPS of each of :data:`LAMMPS_VARIANTS`, as ``lmp`` runs them and with
+    libtorch preloaded (module docstring), and their ratios to the single model."""
     from mlip.lammps.build import ensure_built
 
     if args.warmup % 10 or args.steps % 10:
