@@ -42,11 +42,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from long_range import errors  # the script's folder: the same test MAEs as long_range.py
 
 from fingerprints.descriptor_set import default_config
 from mlip.data.store import write_dataset
 from mlip.demo.lj_slabs import lammps_energy, make_frames
-from mlip.inference import load_model, predict_frames
 from mlip.lammps import load_lammps
 from mlip.train.config import load_config
 from mlip.train.trainer import train
@@ -91,16 +91,6 @@ def train_variant(data: Path, out: Path, name: str, seed: int,
     t0 = time.perf_counter()
     run_dir = train(load_config(None, overrides))
     return run_dir, time.perf_counter() - t0
-
-
-def errors(run_dir: Path, frames: list[Frame]) -> dict[str, float]:
-    """Test MAEs: energy (meV/atom) and forces (meV/Å)."""
-    module, meta = load_model(run_dir / "model.pt")
-    preds = predict_frames(module, meta, frames, stress=False)
-    de = np.array([(p["energy"] - f.energy) / len(f) for p, f in zip(preds, frames, strict=True)]) * 1e3
-    df = np.concatenate([(p["forces"] - f.forces).ravel() for p, f in zip(preds, frames, strict=True)]) * 1e3
-    return {"energy_mae_meV_atom": round(float(np.mean(np.abs(de))), 4),
-            "force_mae_meV_A": round(float(np.mean(np.abs(df))), 4)}
 
 
 def ratios(results: dict[str, dict[int, dict[str, float]]], base: str, seeds: list[int]) -> dict[str, Any]:
