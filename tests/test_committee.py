@@ -89,6 +89,67 @@ def test_deviations_match_a_computation_by_hand_from_the_members(model):
     assert d.max() > 0.01  # members that disagree, or the test would prove little
 
 
+def with_physics(model: Potential) -> Potential:
+    """``model`` with physics terms added: ZBL (inner 1, outer 3 Å, reaching the cell's
+    neighbours) and Ewald message passing (whose per-atom embeddings read the descriptors, a
+    term that takes the features as the networks do), all its parameters random."""
+    from mlip.physics.ewald_mp import EwaldMP
+    from mlip.physics.zbl import ZBL
+
+    torch.manual_seed(3)
+    ewald_mp = EwaldMP(len(ELEMENTS), int(model.descriptors.n_features), channels=2, k_cutoff=1.0).double()
+    with torch.no_grad():
+        for parameter in ewald_mp.parameters():
+            parameter.copy_(0.3 * torch.randn_like(parameter))
+    out = Potential(copy.deepcopy(model.descriptors), ELEMENTS, hidden=[12, 12], committee=model.committee,
+                    physics=[ZBL(ELEMENTS, 1.0, 3.0), ewald_mp]).double()
+    out.networks.load_state_dict(model.networks.state_dict())
+    out.set_energy_reference(model.energy_shift, float(model.energy_scale))
+    return out
+
+
+@pytest.mark.parametrize("members", [2, K])
+def test_member_derivatives_equal_the_loop_over_the_members_alone(members):
+    """The members' forces and virials (one pass through the networks, K - 1 through the
+    descriptors) equal each member's own model's (one full backward pass per member), with
+    physics terms, one of them reading the descriptors, in the shared part of the energy."""
+    model = with_physics(committee(seed=4, members=members))
+    batch = as_tensor_batch(model, [frame(0), frame(2)])
+    res = model.compute(batch, True, True, False, deviation=True)
+    alone = [member_model(model, k).compute(batch, True, True, False) for k in range(members)]
+    for key, member_key in ((keys.FORCES, keys.MEMBER_FORCES), (keys.VIRIAL, keys.MEMBER_VIRIAL)):
+        loop = np.stack([_n(r[key]) for r in alone])
+        scale = np.abs(loop).max()
+        np.testing.assert_allclose(_n(res[member_key]), loop, rtol=0, atol=1e-12 * scale)
+        np.testing.assert_allclose(_n(res[key]), loop.mean(axis=0), rtol=0, atol=1e-12 * scale)
+    spread = _n(res[keys.MEMBER_FORCES]) - _n(res[keys.FORCES])
+    assert np.abs(spread).max() > 1e-3 * np.abs(_n(res[keys.FORCES])).max()  # members that disagree
+
+
+def test_member_forces_train_each_member_as_if_alone(model):
+    """With ``create_graph`` (training), a loss on the members' forces and virials has the
+    parameter gradients of the same loss on each member's own model."""
+    batch = as_tensor_batch(model, [frame(1)])
+    g = torch.Generator().manual_seed(5)
+    res = model.compute(batch, True, True, True, deviation=True)
+    weights_f = torch.randn(res[keys.MEMBER_FORCES].shape, generator=g, dtype=torch.float64)
+    weights_v = torch.randn(res[keys.MEMBER_VIRIAL].shape, generator=g, dtype=torch.float64)
+    loss = (weights_f * res[keys.MEMBER_FORCES] ** 2).sum() + (weights_v * res[keys.MEMBER_VIRIAL]).sum()
+    grads = torch.autograd.grad([loss], list(model.networks.parameters()), allow_unused=True)
+    expected = []
+    for k in range(K):
+        alone = member_model(model, k)
+        own = alone.compute(batch, True, True, True)
+        loss_k = (weights_f[k] * own[keys.FORCES] ** 2).sum() + (weights_v[k] * own[keys.VIRIAL]).sum()
+        expected += list(torch.autograd.grad([loss_k], list(alone.networks.parameters()), allow_unused=True))
+    assert len(grads) == len(expected)
+    for got, want in zip(grads, expected, strict=True):
+        if want is None:  # the output biases: forces do not depend on them
+            assert got is None or not got.any()
+            continue
+        np.testing.assert_allclose(_n(got), _n(want), rtol=1e-10, atol=1e-12 * float(want.abs().max()))
+
+
 def test_a_single_model_reports_no_deviation():
     model = committee(members=1)
     res = model.compute(as_tensor_batch(model, [frame()]), True, True, False, deviation=True)

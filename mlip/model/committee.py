@@ -13,9 +13,14 @@ deviation outputs (docs/architecture.md) are
 - ``force_deviation`` (n_local,) eV/Å: d_i = sqrt(mean_k |F_i^k − F̄_i|²), F̄_i the mean force;
 - ``max_force_deviation`` (B,) eV/Å: max_i d_i of each frame (DeePMD's ``max_devi_f``).
 
-Per-member forces need one backward pass per member (through the descriptors: the expensive
-part), so they are computed only on request (``deviation``); the mean forces alone take one.
-Everything here is TorchScript: the exported ``model.pt`` runs it in ASE and LAMMPS.
+Per-member derivatives (``deviation``) are computed only on request; the mean forces alone take
+one backward pass. Since E^k − E = scale · Σ_i (NN^k_i − NN̄_i) depends on the positions only
+through the shared descriptors D, ∂E^k/∂x = ∂E/∂x + Jᵀ δ_k with J = ∂D/∂x and the members'
+cotangents δ_k = scale · (g_k − mean_k g_k), g_k = ∂(Σ_i NN^k_i)/∂D (:func:`member_gradients`):
+one backward pass through the networks alone gives every g_k (each member reads its own view of
+D, :func:`member_inputs`), and the K − 1 descriptor passes Jᵀ δ_k (k < K − 1; Σ_k δ_k = 0 gives
+the last) skip the networks and the physics terms. Everything here is TorchScript: the exported
+``model.pt`` runs it in ASE and LAMMPS.
 """
 
 from typing import Dict, List, Optional
@@ -30,9 +35,10 @@ from mlip.model.networks import ElementNetworks
 class CommitteeNetworks(torch.nn.Module):
     """The per-element networks of K members (each an :class:`ElementNetworks` with one output).
 
-    forward(features (n, F), species (n,) int64) -> (n, 1 + K): column 0 is the members' mean
-    output, column 1 + k member k's, so that column 0 takes the place of a single model's energy
-    output.
+    forward(features, species (n,) int64) -> (n, 1 + K): column 0 is the members' mean output,
+    column 1 + k member k's, so that column 0 takes the place of a single model's energy output.
+    ``features``: (n, F), read by every member, or (K, n, F), member k reading row k (the same
+    values, :func:`member_inputs`, so that each member's gradient can be taken alone).
     """
 
     n_members: int
@@ -47,9 +53,10 @@ class CommitteeNetworks(torch.nn.Module):
         self.members = torch.nn.ModuleList(members)
 
     def forward(self, features: Tensor, species: Tensor) -> Tensor:
+        per_member = features.dim() == 3
         columns: List[Tensor] = []
-        for member in self.members:
-            columns.append(member(features, species)[:, 0])
+        for k, member in enumerate(self.members):
+            columns.append(member(features[k] if per_member else features, species)[:, 0])
         stacked = torch.stack(columns, dim=1)
         return torch.cat([stacked.mean(dim=1, keepdim=True), stacked], dim=1)
 
@@ -64,26 +71,60 @@ def member_energies(energy: Tensor, out: Tensor, scale: Tensor, local_batch: Ten
     return energy.unsqueeze(1) + zeros.index_add(0, local_batch, delta)
 
 
-def member_gradients(member_energy: Tensor, inputs: List[Tensor], create_graph: bool) -> List[Tensor]:
-    """∂E^k/∂x for each input x, stacked over members: (K, *x.shape) per input (zeros where
-    the energy does not depend on x). ``member_energy`` (B, K); one backward pass per member."""
-    n_members = member_energy.shape[1]
-    per_input: List[List[Tensor]] = [[] for _ in inputs]
-    for k in range(n_members):
-        grads = torch.autograd.grad([member_energy[:, k].sum()], inputs,
-                                    retain_graph=create_graph or k < n_members - 1,
+def member_inputs(features: Tensor, n_members: int) -> Tensor:
+    """The committee networks' input (K, n, F): ``features`` (n, F) once per member, a view (no
+    copy) whose rows have their own gradients."""
+    return features.expand(n_members, features.shape[0], features.shape[1])
+
+
+def keep_member_inputs(results: Dict[str, Tensor], inputs_of_members: Tensor) -> None:
+    """Keep the members' inputs (K, n_local, F) in ``results`` for :func:`pop_member_inputs`."""
+    results["_member_inputs"] = inputs_of_members
+
+
+def pop_member_inputs(results: Dict[str, Tensor]) -> Optional[Tensor]:
+    """Remove the members' inputs that :func:`keep_member_inputs` put in ``results`` and return
+    them (None for a single model): not an output."""
+    if "_member_inputs" in results:
+        return results.pop("_member_inputs")
+    return None
+
+
+def member_gradients(member_energy: Tensor, inputs_of_members: Tensor, mean_grads: List[Optional[Tensor]],
+                     inputs: List[Tensor], create_graph: bool) -> List[Tensor]:
+    """Each member's ∂E^k/∂x (K, *x.shape) for each input x (positions, strain or edge vectors),
+    as ∂E/∂x + Jᵀ δ_k (module docstring), from the members' energies ``member_energy`` (B, K) eV,
+    the networks' input ``inputs_of_members`` (K, n_local, F) (:func:`member_inputs`) and the
+    committee's ``mean_grads`` ∂E/∂x (None where E does not depend on x), whose backward pass
+    must have retained the graph. One backward pass through the networks, then K − 1 through the
+    descriptors; ``create_graph``: differentiable results (training)."""
+    n_members = inputs_of_members.shape[0]
+    mean: List[Tensor] = []
+    for i in range(len(inputs)):
+        g = mean_grads[i]
+        mean.append((g if g is not None else torch.zeros_like(inputs[i])).unsqueeze(0))
+    if not inputs_of_members.requires_grad:  # descriptors that do not depend on the inputs
+        return [m.repeat_interleave(n_members, dim=0) for m in mean]
+    # row k: ∂(Σ_k' E^k')/∂(member k's input) = scale · g_k (E^k' depends on member k's network
+    # through E with weight 1/K and through the difference with weight δ_kk' − 1/K)
+    per_member = torch.autograd.grad([member_energy.sum()], [inputs_of_members], retain_graph=True,
+                                     create_graph=create_graph)[0]
+    assert per_member is not None
+    delta = per_member - per_member.mean(dim=0, keepdim=True)  # (K, n_local, F), zero sum over k
+    features = inputs_of_members[0]  # D itself: a cotangent here goes back through the descriptors
+    deviations: List[List[Tensor]] = [[] for _ in inputs]
+    for k in range(n_members - 1):
+        cotangent: List[Optional[Tensor]] = [delta[k]]
+        grads = torch.autograd.grad([features], inputs, cotangent,
+                                    retain_graph=create_graph or k < n_members - 2,
                                     create_graph=create_graph, allow_unused=True)
         for i in range(len(inputs)):
-            g: Optional[Tensor] = grads[i]
-            per_input[i].append(g if g is not None else torch.zeros_like(inputs[i]))
-    return [torch.stack(p) for p in per_input]
-
-
-def mean_gradients(member_grads: List[Tensor]) -> List[Optional[Tensor]]:
-    """The committee's gradients (the members' mean) from :func:`member_gradients`' output."""
-    out: List[Optional[Tensor]] = []
-    for g in member_grads:
-        out.append(g.mean(dim=0))
+            g = grads[i]
+            deviations[i].append(g if g is not None else torch.zeros_like(inputs[i]))
+    out: List[Tensor] = []
+    for i in range(len(inputs)):
+        first = torch.stack(deviations[i])  # Jᵀ δ_k, k < K − 1; the last is minus their sum
+        out.append(mean[i] + torch.cat([first, -first.sum(dim=0, keepdim=True)]))
     return out
 
 

@@ -22,9 +22,11 @@ from mlip.model.committee import (
     deployed_outputs,
     edge_member_forces,
     energy_deviation,
-    mean_gradients,
+    keep_member_inputs,
     member_energies,
     member_gradients,
+    member_inputs,
+    pop_member_inputs,
 )
 from mlip.model.networks import ElementNetworks
 from mlip.physics.base import PhysicsTerm
@@ -251,7 +253,10 @@ class Potential(torch.nn.Module):
             features = self.descriptors(species, edge_index, seen_edges, n_local)
         extrapolation = self._extrapolation(features, local_species)
         terms[keys.FEATURES] = features  # the networks' input, for terms with learned inputs (ewald_mp)
-        out = self.networks(features, local_species)
+        network_input = features
+        if self.committee > 1:  # each member reads its own view, for its own gradient (deviation)
+            network_input = member_inputs(features, self.committee)
+        out = self.networks(network_input, local_species)
         atomic = self.energy_shift.to(out.dtype).index_select(0, local_species) \
             + self.energy_scale.to(out.dtype) * out[:, 0]
 
@@ -276,6 +281,7 @@ class Potential(torch.nn.Module):
             members = member_energies(results[keys.ENERGY], out, self.energy_scale, batch[:n_local])
             results[keys.MEMBER_ENERGY] = members
             results[keys.ENERGY_DEVIATION] = energy_deviation(members, batch[:n_local])
+            keep_member_inputs(results, network_input)  # the callers pop them
         results[keys.EXTRAPOLATION] = extrapolation
         return results
 
@@ -302,8 +308,9 @@ class Potential(torch.nn.Module):
         (−virial/V, NaN for frames not periodic in all three directions); ``charges``
         (n_local,) e for charge models; ``extrapolation`` (n_local,) (see the class).
         Committees also return ``member_energy`` and ``energy_deviation`` and, with
-        ``deviation``, the members' derivatives (one backward pass each): ``member_forces``,
-        ``force_deviation``, ``max_force_deviation``, ``member_virial`` (:mod:`mlip.keys`).
+        ``deviation``, the members' derivatives (:func:`~mlip.model.committee.member_gradients`):
+        ``member_forces``, ``force_deviation``, ``max_force_deviation``, ``member_virial``
+        (:mod:`mlip.keys`).
         """
         positions = data[keys.POSITIONS]
         species = data[keys.SPECIES]
@@ -332,20 +339,21 @@ class Potential(torch.nn.Module):
         strained_cell = cell + torch.bmm(cell, strain)
 
         results = self._energies(data, pos, edge_vec, strained_cell, total_charge, n_local, lammps)
+        inputs_of_members = pop_member_inputs(results)
         if compute_forces or compute_virial:
             inputs: List[Tensor] = []
             if compute_forces:
                 inputs.append(positions)
             if compute_virial:
                 inputs.append(strain)
-            if deviation and self.committee > 1:
-                member_grads = member_gradients(results[keys.MEMBER_ENERGY], inputs, create_graph)
-                grads = mean_gradients(member_grads)
+            grads = torch.autograd.grad([results[keys.ENERGY].sum()], inputs,
+                                        retain_graph=create_graph or deviation, create_graph=create_graph,
+                                        allow_unused=True)
+            if deviation and inputs_of_members is not None:
+                member_grads = member_gradients(results[keys.MEMBER_ENERGY], inputs_of_members, grads, inputs,
+                                                create_graph)
                 add_member_derivatives(results, member_grads, compute_forces, compute_virial,
                                        batch[:n_local], n_local)
-            else:
-                grads = torch.autograd.grad([results[keys.ENERGY].sum()], inputs, create_graph=create_graph,
-                                            allow_unused=True)
             k = 0
             if compute_forces:
                 g = grads[k]
@@ -385,7 +393,7 @@ class Potential(torch.nn.Module):
         the model is taken without its long-range terms, and the derivatives are those of
         E + Σ_i potential_i q_i with q_i the charges before the total-charge shift (the energy
         and ``atomic_energies`` stay E's). With ``deviation``, a committee also returns
-        ``member_forces`` (K, N, 3) eV/Å, one backward pass per member."""
+        ``member_forces`` (K, N, 3) eV/Å (:func:`~mlip.model.committee.member_gradients`)."""
         positions = data[keys.POSITIONS].detach()
         edge_index = data[keys.EDGE_INDEX]
         cell = data[keys.CELL]
@@ -396,16 +404,17 @@ class Potential(torch.nn.Module):
         total_charge = torch.zeros(1, dtype=positions.dtype, device=positions.device)
         results = self._energies(data, positions, edge_vec, cell, total_charge, n_local, True,
                                  potential is not None)
+        inputs_of_members = pop_member_inputs(results)
         target = results[keys.ENERGY].sum()
         if potential is not None and keys.CHARGES in results:
             target = target + (potential.to(positions.dtype) * results[keys.CHARGES]).sum()
-        if deviation and self.committee > 1:
-            member_edge = -member_gradients(results[keys.MEMBER_ENERGY], [edge_vec], False)[0]
-            edge_forces = member_edge.mean(dim=0)
+        grads = torch.autograd.grad([target], [edge_vec], retain_graph=deviation, allow_unused=True)
+        g = grads[0]
+        edge_forces = -g if g is not None else torch.zeros_like(edge_vec)
+        if deviation and inputs_of_members is not None:
+            member_edge = -member_gradients(results[keys.MEMBER_ENERGY], inputs_of_members, grads, [edge_vec],
+                                            False)[0]
             results[keys.MEMBER_FORCES] = edge_member_forces(member_edge, edge_index, positions.shape[0])
-        else:
-            g = torch.autograd.grad([target], [edge_vec], allow_unused=True)[0]
-            edge_forces = -g if g is not None else torch.zeros_like(edge_vec)
         forces = torch.zeros_like(positions).index_add(0, dst, edge_forces).index_add(0, src, -edge_forces)
         results[keys.EDGE_FORCES] = edge_forces
         results[keys.FORCES] = forces
