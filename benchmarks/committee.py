@@ -5,9 +5,19 @@ tracks the true error.
 864 atoms) for the default model (``model.descriptors: default``, the default hidden layers),
 untrained (cost does not depend on the weights), exported to ``model.pt`` as a single model and as
 a committee of ``--members`` (default 4), the committee once as its mean alone and once with the
-force deviation (one more backward pass per member; what ``deviation_warning`` or asking for
-``force_deviation`` costs). The calls are interleaved, ``--warmup`` first (TorchScript's profiling
-executor), then the median of ``--calls``; 1 torch thread by default.
+force deviation (what ``deviation_warning`` or asking for ``force_deviation`` costs: one more
+backward pass through the networks and K − 1 through the descriptors, ``mlip.model.committee``).
+``--baseline FILE`` adds the deviation call of another committee file, e.g. the same model exported
+by an older version of the code (the per-member loop before commit a01a172)::
+
+    mkdir /tmp/base && git archive a01a172~1 | tar -x -C /tmp/base
+    (cd /tmp/base && python -c "from pathlib import Path; from benchmarks.committee import _model_file; \
+        print(_model_file(Path('/tmp/base'), 4))")
+    python benchmarks/committee.py cost --baseline /tmp/base/committee4.pt
+
+The calls are interleaved, ``--warmup`` first (TorchScript's profiling executor), then the median
+of ``--calls``, as wall time and as the CPU time of the calling thread (steadier on a shared
+machine; the model runs in that thread); 1 torch thread by default.
 
 ``lammps``: the same models in LAMMPS (``pair_style mlip``, the plugin, one rank): NVE MD of fcc
 Cu (``--cells``³ cubic cells, default 6: 864 atoms, randomly displaced by up to 0.05 Å, 300 K,
@@ -106,19 +116,26 @@ def cost(args: argparse.Namespace) -> dict[str, Any]:
                      "committee_mean": (MLIPCalculator(files["committee"]), ["forces"]),
                      "committee_deviation": (MLIPCalculator(files["committee"]),
                                              ["forces", "force_deviation"])}
-            times: dict[str, list[float]] = {name: [] for name in calcs}
+            if args.baseline is not None:
+                calcs["baseline_deviation"] = (MLIPCalculator(args.baseline), ["forces", "force_deviation"])
+            wall: dict[str, list[float]] = {name: [] for name in calcs}
+            cpu: dict[str, list[float]] = {name: [] for name in calcs}
             for call in range(args.warmup + args.calls):
                 for name, (calc, props) in calcs.items():
                     calc.reset()
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.thread_time()
                     calc.calculate(atoms, ["energy", *props], ["positions"])
                     if call >= args.warmup:
-                        times[name].append(time.perf_counter() - t0)
-            ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
-            out["sizes"][str(len(atoms))] = {
-                "ms": ms, "mean_ratio": ms["committee_mean"] / ms["single"],
-                "deviation_ratio": ms["committee_deviation"] / ms["single"]}
-            print(f"{len(atoms)} atoms: " + ", ".join(f"{k} {v:.1f} ms" for k, v in ms.items()), flush=True)
+                        wall[name].append(time.perf_counter() - t0)
+                        cpu[name].append(time.thread_time() - c0)
+            result: dict[str, Any] = {}
+            for kind, times in (("ms", wall), ("cpu_ms", cpu)):
+                ms = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+                result[kind] = ms
+                result[kind.replace("ms", "ratio")] = {name: t / ms["single"] for name, t in ms.items()}
+                print(f"{len(atoms)} atoms, {kind}: " + ", ".join(f"{k} {v:.1f} ({v / ms['single']:.2f}x)"
+                                                              for k, v in ms.items()), flush=True)
+            out["sizes"][str(len(atoms))] = result
     return out
 
 
@@ -314,6 +331,8 @@ def main() -> None:
     p_cost.add_argument("--sizes", type=int, nargs="+", default=[864])
     p_cost.add_argument("--calls", type=int, default=15)
     p_cost.add_argument("--warmup", type=int, default=12)
+    p_cost.add_argument("--baseline", type=Path, default=None,
+                        help="a committee model file whose deviation call is timed too (module docstring)")
     p_lmp = sub.add_parser("lammps")
     p_lmp.add_argument("--cells", type=int, default=6, help="fcc cubic cells per side (4 cells^3 atoms)")
     p_lmp.add_argument("--steps", type=int, default=20, help="timed MD steps (a multiple of 10)")
