@@ -24,6 +24,7 @@ from mlip import __version__
 from mlip.errors import UserError
 from mlip.fileio import atomic_write, atomic_write_text
 from mlip.model import Potential
+from mlip.model.qeq_potential import QEqPotential, qeq_metadata
 from mlip.physics import d3, zbl
 from mlip.physics.extrapolation import EXTRAPOLATION_MARGIN
 
@@ -107,6 +108,8 @@ def model_metadata(model: Potential, descriptors: Any = None, data_hash: str | N
     descriptors' range and returns ``extrapolation``; ``extrapolation_margin`` (in widths of that
     range) is where the ASE calculator and ``pair_style mlip`` start to warn. ``committee``: the
     number of members K (1: a single model, without deviation outputs; :mod:`mlip.model.committee`).
+    A 4G model (:class:`~mlip.model.qeq_potential.QEqPotential`) is long-range and adds ``qeq``
+    (:func:`~mlip.model.qeq_potential.qeq_metadata`).
     """
     overlay = list(lammps_overlay)
     bad = sorted(set(overlay) - set(lammps_overlay_terms(model)))
@@ -119,7 +122,7 @@ def model_metadata(model: Potential, descriptors: Any = None, data_hash: str | N
     elements = list(model.elements)
     known = model.min_pair_distance > 0
     pairs = [(i, j) for i in range(len(elements)) for j in range(i, len(elements)) if bool(known[i, j])]
-    return {
+    meta = {
         "elements": elements,
         "cutoff": float(model.cutoff),
         "dtype": str(dtype).replace("torch.", ""),
@@ -142,6 +145,9 @@ def model_metadata(model: Potential, descriptors: Any = None, data_hash: str | N
         "extrapolation_margin": EXTRAPOLATION_MARGIN,
         "committee": int(model.committee),
     }
+    if isinstance(model, QEqPotential):
+        meta.update(qeq_metadata(model))
+    return meta
 
 
 def lammps_file(path: str | Path) -> Path:

@@ -189,15 +189,7 @@ def export(directory: str | Path, output: str | Path, epoch: int | None = None,
     mode)."""
     model = load(directory, epoch, length_unit, energy_unit, accuracy, mode)
     directory = Path(directory)
-    meta = model_metadata(model, model.descriptors.config)
-    engine = model.qeq.engine
-    meta["long_range"] = True
-    meta["qeq"] = {
-        "widths_angstrom": dict(zip(model.elements, model.widths.tolist(), strict=True)),
-        "hardness_ev": dict(zip(model.elements, model.hardness.detach().tolist(), strict=True)),
-        "screening_angstrom": [model.screen_inner, model.screen_outer],
-        "coulomb_cutoff": engine.cutoff, "coulomb_accuracy": engine.accuracy, "coulomb_mode": engine.mode,
-    }
+    meta = model_metadata(model, model.descriptors.config)  # long_range and qeq included
     files = [*n2p2.weight_files(directory, model.elements, epoch, prefix="weightse").values(),
              *n2p2.weight_files(directory, model.elements, epoch).values()]
     meta["imported_from"] = {

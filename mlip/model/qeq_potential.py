@@ -8,7 +8,8 @@ descriptors:
 2. charges q minimise  E_QEq(q) = Σ_i (χ_i q_i + ½ J_{s_i} q_i²) + ½ Σ_ij q_i A_ij q_j  under
    Σ_i q_i = Q, with A the Coulomb operator of Gaussian charges of widths σ_{s_i} (Å, standard
    deviations; their self-interaction k_e/(√π σ_i) on the diagonal) and J the element
-   hardnesses (eV/e²): :class:`~mlip.physics.qeq.ChargeEquilibration` on the Coulomb engine
+   hardnesses (eV/e², the magnitude of the ``hardness`` parameter, so that J ≥ 0 however
+   training moves it): :class:`~mlip.physics.qeq.ChargeEquilibration` on the Coulomb engine
    (Ewald for periodic frames, a direct sum for clusters);
 3. short-range energy E_i^short = shift_{s_i} + c_E · NN^E_{s_i}(G_i, q_i), the charge being
    the network's last input (in e, unscaled);
@@ -21,11 +22,22 @@ descriptors:
    cosine core function). Per atom, E_i^elec = ½ q_i φ_i − k_e q_i²/(2√π σ_i) − ½ Σ_j (screened
    pair terms of i), so the atomic energies sum to the total.
 
-Total energy E = Σ_i (E_i^short + E_i^elec). Forces and the virial are its total derivatives,
-the charges' response to positions and cell included: the adjoint correction of
-:meth:`ChargeEquilibration.adjoint_correction` (one more solve), added to the atomic energies
-(its values vanish to the solver tolerance). A charge equilibration that does not converge
-raises an error (never NaN forces).
+Total energy E = Σ_i (E_i^short + E_i^elec + Σ_terms E_i^term), the terms being physics terms
+that do not read charges (the repulsive core of ``model.repulsion``). Forces and the virial are
+its total derivatives, the charges' response to positions and cell included. Two solves, by the
+module's mode:
+
+- evaluation (``eval()``: exported models, ASE, LAMMPS, ``mlip evaluate``): conjugate gradients
+  (:meth:`ChargeEquilibration.forward`, no dense matrix, O(N log N) products) and the adjoint
+  correction of :meth:`ChargeEquilibration.adjoint_correction` (one more solve), added to the
+  atomic energies (its values vanish to the solver tolerance): first derivatives exact to the
+  solver tolerance. A charge equilibration that does not converge raises an error (never NaN
+  forces);
+- training (``train()``, as ``mlip train`` runs it): the dense differentiable solve
+  (:meth:`ChargeEquilibration.dense`, O(n_b²) memory per frame of n_b atoms), so that the
+  gradient of a force loss with respect to the parameters of χ and J is exact (the adjoint
+  correction's second derivatives are not). Both give the same charges, energies and forces
+  to the solver tolerance.
 
 Periodic frames: the screened pair sum counts each pair (i, j + image) once; n2p2 counts an
 atom's own images within r_out twice (cells shorter than r_out only).
@@ -40,7 +52,7 @@ TorchScript-compiled: no ``from __future__ import annotations`` here.
 """
 
 import math
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -48,6 +60,7 @@ from torch import Tensor
 from mlip import keys
 from mlip.model.networks import ElementNetworks
 from mlip.model.potential import Potential
+from mlip.physics.base import PhysicsTerm
 from mlip.physics.coulomb import CoulombEngine
 from mlip.physics.qeq import ChargeEquilibration, frame_sums
 
@@ -76,10 +89,12 @@ class QEqPotential(Potential):
         screening: (r_in, r_out) Å; (0, 0) for none.
         activation: hidden activation of both network sets (n2p2 imports set theirs per layer).
         tolerance, max_iterations: of the conjugate-gradient solve (:mod:`mlip.physics.qeq`).
+        physics: physics terms that do not read charges (the repulsive core), added to the
+            atomic energies.
 
     Buffers ``electronegativity_scale`` (eV/e per network unit) and the inherited
     ``energy_shift`` (n_species,) eV and ``energy_scale`` (eV per network unit) of the
-    short-range energies; ``hardness`` is a parameter.
+    short-range energies; ``hardness`` is a parameter (J = its magnitude).
     """
 
     screen_inner: float
@@ -88,8 +103,9 @@ class QEqPotential(Potential):
     def __init__(self, descriptors: torch.nn.Module, elements: List[str], hidden_electronegativity: List[int],
                  hidden_short: List[int], widths: Tensor, hardness: Tensor, engine: CoulombEngine,
                  screening: Tuple[float, float] = (0.0, 0.0), activation: str = "tanh",
-                 tolerance: float = 1e-13, max_iterations: int = 2000) -> None:
-        super().__init__(descriptors, elements, hidden_electronegativity, activation)
+                 tolerance: float = 1e-13, max_iterations: int = 2000,
+                 physics: Optional[List[PhysicsTerm]] = None) -> None:
+        super().__init__(descriptors, elements, hidden_electronegativity, activation, physics=physics)
         n_species = len(elements)
         n_in = int(descriptors.n_features)
         self.short_networks = ElementNetworks(n_species, n_in + 1, list(hidden_short), activation)
@@ -99,7 +115,7 @@ class QEqPotential(Potential):
         self.register_buffer("electronegativity_scale", torch.ones((), dtype=torch.float64))
         self.screen_inner = float(screening[0])
         self.screen_outer = float(screening[1])
-        self.cutoff = float(max(float(descriptors.cutoff), self.screen_outer, engine.cutoff))
+        self.cutoff = float(max(self.cutoff, self.screen_outer, engine.cutoff))
         self.long_range = True
         self.has_charges = True
 
@@ -122,22 +138,31 @@ class QEqPotential(Potential):
         near_index = edge_index.index_select(1, near)
         near_vec = self._descriptor_edges(species, near_index, edge_vec.index_select(0, near))
         features = self.descriptors(species, near_index, near_vec, n_local)
-        system: Dict[str, Tensor] = {keys.POSITIONS: pos, keys.CELL: cell, keys.PBC: data[keys.PBC],
-                                     keys.BATCH: batch, keys.EDGE_INDEX: edge_index, keys.EDGE_VEC: edge_vec}
+        # the charge problem's geometry, and the physics terms' input
+        system: Dict[str, Tensor] = {keys.POSITIONS: pos, keys.SPECIES: species, keys.CELL: cell,
+                                     keys.PBC: data[keys.PBC], keys.BATCH: batch, keys.EDGE_INDEX: edge_index,
+                                     keys.EDGE_VEC: edge_vec, keys.TOTAL_CHARGE: total_charge}
         chi = self.electronegativity_scale.to(features.dtype) * self.networks(features, species)[:, 0]
-        hardness = self.hardness.to(features.dtype).index_select(0, species)
+        hardness = self.hardness.to(features.dtype).abs().index_select(0, species)
         widths = self.widths.to(features.dtype).index_select(0, species)
-        charges = self.qeq(chi, hardness, widths, total_charge, system)
-        if torch.is_grad_enabled() and (chi.requires_grad or pos.requires_grad or edge_vec.requires_grad
-                                        or cell.requires_grad):
-            charges = charges.requires_grad_(True)
+        if self.training:  # differentiable to every order (module docstring)
+            charges = self.qeq.dense(chi, hardness, widths, total_charge, system)
+        else:
+            charges = self.qeq(chi, hardness, widths, total_charge, system)
+            if torch.is_grad_enabled() and (chi.requires_grad or pos.requires_grad or edge_vec.requires_grad
+                                            or cell.requires_grad):
+                charges = charges.requires_grad_(True)
 
         short = self.short_networks(torch.cat([features, charges.unsqueeze(1)], dim=1), species)[:, 0]
         atomic = self.energy_shift.to(short.dtype).index_select(0, species) \
             + self.energy_scale.to(short.dtype) * short + self.electrostatic_energies(charges, widths, system)
+        for term in self.physics:
+            if not (lammps and term.lammps_overlay):
+                atomic = atomic + term(system, n_local)
         n_frames = cell.shape[0]
-        energy = frame_sums(atomic, batch, n_frames)
-        atomic = atomic + self.qeq.adjoint_correction(energy, charges, chi, hardness, widths, system)
+        if not self.training:
+            energy = frame_sums(atomic, batch, n_frames)
+            atomic = atomic + self.qeq.adjoint_correction(energy, charges, chi, hardness, widths, system)
         return {keys.ENERGY: frame_sums(atomic, batch, n_frames), keys.ATOMIC_ENERGIES: atomic,
                 keys.CHARGES: charges, keys.EXTRAPOLATION: self._extrapolation(features, species)}
 
@@ -165,3 +190,17 @@ class QEqPotential(Potential):
                 * torch.erf(r / pair_width) * screening_factor(r, self.screen_inner, self.screen_outer) / r
             energies = energies.index_add(0, i, -0.5 * pair)
         return energies
+
+
+def qeq_metadata(model: QEqPotential) -> Dict[str, Any]:
+    """The ``model.pt`` metadata of a 4G model (:func:`mlip.export.model_metadata` adds it):
+    ``long_range`` true (LAMMPS runs it gathered: every rank solves the whole charge problem) and
+    ``qeq``: widths Å, hardness J eV/e² per element, screening (r_in, r_out) Å, the Coulomb
+    engine's cutoff Å, accuracy and mode."""
+    engine = model.qeq.engine
+    return {"long_range": True, "qeq": {
+        "widths_angstrom": dict(zip(model.elements, model.widths.tolist(), strict=True)),
+        "hardness_ev": dict(zip(model.elements, model.hardness.detach().abs().tolist(), strict=True)),
+        "screening_angstrom": [model.screen_inner, model.screen_outer],
+        "coulomb_cutoff": engine.cutoff, "coulomb_accuracy": engine.accuracy, "coulomb_mode": engine.mode,
+    }}

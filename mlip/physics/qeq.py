@@ -29,6 +29,16 @@ cell, χ, J, widths): forces and virial through the charges, exact to the solver
 Second derivatives through the charges (a force loss differentiated with respect to
 parameters that enter χ or J) are not exact; terms with fixed parameters (D4) are unaffected.
 
+Dense solve (:meth:`ChargeEquilibration.dense`, for training): K of each frame is built from
+the engine's potentials of unit charges (one charge channel per atom of the largest frame, the
+engine's multi-channel ``potential``; A_ij = φ_i of a unit charge on j), symmetrised, bordered
+with the constraint and solved by ``torch.linalg.solve`` (LU), all frames of a batch at once
+(padded to the largest). The charges are then an ordinary differentiable function of χ, J,
+widths, positions and cell, to every order: a force loss has exact gradients with respect to
+the parameters of χ and J. Cost O(n_b²) engine work and memory and O(n_b³) time per frame of
+n_b atoms: meant for training frames of up to a few thousand atoms. The CG solve stays the
+path for inference and large systems.
+
 TorchScript-compiled: no ``from __future__ import annotations`` here.
 """
 
@@ -142,6 +152,39 @@ class ChargeEquilibration(torch.nn.Module):
                                + " conjugate-gradient steps (relative residual " + str(worst)
                                + "); is K = A + diag(J) positive definite (hardnesses, widths)?")
         return x
+
+    def dense(self, electronegativity: Tensor, hardness: Tensor, widths: Tensor, total_charge: Tensor,
+              system: Dict[str, Tensor]) -> Tensor:
+        """The equilibrated charges (n,) e by a dense, differentiable solve of each frame's bordered
+        system [[K, 1], [1ᵀ, 0]] [q; λ] = [−χ; Q] (module docstring): differentiable to every
+        order in ``electronegativity`` χ (n,), ``hardness`` J (n,), ``widths`` (n,) Å and the
+        geometry of ``system``; ``total_charge`` Q (B,) e."""
+        batch = system[keys.BATCH]
+        n = electronegativity.shape[0]
+        n_frames = system[keys.CELL].shape[0]
+        counts = torch.bincount(batch, minlength=n_frames)
+        first = torch.cumsum(counts, 0) - counts
+        index = torch.arange(n, device=batch.device)
+        local = index - first.index_select(0, batch)  # each atom's place in its frame
+        m = int(counts.max())
+        dtype = electronegativity.dtype
+        # channel c: a unit charge on the c-th atom of every frame (frames do not interact)
+        unit = torch.zeros(n, m, dtype=dtype, device=electronegativity.device)
+        unit = unit.index_put([index, local], torch.ones_like(electronegativity))
+        phi = self.engine.potential(unit, system[keys.POSITIONS], system[keys.CELL], system[keys.PBC], batch,
+                                    system[keys.EDGE_INDEX], system[keys.EDGE_VEC], widths)
+        a = torch.zeros(n_frames, m, m, dtype=dtype, device=phi.device).index_put([batch, local], phi)
+        mask = torch.zeros(n_frames, m, dtype=dtype, device=phi.device).index_put(
+            [batch, local], torch.ones_like(electronegativity))
+        # padding rows and columns: 1 on the diagonal, 0 in the border, so their charges are 0
+        diagonal = torch.zeros_like(mask).index_put([batch, local], hardness) + (1.0 - mask)
+        k = 0.5 * (a + a.transpose(1, 2)) + torch.diag_embed(diagonal)
+        top = torch.cat([k, mask.unsqueeze(2)], dim=2)
+        bottom = torch.cat([mask, torch.zeros_like(mask[:, :1])], dim=1).unsqueeze(1)
+        rhs = torch.cat([torch.zeros_like(mask).index_put([batch, local], -electronegativity),
+                         total_charge.to(dtype).unsqueeze(1)], dim=1)
+        solution = torch.linalg.solve(torch.cat([top, bottom], dim=1), rhs.unsqueeze(2)).squeeze(2)
+        return solution[:, :m].reshape(-1).index_select(0, batch * m + local)
 
     def _project(self, values: Tensor, batch: Tensor, counts: Tensor) -> Tensor:
         """``values`` (n,) minus their frame means: the component with Σ_frame = 0."""
