@@ -45,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
         "physics": [],  # names or dicts: zbl, ewald, d3, ...
         "repulsion": "auto",  # auto: ZBL core below the data's shortest pair distances; none
         "charges": "auto",  # none | network | fixed; auto = network if a term needs charges
-        "long_range": "none",  # none | ewald_mp, or {name: ewald_mp, channels: 8, k_cutoff: 1.0, ...}
+        "long_range": "none",  # none | ewald_mp | qeq, or {name: ewald_mp, channels: 8, ...}
         "dtype": "float64",
         "committee": 1,  # members K: K >= 2 trains K networks per element on bootstrap resamples
     },
@@ -245,10 +245,32 @@ def _charges(value: Any) -> str | bool:
     return choice("auto", "none", "network", "fixed").convert(value)
 
 
+def _widths(value: Any) -> dict[str, float]:
+    """Element symbol -> a Gaussian width > 0 (Å)."""
+    if not isinstance(value, dict) or not value:
+        raise ValueError
+    positive = number(0.0, lo_open=True)
+    return {_element(symbol): positive.convert(width) for symbol, width in value.items()}
+
+
+def _screening(value: Any) -> list[float]:
+    """[r_in, r_out] (Å) with 0 <= r_in < r_out."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError
+    inner, outer = (number(0.0).convert(v) for v in value)
+    if not inner < outer:
+        raise ValueError
+    return [inner, outer]
+
+
 # long-range model name -> its options and their rules (``model.long_range``)
 LONG_RANGE: dict[str, dict[str, Rule]] = {
     "ewald_mp": {"channels": integer(1), "k_cutoff": number(0.0, lo_open=True), "n_radial": integer(1),
                  "mode": choice("auto", "ewald", "pme")},
+    "qeq": {"hardness": number(0.0, lo_open=True),
+            "widths": Rule("a mapping of element symbols to widths > 0 (Å), e.g. {H: 0.31}", _widths),
+            "screening": optional(Rule("[r_in, r_out] in Å with 0 <= r_in < r_out", _screening)),
+            "accuracy": number(0.0, 1.0, lo_open=True, hi_open=True), "mode": choice("auto", "ewald", "pme")},
 }
 
 
@@ -324,10 +346,15 @@ SCHEMA: dict[str, Key] = {
                          "atomic charges: none, network, fixed; auto = network if a physics term "
                          "needs charges"),
     "model.long_range": Key(Rule("none, ewald_mp, or a mapping with name: ewald_mp and its options "
-                                 "channels, k_cutoff, n_radial, mode", _long_range),
-                            "learned long-range term added to the model: none, or ewald_mp (Ewald message "
-                            "passing: C channels of learned embeddings, radial filters of |k| up to k_cutoff "
-                            "1/Å from n_radial Gaussians; mlip.physics.ewald_mp)"),
+                                 "channels, k_cutoff, n_radial, mode; or qeq, or a mapping with name: qeq "
+                                 "and its options hardness, widths, screening, accuracy, mode", _long_range),
+                            "learned long range: none; ewald_mp (Ewald message passing: C channels of "
+                            "learned embeddings, radial filters of |k| up to k_cutoff 1/Å from n_radial "
+                            "Gaussians; mlip.physics.ewald_mp); or qeq (a 4G-HDNNP: networks give "
+                            "electronegativities, charges from a charge equilibration with learned "
+                            "hardnesses, initial hardness eV/e², and Gaussian widths Å, default the covalent "
+                            "radii; short-range networks see the charges; optional screening [r_in, r_out] Å "
+                            "of close pairs; Coulomb accuracy and mode; mlip.model.qeq_potential)"),
     "model.dtype": Key(choice("float64", "float32"), "precision of the model and of training"),
     "model.committee": Key(integer(1), "committee members K: K >= 2 trains K per-element networks on the "
                                        "shared descriptors, each on its own bootstrap resample of the "

@@ -30,6 +30,7 @@ import torch
 from mlip.errors import UserError
 from mlip.model import Potential
 from mlip.model.members import member_networks, refit_member
+from mlip.model.qeq_potential import QEqPotential
 from mlip.train.config import DEFAULTS, load_run_config
 from mlip.train.export_run import load_run, run_data_hash
 
@@ -167,6 +168,10 @@ def start_from(model: Potential, source: InitSource) -> Started:
     both runs'. The new run must fit its remaining reference energies with the old ones fixed
     (:func:`fixed_references`) and keep the old scale."""
     old = source.model
+    if isinstance(old, QEqPotential) or isinstance(model, QEqPotential):
+        raise UserError(f"--init {source.run}: a 4G model (model.long_range qeq) cannot start from or seed "
+                        "another run (its electronegativity and short-range networks do not carry over); "
+                        "train a fresh run")
     elements = list(model.elements)
     species_map = [elements.index(e) for e in source.elements]
     new_elements = [e for e in elements if e not in source.elements]
