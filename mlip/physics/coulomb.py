@@ -112,6 +112,7 @@ from torch import Tensor
 from torchpme.lib import KSpaceFilter, MeshInterpolator
 
 from mlip.errors import UserError
+from mlip.physics.kspace_product import kspace_product, phase_factors
 from mlip.physics.pairs import image_grid
 from parsers.units import COULOMB_EV_ANGSTROM
 
@@ -283,27 +284,51 @@ class KSpaceSum(torch.nn.Module):
         """φ (n, C) of charges (n, C) at ``positions`` (n, 3) Å in one periodic ``cell`` (3, 3)
         Å rows: the explicit sum or PME, as :meth:`explicit_sum` chooses."""
         if self.explicit_sum(positions.shape[0], cell):
-            cos, sin, weight = self.kspace_factors(positions, cell)
-            return self.kspace_product(cos, sin, weight, charges, torch.linalg.det(cell).abs())
+            k, phases, weight = self.kspace_factors(positions, cell)
+            return self.kspace_product(k, phases, weight, positions, charges, torch.linalg.det(cell).abs())
         return self.mesh_potential(charges, positions, cell)
 
     def kspace_factors(self, positions: Tensor, cell: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """The explicit k sum of one periodic frame as factors: cos(k·x_i), sin(k·x_i) (n, K) and
-        the kernel G(k) (K,) or (C, K) (:meth:`explicit_kernel`), so that φ = (cos G cosᵀ +
-        sin G sinᵀ) q / V (:meth:`kspace_product`). The terms of k and −k are equal (G is even),
-        so the factors hold one k of each pair with twice its G: half the work of the sum over
-        :meth:`kvectors`. For the Coulomb kernel this is torch-pme's ``EwaldCalculator`` sum, with
-        the factors kept for repeated products."""
+        """The explicit k sum of one periodic frame as factors: the k vectors (K, 3) 1/Å,
+        [cos(k·x_i) | sin(k·x_i)] (n, 2K) and the kernel G(k) (K,) or (C, K)
+        (:meth:`explicit_kernel`), so that φ = (cos G cosᵀ + sin G sinᵀ) q / V
+        (:meth:`kspace_product`). The terms of k and −k are equal (G is even), so the factors hold
+        one k of each pair with twice its G: half the work of the sum over :meth:`kvectors`. For
+        the Coulomb kernel this is torch-pme's ``EwaldCalculator`` sum, with the factors kept for
+        repeated products. In eager mode cos and sin carry no gradient: the product's derivatives
+        are :mod:`mlip.physics.kspace_product`'s closed forms (training differentiates twice;
+        autograd through cos and sin made that several times slower); a scripted module
+        differentiates them."""
         k = reciprocal_vectors(cell, self.k_end, True)
-        phase = positions @ k.T
-        return torch.cos(phase), torch.sin(phase), 2.0 * self.explicit_kernel(k.square().sum(dim=1))
+        if torch.jit.is_scripting():
+            phase = positions @ k.T
+            phases = torch.cat([torch.cos(phase), torch.sin(phase)], dim=1)
+        else:
+            phases = self._detached_phases(positions, k)
+        return k, phases, 2.0 * self.explicit_kernel(k.square().sum(dim=1))
 
-    def kspace_product(self, cos: Tensor, sin: Tensor, weight: Tensor, charges: Tensor,
+    def kspace_product(self, k: Tensor, phases: Tensor, weight: Tensor, positions: Tensor, charges: Tensor,
                        volume: Tensor) -> Tensor:
-        """φ = (cos G cosᵀ + sin G sinᵀ) q / V (n, C) from :meth:`kspace_factors`' output,
-        charges (n, C) and the cell volume V () Å³."""
-        w = weight.unsqueeze(1) if weight.dim() == 1 else weight.transpose(0, 1)
-        return (cos @ (w * (cos.T @ charges)) + sin @ (w * (sin.T @ charges))) / volume
+        """φ = (cos G cosᵀ + sin G sinᵀ) q / V (n, C) from :meth:`kspace_factors`' output for
+        ``positions`` (n, 3) Å, charges (n, C) and the cell volume V () Å³."""
+        w = weight.unsqueeze(0).expand(charges.shape[1], weight.shape[0]) if weight.dim() == 1 else weight
+        if torch.jit.is_scripting():
+            n_k = k.shape[0]
+            cos = phases[:, :n_k]
+            sin = phases[:, n_k:]
+            return (cos @ (w.T * (cos.T @ charges)) + sin @ (w.T * (sin.T @ charges))) / volume
+        return self._eager_product(positions, charges, k, w, phases) / volume
+
+    @torch.jit.unused
+    def _detached_phases(self, positions: Tensor, k: Tensor) -> Tensor:
+        """[cos | sin] (n, 2K) without gradient (:func:`mlip.physics.kspace_product.phase_factors`)."""
+        return phase_factors(positions, k)
+
+    @torch.jit.unused
+    def _eager_product(self, positions: Tensor, charges: Tensor, k: Tensor, weight: Tensor,
+                       phases: Tensor) -> Tensor:
+        """The product with closed-form derivatives (:func:`mlip.physics.kspace_product.kspace_product`)."""
+        return kspace_product(positions, charges, k, weight, phases)
 
     def mesh_potential(self, charges: Tensor, positions: Tensor, cell: Tensor) -> Tensor:
         """PME: the k-space sum (n, C) of charges (n, C) of one periodic frame (for the Coulomb
@@ -428,7 +453,7 @@ class CoulombEngine(KSpaceSum):
                 edge_vec: Tensor, widths: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """What the products φ = A q of one geometry share (differentiable in it): the real-space
         kernel of every edge (``pair``, (E,)), and per frame b the explicit k sum's factors
-        (``cos{b}``, ``sin{b}`` (n_b, K), ``weight{b}`` (K,), :meth:`kspace_factors`) or the
+        (``k{b}`` (K, 3), ``phases{b}`` (n_b, 2K), ``weight{b}`` (K,), :meth:`kspace_factors`) or the
         direct sum's kernel (``direct{b}`` (n_b, n_b)); PME frames keep nothing (the mesh
         weights are recomputed per product). Inputs as in :meth:`potential`."""
         periodic = pbc.all(dim=1)
@@ -446,9 +471,9 @@ class CoulombEngine(KSpaceSum):
             x = positions.index_select(0, idx)
             if bool(periodic[b]):
                 if self.explicit_sum(x.shape[0], cell[b]):
-                    cos, sin, weight = self.kspace_factors(x, cell[b])
-                    prepared["cos" + str(b)] = cos
-                    prepared["sin" + str(b)] = sin
+                    k, phases, weight = self.kspace_factors(x, cell[b])
+                    prepared["k" + str(b)] = k
+                    prepared["phases" + str(b)] = phases
                     prepared["weight" + str(b)] = weight
             elif not bool(pbc[b].any()):
                 s: Optional[Tensor] = None
@@ -478,11 +503,12 @@ class CoulombEngine(KSpaceSum):
             key = str(b)
             if bool(periodic[b]):
                 volume = torch.linalg.det(cell[b]).abs()
-                if "cos" + key in prepared:
-                    part = self.kspace_product(prepared["cos" + key], prepared["sin" + key],
-                                               prepared["weight" + key], q, volume)
+                x = positions.index_select(0, idx)
+                if "k" + key in prepared:
+                    part = self.kspace_product(prepared["k" + key], prepared["phases" + key],
+                                               prepared["weight" + key], x, q, volume)
                 else:
-                    part = self.mesh_potential(q, positions.index_select(0, idx), cell[b])
+                    part = self.mesh_potential(q, x, cell[b])
                 part = part - self.self_term * q - self.background_term * q.sum(dim=0, keepdim=True) / volume
                 if widths is not None:  # each Gaussian with itself
                     own = self.coulomb / math.sqrt(math.pi) / widths.index_select(0, idx)
