@@ -1,6 +1,7 @@
-"""The explicit k-space product with closed-form derivatives (mlip.physics.kspace_product): values,
-first and second derivatives exactly those of autograd through the plain sum (what a
-TorchScript-compiled engine runs, and what the reference tests check against LAMMPS and pymatgen)."""
+"""The explicit k-space product with closed-form derivatives (mlip.physics.kspace_product) and the
+Ewald term's training accuracy: values, first and second derivatives exactly those of autograd through
+the plain sum (what a TorchScript-compiled engine runs, and what the reference tests check against
+LAMMPS and pymatgen); the training sum within its accuracy of the exact one."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import torch
 from physics_reference import with_edges
 from test_coulomb import rattled_rocksalt
 
+from mlip.errors import UserError
 from mlip.physics.ewald import Ewald
 from mlip.physics.kspace_product import kspace_product, phase_factors
+from mlip.physics.registry import build_term
+
+KE = 14.399645
 
 
 def plain_product(x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -99,3 +104,35 @@ def test_ewald_training_step_equals_the_scripted_term() -> None:
     scripted = training_step(torch.jit.script(Ewald(1e-6, "ewald", 5.0)), frames)
     for a, b in zip(ours, scripted, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10 * float(b.abs().max()))
+
+
+def test_train_accuracy_applies_in_training_mode_only() -> None:
+    """``train_accuracy`` sets the sum of a term in training mode, within its accuracy of the exact
+    sum (RMS force error in k_e e²/Å²); eval mode and the exported (scripted, eval) term keep
+    ``accuracy``; without the option the state dict has the engine's entries only."""
+    frames = [rattled_rocksalt(13, 0.2)]
+    term = Ewald(1e-6, "ewald", 5.0, train_accuracy=1e-4)
+    trained = training_step(term.train(), frames)
+    coarse = training_step(Ewald(1e-4, "ewald", 5.0), frames)
+    for a, b in zip(trained, coarse, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * float(b.abs().max()))
+    exact = training_step(Ewald(1e-8, "ewald", 5.0), frames)
+    deployed = training_step(torch.jit.script(term.eval()), frames)
+    fine = training_step(Ewald(1e-6, "ewald", 5.0), frames)
+    for a, b in zip(deployed, fine, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * float(b.abs().max()))
+    for result, accuracy in ((trained, 1e-4), (deployed, 1e-6)):
+        error = float(((result[1] - exact[1]).square().sum(dim=1).mean()).sqrt()) / KE
+        assert 0.0 < error < accuracy
+    keys = set(Ewald(1e-6, "ewald", 5.0, train_accuracy=1e-6).state_dict())
+    assert keys == set(Ewald(1e-6, "ewald", 5.0).state_dict())
+    assert all(k.startswith("engine.") for k in keys)
+
+
+def test_train_accuracy_is_a_config_option() -> None:
+    """``model.physics: [{name: ewald, train_accuracy: ...}]`` reaches the term; a value outside
+    (0, 1) is a one-line user error naming it."""
+    term = build_term({"name": "ewald", "accuracy": 1e-6, "train_accuracy": 1e-5}, ["Na", "Cl"], 5.0)
+    assert term.engine.accuracy == 1e-6 and term.train_engine.accuracy == 1e-5
+    with pytest.raises(UserError, match="train_accuracy must lie in"):
+        build_term({"name": "ewald", "train_accuracy": 0.0}, ["Na", "Cl"], 5.0)
