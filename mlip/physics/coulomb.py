@@ -11,7 +11,10 @@ energies E (B,) eV and the per-atom potential φ_i = ∂E/∂q_i (eV/e), in LAMM
 The per-atom split E_i = ½ q_i φ_i is LAMMPS' ``compute pe/atom`` for ``kspace_style ewald``.
 Forces and the virial are not computed here: they come from the caller's autograd pass
 through ``positions``, ``edge_vec`` and ``cell`` (everything below is differentiable in them; a
-strain of the cell strains the k vectors and the mesh with it).
+strain of the cell strains the k vectors and the mesh with it). In eager mode the explicit k sum
+supplies its own first and second derivatives in closed form (:mod:`mlip.physics.kspace_product`:
+training differentiates twice, and autograd through cos and sin cost it most of its time); a
+TorchScript-compiled engine differentiates the same sum by autograd.
 
 Periodic frames (``pbc`` all True; any triclinic cell, charged cells included) split 1/r with a
 Gaussian smearing σ (Ewald parameter α = 1/(√2 σ)):
