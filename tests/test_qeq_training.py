@@ -6,9 +6,10 @@ non-periodic, DFT energies, forces and Hirshfeld charges, total charge per frame
   path (``eval()``: conjugate gradients and the adjoint correction) give the same charges,
   energies and forces; the gradient of a force loss with respect to parameters of the
   electronegativity networks and the hardness equals central finite differences of the loss
-  with re-solved charges. (Measured with the setup below, on the evaluation path the adjoint
-  correction's gradient of the same loss is −67.5 instead of −72.4 and −2.4 instead of −8.8
-  for two χ weights, and it has none for the hardness: its second derivatives are not exact.)
+  with re-solved charges; for clusters (direct sum) and in periodic cells (Ewald). (Measured
+  with the cluster setup below, on the evaluation path the adjoint correction's gradient of the
+  same loss is −67.5 instead of −72.4 and −2.4 instead of −8.8 for two χ weights, and it has
+  none for the hardness: its second derivatives are not exact.)
 - ``mlip train`` with ``model.long_range: qeq`` on a few frames: model.pt is long-range with
   the qeq metadata (widths = covalent radii by default); in the ASE calculator
   ``atoms.get_charges()`` sums to ``atoms.info["charge"]`` and the forces are −dE/dx by finite
@@ -23,6 +24,7 @@ tests/test_n2p2_4g.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -73,6 +75,13 @@ def invoke(*args) -> str:
     return res.output
 
 
+def boxed(frames: list[Frame], periodic: bool) -> list[Frame]:
+    """The frames as they are (clusters), or each in a periodic cubic cell of 20 Å (Ewald)."""
+    if not periodic:
+        return frames
+    return [dataclasses.replace(f, cell=20.0 * np.eye(3), pbc=np.ones(3, dtype=bool)) for f in frames]
+
+
 def small_model(frames: list[Frame]) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
     """A fresh qeq model (tanh networks of 8, hardness 2 eV/e², descriptors normalised on the
     frames) and the batch of the frames."""
@@ -87,8 +96,9 @@ def small_model(frames: list[Frame]) -> tuple[torch.nn.Module, dict[str, torch.T
     return model, batch
 
 
-def test_training_and_evaluation_paths_agree(frames):
-    model, batch = small_model(frames[2:6])  # two neutral, two charged frames
+@pytest.mark.parametrize("periodic", [False, True])
+def test_training_and_evaluation_paths_agree(frames, periodic):
+    model, batch = small_model(boxed(frames[2:6], periodic))  # two neutral, two charged frames
     model.train()
     dense = model.compute(batch, True, False)
     model.eval()
@@ -100,11 +110,13 @@ def test_training_and_evaluation_paths_agree(frames):
     assert float(dense["charges"].detach().abs().max()) > 1e-3
 
 
-def test_force_loss_gradient_matches_finite_differences(frames):
+@pytest.mark.parametrize("periodic", [False, True])
+def test_force_loss_gradient_matches_finite_differences(frames, periodic):
     """L = Σ (F − F_DFT)² in training mode: dL/dθ by autograd (through the dense solve) against
     central differences of L (charges re-solved at θ ± h) for two weights of the carbon
-    electronegativity network and the hydrogen hardness."""
-    model, batch = small_model(frames[2:5])
+    electronegativity network and the hydrogen hardness; clusters (direct sum) and periodic
+    cells (Ewald)."""
+    model, batch = small_model(boxed(frames[2:5], periodic))
     model.train()
 
     def loss(create_graph: bool) -> torch.Tensor:
