@@ -69,7 +69,8 @@ class MLIPCalculator(Calculator):
     and stress come from one backward pass. Committees (``implemented_properties`` then lists
     them) also give ``energy_deviation`` (eV/atom, the members' energy standard deviation per
     atom) and ``force_deviation`` (n,) eV/Å, d_i = sqrt(mean_k |F_i^k − F̄_i|²); the latter takes
-    one more backward pass through the descriptors per member and is computed when asked for (or with ``deviation_warning``).
+    one more backward pass through the descriptors per member and is computed when asked for
+    (or with ``deviation_warning``).
 
     Structures outside the training data (a pair closer than the data's shortest distance of
     its elements, descriptors out of the training range) give an
