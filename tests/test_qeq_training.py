@@ -146,9 +146,19 @@ def trained(frames, tmp_path_factory) -> Path:
     write_dataset(frames, work / "carbon.h5")
     (work / "cfg.yaml").write_text(yaml.safe_dump({"model": {"long_range": "qeq"},
                                                    "train": {"charge_weight": 1000.0, "lr": 0.02}}))
-    invoke("train", work / "carbon.h5", "--config", work / "cfg.yaml", "--epochs", 8, "--out", work / "run",
-           *SMALL)
+    output = invoke("train", work / "carbon.h5", "--config", work / "cfg.yaml", "--epochs", 8, "--out",
+                    work / "run", *SMALL)
+    (work / "train_output.txt").write_text(output)
     return work / "run"
+
+
+def test_the_run_states_the_descriptor_cutoff_and_the_longer_edges(trained):
+    """The start lines give the descriptors' cutoff as such and the model's longer edge range
+    (the Coulomb engine's real space for the Gaussian widths) separately."""
+    line = next(x for x in (trained.parent / "train_output.txt").read_text().splitlines()
+                if x.strip().startswith("cutoff:"))
+    cutoff = read_metadata(trained / "model.pt")["cutoff"]
+    assert f"edges to {cutoff:g} Å for the physics and long-range terms" in line, line
 
 
 def charge_rmse(model: Path, frames: list[Frame]) -> float:

@@ -279,6 +279,17 @@ class Trainer:
         return res["energy"].double().numpy()
 
     # -- what the run is ---------------------------------------------------------------------
+    def _describe_cutoff(self, descriptors: list[dict[str, Any]], origin: str) -> str:
+        """The descriptors' cutoff and where it comes from, and the model's edge range when a
+        physics or long-range term needs longer edges than the descriptors."""
+        cutoffs = [float(d["cutoff"]) for d in descriptors if "cutoff" in d]
+        if not cutoffs:
+            return f"cutoff: {self.model.cutoff:g} Å ({origin})"
+        line = f"cutoff: {max(cutoffs):g} Å ({origin})"
+        if self.model.cutoff > max(cutoffs) + 1e-9:
+            line += f"; edges to {self.model.cutoff:g} Å for the physics and long-range terms"
+        return line
+
     def describe(self) -> list[str]:
         """What this run trains: elements, descriptors and cutoff, feature and parameter counts,
         the split, and which labels are used or present but ignored."""
@@ -290,7 +301,7 @@ class Trainer:
         n_params = sum(p.numel() for p in self.model.parameters())
         lines = [f"elements: {', '.join(self.elements)}",
                  "descriptors: " + "; ".join(_describe_descriptor(d) for d in desc),
-                 f"cutoff: {self.model.cutoff:g} Å ({origin})",
+                 self._describe_cutoff(desc, origin),
                  f"model: {self.model.descriptors.n_features} features per atom, {n_params:,} parameters "
                  f"(hidden {list(mc['hidden'])}, {mc['activation']}, {mc['dtype']})"]
         if self.member_counts is not None:
