@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -41,8 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from long_range import errors  # the script's folder: the same test MAEs as long_range.py
+from long_range import (  # the script's folder: the same test MAEs as long_range.py
+    errors,
+    parse_training_options,
+)
 
 from fingerprints.descriptor_set import default_config
 from mlip.data.store import write_dataset
@@ -114,11 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--lr", type=float, default=1e-2, help="initial learning rate (cosine decay to lr/20)")
     p.add_argument("--energy-weight", type=float, default=100.0, help="train.energy_weight, (eV/atom)^-2")
     p.add_argument("--cutoff", type=float, default=5.0, help="descriptor cutoff (Å) of every variant")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--work", type=Path, help="keep run directories here (default: a temporary folder)")
-    args = p.parse_args(argv)
-    os.environ.setdefault("MLIP_PROGRESS", "0")
-    torch.set_num_threads(args.threads)
+    args = parse_training_options(p, argv)
     t0 = time.perf_counter()
     train_frames = make_frames(args.train_frames, seed=1)
     test_frames = make_frames(args.test_frames, seed=2)

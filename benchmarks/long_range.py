@@ -221,6 +221,17 @@ def run_tasks(tasks: dict[str, tuple], jobs: int) -> dict[str, dict[str, Any]]:
     return results
 
 
+def parse_training_options(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Add the options every training benchmark here shares (``--threads``, ``--work``) to ``p``,
+    parse ``argv``, turn the progress bars off and set torch's threads in this process."""
+    p.add_argument("--threads", type=int, default=1, help="torch threads per training process")
+    p.add_argument("--work", type=Path, help="keep run directories here (default: a temporary folder)")
+    args = p.parse_args(argv)
+    os.environ.setdefault("MLIP_PROGRESS", "0")
+    torch.set_num_threads(args.threads)
+    return args
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=200, help="epochs of every NaCl variant")
@@ -236,12 +247,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--cutoff", type=float, default=5.0, help="descriptor cutoff (Å) of every variant")
     p.add_argument("--train-accuracy", type=float, default=1e-5,
                    help="accuracy of the Ewald sum while training (the models are evaluated at 1e-6)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per training process")
     p.add_argument("--jobs", type=int, default=2, help="trainings run at the same time")
     p.add_argument("--skip-carbon", action="store_true")
-    p.add_argument("--work", type=Path, help="keep run directories here (default: a temporary folder)")
-    args = p.parse_args(argv)
-    os.environ.setdefault("MLIP_PROGRESS", "0")
+    args = parse_training_options(p, argv)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -52,8 +51,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from long_range import CARBON, EWALD  # the script's folder: the same data and Ewald term
+from long_range import (  # the script's folder: the same data and Ewald term
+    CARBON,
+    EWALD,
+    parse_training_options,
+)
 
 from mlip.data.store import write_dataset
 from mlip.export import model_metadata
@@ -161,11 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--repulsion", choices=["auto", "none"], default="auto",
                    help="model.repulsion of every run (auto: the ZBL core below the training data's shortest "
                         "pair distances, the descriptors frozen there)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--work", type=Path, help="keep run directories here (default: a temporary folder)")
-    args = p.parse_args(argv)
-    os.environ.setdefault("MLIP_PROGRESS", "0")
-    torch.set_num_threads(args.threads)
+    args = parse_training_options(p, argv)
     t0 = time.perf_counter()
     frames = list(read(CARBON))
     train_frames, validation, test = split(frames)
