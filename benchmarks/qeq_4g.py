@@ -35,7 +35,7 @@ frames have no such pair, so the selection is the same either way.
 
 Run from the repository root (one torch process, one thread; 17–22 min):
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/qeq_4g.py --repulsion none
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/qeq_4g.py   # the defaults' run; --repulsion none: no core
 
 The last line printed is one JSON object. Results: ``benchmarks/RESULTS.md``.
 """
